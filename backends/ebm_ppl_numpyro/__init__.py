@@ -1,0 +1,7 @@
+"""The NumPyro (JAX) backend of ebm_ppl."""
+
+from .ops import ops
+from .model import compile_model, as_data, restore_params, store_params
+from .optim import make_optimizer
+
+__all__ = ["ops", "compile_model", "as_data", "restore_params", "store_params", "make_optimizer"]

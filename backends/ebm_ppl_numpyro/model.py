@@ -1,0 +1,217 @@
+"""A NumPyro model turned into pure, jittable functions of arrays (``ModelInfo``).
+
+The per-chain log density is the model's log density on a batch of one example, vmapped
+over chains, with parameters substituted (so they are function arguments, not the init
+trace's values).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.util import log_density as _numpyro_log_density
+
+from ebm_ppl.backend import ModelInfo, SiteInfo
+
+__all__ = ["compile_model", "as_data", "restore_params", "store_params"]
+
+
+class _Transform:
+    """A bijection from unconstrained space with an ``is_identity`` flag."""
+
+    def __init__(self, t, is_identity):
+        self.t, self.is_identity = t, is_identity
+
+    def __call__(self, x):
+        return self.t(x)
+
+    def inv(self, y):
+        return self.t.inv(y)
+
+    def log_abs_det_jacobian(self, x, y):
+        return self.t.log_abs_det_jacobian(x, y)
+
+
+def as_data(data):
+    """JAX arrays for every leaf (numpy arrays are copied, jax arrays are left alone)."""
+    if isinstance(data, dict):
+        return {k: as_data(v) for k, v in data.items()}
+    if isinstance(data, jax.Array):
+        return data
+    return jnp.asarray(np.array(data))
+
+
+def _base_constraint(c):
+    while hasattr(c, "base_constraint"):
+        c = c.base_constraint
+    return c
+
+
+def _discrete_values(support):
+    base = _base_constraint(support)
+    if base is constraints.boolean:
+        return (0, 1)
+    if isinstance(base, constraints._IntegerInterval):
+        lo, hi = np.asarray(base.lower_bound), np.asarray(base.upper_bound)
+        if (lo != lo.flat[0]).any() or (hi != hi.flat[0]).any():
+            return None
+        return tuple(range(int(lo.flat[0]), int(hi.flat[0]) + 1))
+    return None
+
+
+def _unwrap(fn):
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
+
+
+def _is_factor(site):
+    return isinstance(_unwrap(site["fn"]), dist.Unit)
+
+
+def _site_info(name, site, value, is_observed):
+    support = site["fn"].support
+    shape = tuple(value.shape[1:])
+    if support.is_discrete:
+        return SiteInfo(name, shape, True, is_observed, _discrete_values(support), None,
+                        repr(support), value.dtype)
+    is_identity = _base_constraint(support) is constraints.real
+    transform = _Transform(biject_to(support), is_identity)
+    return SiteInfo(name, shape, False, is_observed, None, transform, repr(support), value.dtype)
+
+
+def _check_leaf(key, leaf, site):
+    fn = site["fn"]
+    if jnp.issubdtype(leaf.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(leaf))):
+        raise ValueError(f"data leaf {key!r} (site {site['name']!r}) contains NaN or inf")
+    fn_shape = tuple(fn.batch_shape) + tuple(fn.event_shape)
+    shape = tuple(leaf.shape)
+    if len(shape) < 1 or len(fn_shape) > len(shape) or any(
+        f not in (1, s) for f, s in zip(fn_shape[::-1], shape[::-1])
+    ):
+        raise ValueError(
+            f"data leaf {key!r} has shape {shape}, which does not fit site {site['name']!r} "
+            f"of shape {fn_shape} (event shape {tuple(fn.event_shape)}); examples go on axis 0"
+        )
+    if not bool(jnp.all(fn.support(leaf))):
+        raise ValueError(f"data leaf {key!r} has values outside the support {fn.support} of site {site['name']!r}")
+
+
+def _match_leaves(trace, data):
+    leaves = data if isinstance(data, dict) else {"data": data}
+    observed = [s for s in trace.values()
+                if s["type"] == "sample" and s["is_observed"] and not _is_factor(s)]
+    mapping = {}
+    for key, leaf in leaves.items():
+        hits = [s for s in observed if s["value"] is leaf]
+        if not hits and isinstance(data, dict):
+            hits = [s for s in observed if s["name"] == key]
+        if not hits and not isinstance(data, dict) and len(observed) == 1:
+            hits = observed
+        if not hits:
+            raise ValueError(
+                f"data leaf {key!r} is not the obs of any sample site of the model "
+                f"(observed sites: {[s['name'] for s in observed]})"
+            )
+        mapping[key] = hits[0]["name"]
+    return mapping
+
+
+def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
+    """Trace ``model`` on ``data`` once and return its :class:`~ebm_ppl.backend.ModelInfo`."""
+    model_kwargs = model_kwargs or {}
+    model_args = tuple(model_args)
+    traced = handlers.seed(model, rng_seed=0)
+    if params is not None:
+        traced = handlers.substitute(traced, data=dict(params))
+    try:
+        trace = handlers.trace(traced).get_trace(data, *model_args, **model_kwargs)
+    except (ValueError, TypeError):
+        raise
+    except Exception as e:  # shape errors inside the model's own code
+        raise ValueError(f"running the model on the data failed: {type(e).__name__}: {e}") from e
+    mapping = _match_leaves(trace, data)
+    leaves = data if isinstance(data, dict) else {"data": data}
+    for key, name in mapping.items():
+        _check_leaf(key, leaves[key], trace[name])
+
+    param_sites = {n: s for n, s in trace.items() if s["type"] == "param"}
+    if not param_sites:
+        raise ValueError("the model has no parameters (numpyro.param or numpyro.contrib.module): nothing to fit")
+    if params is not None:
+        missing = [n for n in param_sites if n not in params]
+        if missing:
+            raise ValueError(f"params is missing parameter(s) {missing} of the model")
+    transforms = {
+        n: biject_to(s["kwargs"].get("constraint", constraints.real)) for n, s in param_sites.items()
+    }
+
+    observed_names = list(dict.fromkeys(mapping.values()))
+    sites = {}
+    for name in observed_names:
+        key = next(k for k, v in mapping.items() if v == name)
+        sites[name] = _site_info(name, trace[name], leaves[key], True)
+    latent_names = [n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]]
+    for name in latent_names:
+        sites[name] = _site_info(name, trace[name], trace[name]["value"], False)
+
+    def data_to_values(batch):
+        b = batch if isinstance(batch, dict) else {"data": batch}
+        return {mapping[k]: v for k, v in b.items()}
+
+    def values_to_data(values):
+        if isinstance(data, dict):
+            return {k: values[mapping[k]] for k in leaves}
+        return values[observed_names[0]]
+
+    def constrain(params_u):
+        return {n: jax.tree_util.tree_map(transforms[n], u) for n, u in params_u.items()}
+
+    def unconstrain(params_c):
+        return {n: jax.tree_util.tree_map(transforms[n].inv, params_c[n]) for n in param_sites}
+
+    init_params = unconstrain({n: s["value"] for n, s in param_sites.items()} if params is None else params)
+
+    def log_density(params_u, values):
+        params_c = constrain(params_u)
+
+        def one(example):
+            first = values_to_data({k: example[k][None] for k in observed_names})
+            latents = {k: example[k][None] for k in latent_names}
+            ld, _ = _numpyro_log_density(model, (first,) + model_args, model_kwargs, {**params_c, **latents})
+            return ld
+
+        return jax.vmap(one)(values)
+
+    def sample_base(rng_key, num_chains):
+        first = {k: jnp.broadcast_to(v[:1], (num_chains,) + tuple(v.shape[1:])) for k, v in leaves.items()}
+        key_trace, key_sites = jax.random.split(rng_key)
+        tr = handlers.trace(handlers.seed(traced, key_trace)).get_trace(
+            first if isinstance(data, dict) else first["data"], *model_args, **model_kwargs
+        )
+        out = {}
+        for key, (name, site) in zip(jax.random.split(key_sites, len(sites)), sites.items()):
+            try:
+                x = tr[name]["fn"].sample(key)
+            except NotImplementedError:
+                u = jax.random.uniform(key, (num_chains,) + site.shape, minval=-2.0, maxval=2.0)
+                x = site.transform(u)
+            out[name] = jnp.broadcast_to(x, (num_chains,) + site.shape).astype(site.dtype)
+        return out
+
+    return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
+                     data_to_values, values_to_data, sample_base)
+
+
+def restore_params(info, saved_u):
+    """NumPyro parameters are values: the saved ones are used as they are."""
+    return saved_u
+
+
+def store_params(info, params_u):
+    """NumPyro keeps no parameter store; nothing to do."""
+    return None

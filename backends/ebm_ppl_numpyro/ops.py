@@ -1,0 +1,118 @@
+"""JAX implementations of the ops the algorithms need (keys, gradients, loops).
+
+The chunk runner jits one scan over a chunk of parameter updates: an epoch (or several) is
+one compiled ``lax.scan`` call, compiled once per fit.
+"""
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["ops"]
+
+
+class JaxOps:
+    name = "numpyro"
+    xp = jnp
+    int_dtype = jnp.int32
+
+    # ---- random keys -------------------------------------------------------------
+    def seed(self, rng_seed, like):
+        return jax.random.PRNGKey(int(rng_seed))
+
+    def split(self, key, num=2):
+        return tuple(jax.random.split(key, num))
+
+    def key_state(self, key):
+        return key
+
+    def key_from_state(self, state, like):
+        return state
+
+    def uniform(self, key, shape, like):
+        dtype = like.dtype if jnp.issubdtype(like.dtype, jnp.floating) else jnp.float32
+        return jax.random.uniform(key, shape, dtype=dtype)
+
+    def normal(self, key, shape, like):
+        dtype = like.dtype if jnp.issubdtype(like.dtype, jnp.floating) else jnp.float32
+        return jax.random.normal(key, shape, dtype=dtype)
+
+    def permutation(self, key, n):
+        return jax.random.permutation(key, n)
+
+    # ---- arrays --------------------------------------------------------------------
+    def asarray(self, value, like, int_=False, bool_=False):
+        if bool_:
+            return jnp.asarray(np.asarray(value), dtype=bool)
+        if int_:
+            return jnp.asarray(np.asarray(value), dtype=jnp.int32)
+        if like is None:
+            return jnp.asarray(value, dtype=jnp.float32)
+        return jnp.asarray(value, dtype=like.dtype)
+
+    def is_floating(self, x):
+        return jnp.issubdtype(x.dtype, jnp.floating)
+
+    def set_column(self, x, i, v):
+        return x.at[:, i].set(v.astype(x.dtype))
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def nanmean_scalars(self, values):
+        v = jnp.stack([jnp.asarray(x, jnp.float32) for x in values])
+        return jnp.where(jnp.all(jnp.isnan(v)), jnp.nan, jnp.nanmean(v))
+
+    def all_finite(self, tree):
+        leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+        return jnp.all(jnp.stack(leaves))
+
+    # ---- functional transformations ------------------------------------------------
+    def value_and_grad(self, fn, has_aux=False):
+        return jax.value_and_grad(fn, has_aux=has_aux)
+
+    def stop_gradient(self, tree):
+        return jax.lax.stop_gradient(tree)
+
+    def copy_tree(self, tree):
+        return tree  # jax arrays are immutable
+
+    def no_grad(self):
+        return contextlib.nullcontext()
+
+    def fori_loop(self, lower, upper, body, init):
+        return jax.lax.fori_loop(lower, upper, body, init)
+
+    def cond(self, pred, true_fn, false_fn, operand):
+        return jax.lax.cond(pred, true_fn, false_fn, operand)
+
+    def make_chunk_runner(self, step):
+        """One jitted ``lax.scan`` of ``step`` over a chunk of updates."""
+
+        @jax.jit
+        def run(carry, data_values, xs):
+            return jax.lax.scan(lambda c, x: step(data_values, c, x), carry, xs)
+
+        return run
+
+    def make_sample_runner(self, kernel, logdensity, run_kernel):
+        @jax.jit
+        def _run(key, position, aux, num_steps_arr):
+            def body(i, carry):
+                position, aux, key = carry
+                key, sub = jax.random.split(key)
+                position, aux, _ = kernel.step(sub, position, aux, logdensity)
+                return position, aux, key
+
+            position, aux, _ = jax.lax.fori_loop(0, num_steps_arr, body, (position, aux, key))
+            return position, aux
+
+        def run(key, position, aux, num_steps):
+            return _run(key, position, aux, jnp.asarray(num_steps, jnp.int32))
+
+        return run
+
+
+ops = JaxOps()

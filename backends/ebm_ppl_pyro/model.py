@@ -1,0 +1,262 @@
+"""A Pyro model turned into pure functions of tensors (``ModelInfo``), once per fit.
+
+Chains are the batch axis: the log density of C chains is one run of the model with a
+batch of C examples (the model's own data plate vectorizes it), reduced to one value per
+example along the data plate's dimension.
+"""
+
+import contextlib
+
+import torch
+import pyro
+import pyro.distributions as dist
+from pyro import poutine
+from pyro.distributions import constraints
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import biject_to
+
+from ebm_ppl.backend import ModelInfo, SiteInfo
+
+__all__ = ["compile_model", "as_data", "restore_params", "store_params"]
+
+
+class _Transform:
+    """A bijection from unconstrained space with an ``is_identity`` flag."""
+
+    def __init__(self, t, is_identity):
+        self.t, self.is_identity = t, is_identity
+
+    def __call__(self, x):
+        return self.t(x)
+
+    def inv(self, y):
+        return self.t.inv(y)
+
+    def log_abs_det_jacobian(self, x, y):
+        return self.t.log_abs_det_jacobian(x, y)
+
+
+def as_data(data):
+    """Torch tensors for every leaf (numpy arrays are copied, tensors are left alone)."""
+    if isinstance(data, dict):
+        return {k: as_data(v) for k, v in data.items()}
+    if isinstance(data, torch.Tensor):
+        return data
+    return torch.as_tensor(__import__("numpy").array(data))
+
+
+def _base_constraint(c):
+    while hasattr(c, "base_constraint"):
+        c = c.base_constraint
+    return c
+
+
+def _discrete_values(name, support, dtype):
+    base = _base_constraint(support)
+    if base is constraints.boolean:
+        return (0, 1)
+    if isinstance(base, constraints.integer_interval):
+        lo, hi = torch.as_tensor(base.lower_bound), torch.as_tensor(base.upper_bound)
+        if lo.numel() > 1 and (lo != lo.flatten()[0]).any() or hi.numel() > 1 and (hi != hi.flatten()[0]).any():
+            return None
+        return tuple(range(int(lo.flatten()[0]), int(hi.flatten()[0]) + 1))
+    return None
+
+
+def _is_factor(site):
+    return isinstance(site["fn"], dist.Unit) or site["infer"].get("is_auxiliary", False)
+
+
+def _site_info(name, site, value, is_observed):
+    fn = site["fn"]
+    support = fn.support
+    shape = tuple(value.shape[1:])
+    if support.is_discrete:
+        values = _discrete_values(name, support, value.dtype)
+        return SiteInfo(name, shape, True, is_observed, values, None, repr(support), value.dtype)
+    is_identity = _base_constraint(support) is constraints.real
+    transform = _Transform(biject_to(support), is_identity)
+    return SiteInfo(name, shape, False, is_observed, None, transform, repr(support), value.dtype)
+
+
+def _check_leaf(key, leaf, site):
+    fn = site["fn"]
+    if leaf.is_floating_point() and not torch.isfinite(leaf).all():
+        raise ValueError(f"data leaf {key!r} (site {site['name']!r}) contains NaN or inf")
+    fn_shape = tuple(fn.batch_shape + fn.event_shape)
+    shape = tuple(leaf.shape)
+    if len(shape) < 1 or len(fn_shape) > len(shape) or any(
+        f not in (1, s) for f, s in zip(fn_shape[::-1], shape[::-1])
+    ):
+        raise ValueError(
+            f"data leaf {key!r} has shape {shape}, which does not fit site {site['name']!r} "
+            f"of shape {fn_shape} (event shape {tuple(fn.event_shape)}); examples go on axis 0"
+        )
+    ok = fn.support.check(leaf)
+    if not bool(torch.as_tensor(ok).all()):
+        raise ValueError(f"data leaf {key!r} has values outside the support {fn.support} of site {site['name']!r}")
+
+
+def _match_leaves(trace, data):
+    """Map data leaves to observed sites: by identity, then by name."""
+    leaves = data if isinstance(data, dict) else {"data": data}
+    observed = [s for s in trace.nodes.values()
+                if s["type"] == "sample" and s["is_observed"] and not _is_factor(s)]
+    mapping = {}
+    for key, leaf in leaves.items():
+        hits = [s for s in observed if s["value"] is leaf]
+        if not hits and isinstance(data, dict):
+            hits = [s for s in observed if s["name"] == key]
+        if not hits and not isinstance(data, dict) and len(observed) == 1:
+            hits = observed
+        if not hits:
+            raise ValueError(
+                f"data leaf {key!r} is not the obs of any sample site of the model "
+                f"(observed sites: {[s['name'] for s in observed]})"
+            )
+        mapping[key] = hits[0]["name"]
+    return mapping
+
+
+def _run(fn, args, kwargs):
+    with pyro.validation_enabled(False):
+        return poutine.trace(fn).get_trace(*args, **kwargs)
+
+
+def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
+    """Trace ``model`` on ``data`` once and return its :class:`~ebm_ppl.backend.ModelInfo`."""
+    model_kwargs = model_kwargs or {}
+    store = pyro.get_param_store()
+    traced = model if params is None else poutine.substitute(model, data=dict(params))
+    try:
+        trace = _run(traced, (data,) + tuple(model_args), model_kwargs)
+    except (ValueError, TypeError) as e:
+        raise
+    except Exception as e:  # shape errors inside the model's own code
+        raise ValueError(f"running the model on the data failed: {type(e).__name__}: {e}") from e
+    mapping = _match_leaves(trace, data)
+    leaves = data if isinstance(data, dict) else {"data": data}
+    for key, name in mapping.items():
+        _check_leaf(key, leaves[key], trace.nodes[name])
+
+    param_names = [n for n, s in trace.nodes.items() if s["type"] == "param"]
+    if not param_names:
+        raise ValueError("the model has no parameters (pyro.param, pyro.module or PyroModule): nothing to fit")
+    if params is not None:
+        missing = [n for n in param_names if n not in params]
+        if missing:
+            raise ValueError(f"params is missing parameter(s) {missing} of the model")
+
+    def _constraint(name):
+        if name in store._constraints:
+            return store._constraints[name]
+        return trace.nodes[name]["kwargs"].get("constraint", constraints.real)
+
+    transforms = {n: biject_to(_constraint(n)) for n in param_names}
+    observed_names = list(dict.fromkeys(mapping.values()))
+    sites = {}
+    for name in observed_names:
+        key = next(k for k, v in mapping.items() if v == name)
+        sites[name] = _site_info(name, trace.nodes[name], leaves[key], True)
+    latent_names = [n for n, s in trace.nodes.items()
+                    if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+    for name in latent_names:
+        sites[name] = _site_info(name, trace.nodes[name], trace.nodes[name]["value"], False)
+
+    num_data = next(iter(leaves.values())).shape[0]
+    plate_name = _data_plate(trace, observed_names[0], num_data)
+    keys_of = {v: k for k, v in mapping.items()}
+
+    def data_to_values(batch):
+        b = batch if isinstance(batch, dict) else {"data": batch}
+        return {mapping[k]: v for k, v in b.items()}
+
+    def values_to_data(values):
+        if isinstance(data, dict):
+            return {k: values[mapping[k]] for k in leaves}
+        return values[observed_names[0]]
+
+    store_u = {n: store.get_param(n).unconstrained() for n in param_names} if params is None else None
+
+    def constrain(params_u):
+        return {n: transforms[n](u) for n, u in params_u.items()}
+
+    def unconstrain(params_c):
+        return {n: transforms[n].inv(torch.as_tensor(params_c[n])).detach() for n in param_names}
+
+    init_params = store_u if params is None else unconstrain(params)
+
+    def log_density(params_u, values):
+        fn = model
+        latents = {n: values[n] for n in latent_names}
+        if latents:
+            fn = poutine.condition(fn, data=latents)
+        if store_u is None or any(params_u[n] is not store_u[n] for n in param_names):
+            fn = poutine.substitute(fn, data=constrain(params_u))
+        tr = _run(fn, (values_to_data(values),) + tuple(model_args), model_kwargs)
+        num_chains = next(iter(values.values())).shape[0]
+        total = 0.0
+        for site in tr.nodes.values():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            lp = site["fn"].log_prob(site["value"])
+            if site["mask"] is not None and site["mask"] is not True:
+                lp = lp * site["mask"] if site["mask"] is not False else lp * 0
+            if site["scale"] != 1.0:
+                lp = site["scale"] * lp
+            total = total + _per_example(lp, site, plate_name, num_chains)
+        return total
+
+    def sample_base(rng_key, num_chains):
+        first = {k: v[:1].expand((num_chains,) + tuple(v.shape[1:])) for k, v in leaves.items()}
+        seed = int(torch.randint(0, 2**62, (), generator=rng_key, device=rng_key.device))
+        out = {}
+        with torch.random.fork_rng(devices=[] if rng_key.device.type == "cpu" else [rng_key.device]):
+            torch.manual_seed(seed)
+            fn = traced if params is None else traced
+            tr = _run(fn, ((first if isinstance(data, dict) else first["data"]),) + tuple(model_args), model_kwargs)
+            for name, site in sites.items():
+                node = tr.nodes[name]
+                try:
+                    out[name] = node["fn"].sample().reshape((num_chains,) + site.shape)
+                except NotImplementedError:
+                    x = torch.rand((num_chains,) + site.shape, device=rng_key.device) * 4 - 2
+                    out[name] = site.transform(x.to(site.dtype)).detach()
+        return {k: v.to(sites[k].dtype).detach() for k, v in out.items()}
+
+    return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
+                     data_to_values, values_to_data, sample_base)
+
+
+def _data_plate(trace, site_name, num_data):
+    frames = [f for f in trace.nodes[site_name]["cond_indep_stack"] if f.size == num_data]
+    if not frames:
+        return None
+    return min(frames, key=lambda f: f.dim).name
+
+
+def _per_example(lp, site, plate_name, num_chains):
+    lp = torch.as_tensor(lp)
+    if lp.dim() == 0:
+        return lp
+    frame = next((f for f in site["cond_indep_stack"] if f.name == plate_name), None)
+    if frame is not None and frame.dim is not None and lp.dim() >= -frame.dim:
+        lp = lp.movedim(frame.dim, 0)
+    elif lp.shape[0] != num_chains:
+        return lp.sum()
+    return lp.reshape((lp.shape[0], -1)).sum(-1)
+
+
+def restore_params(info, saved_u):
+    """Copy saved unconstrained values into the param store's tensors (in place)."""
+    out = {}
+    with torch.no_grad():
+        for name, u in info.init_params.items():
+            u.copy_(saved_u[name])
+            out[name] = u
+    return out
+
+
+def store_params(info, params_u):
+    """Pyro's parameters already live in the param store; nothing to do."""
+    return None

@@ -1,0 +1,165 @@
+"""PyTorch implementations of the ops the algorithms need (keys, gradients, loops).
+
+Random keys are ``torch.Generator`` objects on the data's device: ``split`` hands back the
+same generator (PyTorch's streams are stateful), and ``key_state`` / ``key_from_state``
+snapshot and restore them so a fit can be resumed exactly.
+"""
+
+import copy
+
+import numpy as np
+import torch
+
+__all__ = ["ops"]
+
+
+class TorchOps:
+    name = "pyro"
+    xp = torch
+    int_dtype = torch.long
+
+    # ---- random keys -------------------------------------------------------------
+    def seed(self, rng_seed, like):
+        g = torch.Generator(device=like.device)
+        g.manual_seed(int(rng_seed))
+        return g
+
+    def split(self, key, num=2):
+        return (key,) * num
+
+    def key_state(self, key):
+        return (str(key.device), key.get_state().clone())
+
+    def key_from_state(self, state, like):
+        device, s = state
+        g = torch.Generator(device=device)
+        g.set_state(s.clone())
+        return g
+
+    def uniform(self, key, shape, like):
+        dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
+        return torch.rand(shape, generator=key, dtype=dtype, device=key.device)
+
+    def normal(self, key, shape, like):
+        dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
+        return torch.randn(shape, generator=key, dtype=dtype, device=key.device)
+
+    def permutation(self, key, n):
+        return torch.randperm(n, generator=key, device=key.device)
+
+    # ---- arrays --------------------------------------------------------------------
+    def asarray(self, value, like, int_=False, bool_=False):
+        if bool_:
+            return torch.as_tensor(np.asarray(value), dtype=torch.bool, device=getattr(like, "device", None))
+        if int_:
+            return torch.as_tensor(np.asarray(value), dtype=torch.long, device=getattr(like, "device", None))
+        if like is None:
+            return torch.as_tensor(value, dtype=torch.get_default_dtype())
+        return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+    def is_floating(self, x):
+        return x.is_floating_point()
+
+    def set_column(self, x, i, v):
+        y = x.clone()
+        y[:, i] = v
+        return y
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy()
+
+    def nanmean_scalars(self, values):
+        v = torch.stack([torch.as_tensor(x, dtype=torch.get_default_dtype()) for x in values])
+        return torch.nanmean(v) if not torch.isnan(v).all() else v[0]
+
+    def all_finite(self, tree):
+        return torch.stack([torch.isfinite(x).all() for x in _leaves(tree)]).all()
+
+    # ---- functional transformations ------------------------------------------------
+    def value_and_grad(self, fn, has_aux=False):
+        def wrapped(x):
+            leaves = {k: v if (v.is_leaf and v.requires_grad) else v.detach().requires_grad_(True)
+                      for k, v in x.items()}
+            with torch.enable_grad():
+                out = fn(leaves)
+            value, aux = out if has_aux else (out, None)
+            names = list(leaves)
+            grads = torch.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
+            grads = {k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(names, grads)}
+            value = value.detach()
+            aux = tree_map(lambda a: a.detach(), aux)
+            return (value, aux) if has_aux else value, grads
+
+        return wrapped
+
+    def stop_gradient(self, tree):
+        return tree_map(lambda a: a.detach() if isinstance(a, torch.Tensor) else a, tree)
+
+    def copy_tree(self, tree):
+        return tree_map(lambda a: a.detach().clone() if isinstance(a, torch.Tensor) else copy.deepcopy(a), tree)
+
+    def fori_loop(self, lower, upper, body, init):
+        carry = init
+        for i in range(lower, upper):
+            carry = body(i, carry)
+        return carry
+
+    def no_grad(self):
+        return torch.no_grad()
+
+    def cond(self, pred, true_fn, false_fn, operand):
+        return true_fn(operand) if bool(pred) else false_fn(operand)
+
+    def make_chunk_runner(self, step):
+        """Run ``step`` over a chunk of updates, stopping at the first failure."""
+
+        def run(carry, data_values, xs):
+            idx, active = xs
+            outs = []
+            for i in range(idx.shape[0]):
+                if not bool(active[i]):
+                    break
+                carry, out = step(data_values, carry, (idx[i], active[i]))
+                outs.append(out)
+                if int(carry[5]) >= 0:
+                    break
+            if not outs:
+                nan = torch.full((0,), float("nan"))
+                return carry, (nan, nan, nan, nan)
+            return carry, tuple(torch.stack([torch.as_tensor(o[j]).detach().float() for o in outs])
+                                for j in range(4))
+
+        return run
+
+    def make_sample_runner(self, kernel, logdensity, run_kernel):
+        def run(key, position, aux, num_steps):
+            position, aux, _ = run_kernel(self, kernel, key, position, aux, logdensity, num_steps)
+            return self.stop_gradient(position), aux
+
+        return run
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+    elif isinstance(tree, (list, tuple)):
+        for v in tree:
+            yield from _leaves(v)
+    elif isinstance(tree, torch.Tensor):
+        yield tree
+
+
+def tree_map(fn, tree):
+    if isinstance(tree, dict):
+        return type(tree)((k, tree_map(fn, v)) for k, v in tree.items())
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(tree_map(fn, v) for v in tree))
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(tree_map(fn, v) for v in tree)
+    if tree is None:
+        return None
+    return fn(tree)
+
+
+ops = TorchOps()

@@ -1,0 +1,32 @@
+"""ebm_ppl: energy-based and other unnormalized models in Pyro and NumPyro.
+
+Declare unnormalized factors with :func:`factor` / :func:`energy` in an ordinary model
+and fit its parameters by maximum likelihood with :func:`fit_unnormalized` (CD-k or PCD
+estimates of the negative phase). Importing ebm_ppl imports neither torch nor jax.
+"""
+
+from . import estimators
+from . import samplers
+from .api import FitResult
+from .api import FitState
+from .api import fit_unnormalized
+from .api import sample
+from .estimators import CD
+from .estimators import PCD
+from .primitives import energy
+from .primitives import factor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CD",
+    "FitResult",
+    "FitState",
+    "PCD",
+    "energy",
+    "estimators",
+    "factor",
+    "fit_unnormalized",
+    "sample",
+    "samplers",
+]

@@ -1,0 +1,406 @@
+"""The user-facing functions: ``fit_unnormalized`` and ``sample``.
+
+The fit is written once over the backend contract (``ebm_ppl.backend``): one parameter
+update is a pure function ``step(carry, (batch_indices, active)) -> (carry, stats)`` that
+NumPyro's backend jits and scans over an epoch, and Pyro's backend runs in a plain loop.
+"""
+
+import math
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+from ._problem import Problem, run_kernel
+from .backend import detect_backend, get_backend
+from .estimators import PCD
+from .samplers.base import build_kernel
+
+__all__ = ["fit_unnormalized", "sample", "FitResult", "FitState"]
+
+_HISTORY = ("loss", "positive_log_density", "negative_log_density", "acceptance_rate")
+
+
+class FitState(NamedTuple):
+    """Everything ``resume=`` needs to continue a fit exactly where it stopped.
+
+    Attributes
+    ----------
+    params : dict
+        Unconstrained parameters (copies).
+    optimizer_state : Any
+        The optimizer's state (Pyro: ``PyroOptim.get_state()``; NumPyro: its pytree).
+    estimator_state : Any
+        Chains (sampler space) and the sampler's adapted step sizes.
+    rng_key : Any
+        The key of the sampling stream (Pyro: a ``torch.Generator`` state).
+    data_key : Any
+        The key of the minibatch-shuffling stream.
+    num_updates : int
+        Parameter updates done so far.
+    estimator : Any
+        The estimator object that produced ``estimator_state``.
+    """
+
+    params: Any
+    optimizer_state: Any
+    estimator_state: Any
+    rng_key: Any
+    data_key: Any
+    num_updates: int
+    estimator: Any
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit_unnormalized` returns.
+
+    Attributes
+    ----------
+    params : dict
+        name -> array (``torch.Tensor`` / ``jax.Array``), constrained values. On Pyro they
+        are also left in ``pyro.get_param_store()``.
+    history : dict
+        name -> 1-D ``numpy.ndarray`` with one entry per update: ``loss`` (the surrogate
+        mean log p̃(negative) − mean log p̃(positive), whose gradient is the estimator; it
+        is *not* the negative log-likelihood), ``positive_log_density``,
+        ``negative_log_density`` and ``acceptance_rate`` (NaN where the sampler has none).
+    chains : dict
+        site name -> array: the negative-phase chain state at the end (constrained values).
+    state : FitState
+        What ``resume=`` needs.
+    backend : str
+        ``"pyro"`` or ``"numpyro"``.
+    """
+
+    params: dict
+    history: dict
+    chains: dict
+    state: FitState
+    backend: str
+
+
+def _check_positive_int(name, value, allow_none=True):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_fit_args(estimator, num_epochs, num_steps, batch_size):
+    if (num_epochs is None) == (num_steps is None):
+        raise ValueError(
+            "pass exactly one of num_epochs and num_steps, got "
+            f"num_epochs={num_epochs!r}, num_steps={num_steps!r}"
+        )
+    _check_positive_int("num_epochs", num_epochs)
+    _check_positive_int("num_steps", num_steps)
+    _check_positive_int("batch_size", batch_size)
+    if not (hasattr(estimator, "update") and hasattr(estimator, "init")):
+        raise TypeError(f"estimator must be ebm_ppl.CD(...) or ebm_ppl.PCD(...), got {estimator!r}")
+
+
+def _make_step(problem, kernel, estimator, optimizer):
+    """One parameter update as a pure function of (carry, (indices, active))."""
+    ops, info, xp = problem.ops, problem.info, problem.ops.xp
+
+    def step(data_values, carry, x):
+        params, opt_state, est_state, key, t, failed = carry
+        idx, active = x
+        key, key_neg = ops.split(key, 2)
+        batch = {k: v[idx] for k, v in data_values.items()}
+        with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
+            new_est, negative, rate = estimator.update(problem, kernel, key_neg, est_state, params, batch)
+        negative = problem.from_internal(ops.stop_gradient(negative))
+
+        def surrogate(p):
+            pos = xp.mean(info.log_density(p, batch))
+            neg = xp.mean(info.log_density(p, negative))
+            return neg - pos, (pos, neg)
+
+        (loss, (pos, neg)), grads = ops.value_and_grad(surrogate, has_aux=True)(params)
+        ok = ops.all_finite((loss, pos, neg, grads))
+        go = active & ok & (failed < 0)
+
+        def apply(_):
+            new_params, new_opt = optimizer.update(grads, opt_state, params)
+            return new_params, new_opt, new_est
+
+        def skip(_):
+            return params, opt_state, est_state
+
+        params2, opt2, est2 = ops.cond(go, apply, skip, None)
+        failed = xp.where(active & ~ok & (failed < 0), t, failed)
+        t = t + xp.where(active, 1, 0)
+        stats = (loss, pos, neg, rate)
+        return (params2, opt2, est2, key, t, failed), stats
+
+    return step
+
+
+def _batches(ops, data_key, num_data, batch_size, num_epochs_in_chunk):
+    """Minibatch indices for whole epochs: (num_epochs * num_data // batch_size, batch_size)."""
+    per_epoch = num_data // batch_size
+    rows = []
+    for _ in range(num_epochs_in_chunk):
+        data_key, sub = ops.split(data_key, 2)
+        perm = ops.permutation(sub, num_data)
+        rows.append(perm[: per_epoch * batch_size].reshape((per_epoch, batch_size)))
+    return data_key, ops.xp.concatenate(rows, axis=0)
+
+
+def fit_unnormalized(
+    model,
+    data,
+    estimator=None,
+    sampler="auto",
+    optimizer=None,
+    num_epochs=None,
+    num_steps=None,
+    batch_size=None,
+    backend=None,
+    rng_seed=0,
+    progress_bar=True,
+    resume=None,
+    model_args=(),
+    model_kwargs=None,
+):
+    """Fit the parameters of an unnormalized model by (stochastic) maximum likelihood.
+
+    The gradient of the mean log-likelihood of a batch is the positive phase (the batch's
+    ∇θ log p̃) minus the negative phase, the model expectation of ∇θ log p̃, estimated
+    with MCMC chains by ``estimator`` (Goodfellow, Bengio & Courville, *Deep Learning*,
+    eq. 18.15). Each update minimizes the surrogate loss
+    mean log p̃(negative) − mean log p̃(positive) with the backend's optimizer.
+
+    Parameters
+    ----------
+    model : callable
+        A Pyro or NumPyro model whose first argument is a batch of examples (an array with
+        examples on axis 0, or a dict of such arrays).
+    data : array or dict of arrays
+        The training set; it is never modified.
+    estimator : CD or PCD, optional
+        Default ``PCD(num_chains=100, num_steps=1)``.
+    sampler : "auto" or a sampler from ``ebm_ppl.samplers``
+        ``"auto"``: Gibbs on discrete sites, MALA (adapted step size) on continuous ones.
+    optimizer : optional
+        Pyro: a ``pyro.optim.PyroOptim`` (``PyroLRScheduler`` is stepped once per update);
+        NumPyro: a ``numpyro.optim`` optimizer or an ``optax.GradientTransformation``.
+        Default: Adam with learning rate 1e-2.
+    num_epochs, num_steps : int
+        Exactly one: passes over the data, or parameter updates.
+    batch_size : int, optional
+        Examples per update; None uses the whole data set. Each epoch visits a random
+        permutation in ``len(data) // batch_size`` batches (the remainder is dropped).
+    backend : {"pyro", "numpyro"}, optional
+        Default: from the data's array type (torch -> Pyro, jax -> NumPyro).
+    rng_seed : int
+    progress_bar : bool
+        A tqdm bar with the loss and the acceptance rate.
+    resume : FitResult, optional
+        Continue its chains, parameters, optimizer state and random streams.
+    model_args, model_kwargs
+        Extra arguments passed to the model after the batch.
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    ValueError, TypeError
+        For bad input, before anything changes (the message names the site or argument).
+    FloatingPointError
+        When an update meets a non-finite log density or gradient; parameters and chains
+        are left at their last finite values (also in ``err.result``).
+
+    Examples
+    --------
+    >>> result = ebm_ppl.fit_unnormalized(ising, data, ebm_ppl.PCD(500, 2), num_steps=3000)  # doctest: +SKIP
+    >>> result.params["J"]  # doctest: +SKIP
+
+    References
+    ----------
+    Hinton (2002); Tieleman (2008); Goodfellow, Bengio & Courville (2016), ch. 18.
+    """
+    estimator = PCD() if estimator is None else estimator
+    _check_fit_args(estimator, num_epochs, num_steps, batch_size)
+    name = detect_backend(data, backend)
+    if resume is not None:
+        if not isinstance(resume, FitResult):
+            raise TypeError(f"resume must be a FitResult, got {type(resume).__name__}")
+        if resume.backend != name:
+            raise ValueError(f"resume: a {resume.backend!r} result cannot resume a {name!r} fit")
+    be = get_backend(name)
+    ops = be.ops
+    data = be.as_data(data)
+    info = be.compile_model(model, data, model_args, model_kwargs or {})
+    problem = Problem(ops, info)
+    data_values = info.data_to_values(data)
+    num_data = int(next(iter(data_values.values())).shape[0])
+    batch_size = num_data if batch_size is None else int(batch_size)
+    if batch_size > num_data:
+        raise ValueError(f"batch_size={batch_size} is larger than the data set ({num_data} examples)")
+    kernel = build_kernel(sampler, ops, list(info.sites.values()))
+    opt = be.make_optimizer(optimizer)
+    like = next(iter(data_values.values()))
+
+    if resume is not None:
+        st = resume.state
+        if type(st.estimator) is not type(estimator) or vars(st.estimator) != vars(estimator):
+            raise ValueError(f"resume: the result was fitted with {st.estimator!r}, not {estimator!r}")
+        params = be.restore_params(info, st.params)
+        opt_state = opt.init(params, state=st.optimizer_state)
+        est_state = ops.copy_tree(st.estimator_state)
+        key, data_key = ops.key_from_state(st.rng_key, like), ops.key_from_state(st.data_key, like)
+        done = st.num_updates
+    else:
+        params = info.init_params
+        opt_state = opt.init(params)
+        key = ops.seed(rng_seed, like)
+        key, data_key, key_init = ops.split(key, 3)
+        est_state = estimator.init(problem, kernel, key_init, data_values, batch_size)
+        done = 0
+
+    per_epoch = num_data // batch_size
+    total = num_steps if num_steps is not None else num_epochs * per_epoch
+    epochs_per_chunk = max(1, math.ceil(32 / per_epoch))
+    chunk_len = epochs_per_chunk * per_epoch
+    step = _make_step(problem, kernel, estimator, opt)
+    run_chunk = ops.make_chunk_runner(step)
+
+    t = ops.asarray(0, None, int_=True)
+    failed = ops.asarray(-1, None, int_=True)
+    carry = (params, opt_state, est_state, key, t, failed)
+    stats = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, disable=not progress_bar, desc="fit_unnormalized", leave=False)
+    remaining = total
+    try:
+        while remaining > 0:
+            data_key, idx = _batches(ops, data_key, num_data, batch_size, epochs_per_chunk)
+            active = ops.asarray(np.arange(chunk_len) < remaining, None, bool_=True)
+            carry, out = run_chunk(carry, data_values, (idx, active))
+            n_done = min(remaining, chunk_len)
+            fail_at = int(ops.to_numpy(carry[5]))
+            if fail_at >= 0:
+                n_done = fail_at - (total - remaining)
+            stats.append([ops.to_numpy(o)[:n_done] for o in out])
+            remaining -= n_done
+            bar.update(n_done)
+            if n_done:
+                acc = stats[-1][3]
+                acc = float(np.mean(acc[np.isfinite(acc)])) if np.isfinite(acc).any() else float("nan")
+                bar.set_postfix(loss=f"{stats[-1][0][-1]:.4g}", acc=f"{acc:.3g}")
+            if fail_at >= 0:
+                break
+    finally:
+        bar.close()
+
+    params, opt_state, est_state, key, t, failed = carry
+    history = {
+        name_: np.concatenate([s[i] for s in stats]).astype(float) if stats else np.zeros(0)
+        for i, name_ in enumerate(_HISTORY)
+    }
+    n_updates = int(ops.to_numpy(t))
+    state = FitState(
+        params=ops.copy_tree(params),
+        optimizer_state=opt.get_state(opt_state),
+        estimator_state=ops.copy_tree(est_state),
+        rng_key=ops.key_state(key),
+        data_key=ops.key_state(data_key),
+        num_updates=done + n_updates,
+        estimator=estimator,
+    )
+    be.store_params(info, params)
+    result = FitResult(
+        params=ops.copy_tree(info.constrain(params)),
+        history=history,
+        chains=ops.copy_tree(problem.from_internal(est_state.position)),
+        state=state,
+        backend=name,
+    )
+    fail_at = int(ops.to_numpy(failed))
+    if fail_at >= 0:
+        err = FloatingPointError(
+            f"non-finite log density or gradient at update {done + fail_at} "
+            f"(update {fail_at} of this call); parameters and chains are left at their values "
+            "before that update (see err.result)"
+        )
+        err.result = result
+        raise err
+    return result
+
+
+def sample(
+    model,
+    params,
+    example,
+    num_samples=1000,
+    *,
+    sampler="auto",
+    num_chains=100,
+    num_warmup=1000,
+    thinning=1,
+    rng_seed=0,
+    backend=None,
+    model_args=(),
+    model_kwargs=None,
+):
+    """Draw samples of every site from the fitted unnormalized model.
+
+    Chains start as ``PCD(init="base")`` does, run ``num_warmup`` transitions, then keep
+    every ``thinning``-th state until ``num_samples`` are collected across chains.
+
+    Parameters
+    ----------
+    model : callable
+    params : dict
+        name -> array of constrained values, as in ``FitResult.params``.
+    example : array or dict
+        One batch of data (one row is enough): it fixes the shapes and dtypes of the
+        observed sites; its values are not used.
+    num_samples, num_chains, num_warmup, thinning : int
+    sampler : "auto" or a sampler from ``ebm_ppl.samplers``
+
+    Returns
+    -------
+    dict
+        site name -> array of shape ``(num_samples, *site event shape)``.
+
+    Examples
+    --------
+    >>> draws = ebm_ppl.sample(ising, result.params, data[:1], num_samples=2000)  # doctest: +SKIP
+    """
+    _check_positive_int("num_samples", num_samples, allow_none=False)
+    _check_positive_int("num_chains", num_chains, allow_none=False)
+    _check_positive_int("thinning", thinning, allow_none=False)
+    if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
+        raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
+    name = detect_backend(example, backend)
+    be = get_backend(name)
+    ops = be.ops
+    example = be.as_data(example)
+    info = be.compile_model(model, example, model_args, model_kwargs or {}, params=params)
+    problem = Problem(ops, info)
+    kernel = build_kernel(sampler, ops, list(info.sites.values()))
+    like = next(iter(info.data_to_values(example).values()))
+    key = ops.seed(rng_seed, like)
+    key, key_init = ops.split(key, 2)
+    p = info.init_params
+    logdensity = problem.logdensity_fn(p)
+    position = problem.init_position(key_init, num_chains, "base")
+    aux = kernel.init(position)
+    run = ops.make_sample_runner(kernel, logdensity, run_kernel)
+    if num_warmup:
+        key, sub = ops.split(key, 2)
+        position, aux = run(sub, position, aux, num_warmup)
+    num_rounds = -(-num_samples // num_chains)
+    draws = []
+    for _ in range(num_rounds):
+        key, sub = ops.split(key, 2)
+        position, aux = run(sub, position, aux, thinning)
+        draws.append(problem.from_internal(position))
+    return {
+        k: ops.xp.concatenate([d[k] for d in draws], axis=0)[:num_samples] for k in info.sites
+    }

@@ -1,0 +1,142 @@
+"""What every sampler shares: the kernel contract, composition, and ``"auto"``.
+
+A sampler (``Gibbs()``, ``MALA(0.1)``, ...) is a small configuration object. ``build`` binds
+it to a backend's ops and to the sites it moves and returns a :class:`Kernel`, a pair of
+pure functions in the style of blackjax::
+
+    aux = kernel.init(position)
+    position, aux, acceptance_rate = kernel.step(rng_key, position, aux, logdensity_fn)
+
+``position`` maps every site to an array of shape ``(num_chains, *event_shape)``: raw values
+for discrete sites, unconstrained values for continuous ones. ``logdensity_fn(position)``
+returns the per-chain log p̃ (Jacobians included). ``aux`` holds what a kernel adapts
+(step sizes) as arrays, so states are pytrees that can be scanned, saved and resumed.
+Every chain makes its own accept/reject decision.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+__all__ = ["Sampler", "Kernel", "build_kernel", "categorical", "nan_acceptance"]
+
+
+class Kernel(NamedTuple):
+    """A sampler bound to ops and sites: ``init(position) -> aux`` and
+    ``step(rng_key, position, aux, logdensity_fn) -> (position, aux, acceptance_rate)``."""
+
+    sites: tuple
+    init: Callable
+    step: Callable
+
+
+class Sampler:
+    """Base class: subclasses say which sites they move and build their kernel."""
+
+    #: "discrete" or "continuous": the kind of site the sampler moves.
+    site_kind: str = "discrete"
+
+    def can_move(self, site) -> bool:
+        if self.site_kind == "discrete":
+            return site.is_discrete and site.values is not None
+        return not site.is_discrete
+
+    def check_sites(self, sites):
+        for site in sites:
+            if not self.can_move(site):
+                raise TypeError(
+                    f"{type(self).__name__} cannot move site {site.name!r} with support "
+                    f"{site.support} (it moves {self.site_kind} sites"
+                    + (" with a finite support" if self.site_kind == "discrete" else "")
+                    + "); choose another sampler or sampler='auto'"
+                )
+
+    def build(self, ops, sites) -> Kernel:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+def nan_acceptance(ops, position):
+    """The acceptance rate of a kernel that has none (Gibbs, unadjusted Langevin)."""
+    like = next(iter(position.values()))
+    dtype_like = like if ops.is_floating(like) else ops.asarray(0.0, None)
+    return ops.asarray(float("nan"), dtype_like)
+
+
+def categorical(ops, rng_key, logits):
+    """One draw per row of ``logits`` (..., K) by the Gumbel-max trick."""
+    xp = ops.xp
+    u = ops.uniform(rng_key, tuple(logits.shape), logits)
+    u = xp.clip(u, 1e-30, 1.0)
+    return xp.argmax(logits - xp.log(-xp.log(u)), axis=-1)
+
+
+def _compound(ops, kernels):
+    """Apply ``kernels`` one after the other (e.g. Gibbs on discrete, MALA on continuous)."""
+    sites = tuple(s for k in kernels for s in k.sites)
+
+    def init(position):
+        return tuple(k.init(position) for k in kernels)
+
+    def step(rng_key, position, aux, logdensity_fn):
+        keys = ops.split(rng_key, len(kernels))
+        new_aux, rates = [], []
+        for key, kernel, a in zip(keys, kernels, aux):
+            position, a, rate = kernel.step(key, position, a, logdensity_fn)
+            new_aux.append(a)
+            rates.append(rate)
+        return position, tuple(new_aux), ops.nanmean_scalars(rates)
+
+    return Kernel(sites, init, step)
+
+
+def build_kernel(sampler, ops, sites):
+    """Build the kernel that moves ``sites`` (a list of SiteInfo) with ``sampler``.
+
+    ``sampler`` is a :class:`Sampler`, ``"auto"``, or a list of ``(sampler, site names)``
+    pairs applied in turn. ``"auto"`` is Gibbs on discrete sites (exact conditionals) then
+    MALA with an adapted step size on continuous sites, in one sweep.
+    """
+    from .gibbs import Gibbs
+    from .mala import MALA
+
+    sites = list(sites)
+    if isinstance(sampler, str):
+        if sampler != "auto":
+            raise ValueError(f"sampler={sampler!r}: pass 'auto' or a sampler from ebm_ppl.samplers")
+        discrete = [s for s in sites if s.is_discrete]
+        continuous = [s for s in sites if not s.is_discrete]
+        plan = []
+        if discrete:
+            plan.append((Gibbs(), discrete))
+        if continuous:
+            plan.append((MALA(step_size=0.1, adapt=True), continuous))
+    elif isinstance(sampler, Sampler):
+        plan = [(sampler, sites)]
+    elif isinstance(sampler, (list, tuple)):
+        by_name = {s.name: s for s in sites}
+        plan = []
+        for pair in sampler:
+            sub, names = pair
+            names = [names] if isinstance(names, str) else list(names)
+            unknown = [n for n in names if n not in by_name]
+            if unknown:
+                raise ValueError(f"sampler plan names unknown site(s) {unknown}; sites: {sorted(by_name)}")
+            plan.append((sub, [by_name.pop(n) for n in names]))
+        if by_name:
+            raise ValueError(f"sampler plan leaves site(s) {sorted(by_name)} unmoved")
+    else:
+        kind = "NumPyro kernels" if hasattr(sampler, "sample_field") else type(sampler).__name__
+        raise NotImplementedError(
+            f"sampler of type {kind} is not supported here: pass 'auto' or a sampler "
+            "from ebm_ppl.samplers"
+        )
+    for sub, sub_sites in plan:
+        if not isinstance(sub, Sampler):
+            raise TypeError(f"{sub!r} is not an ebm_ppl sampler")
+        sub.check_sites(sub_sites)
+    kernels = [sub.build(ops, sub_sites) for sub, sub_sites in plan]
+    if len(kernels) == 1:
+        return kernels[0]
+    return _compound(ops, kernels)
