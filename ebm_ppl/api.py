@@ -121,7 +121,7 @@ def _make_step(problem, kernel, estimator, optimizer):
         go = active & ok & (failed < 0)
 
         def apply(_):
-            new_params, new_opt = optimizer.update(grads, opt_state, params)
+            new_params, new_opt = optimizer.update(grads, opt_state, params, loss)
             return new_params, new_opt, new_est
 
         def skip(_):

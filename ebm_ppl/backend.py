@@ -91,9 +91,9 @@ class ModelInfo(NamedTuple):
 class Optimizer(NamedTuple):
     """A backend-native optimizer as a pure pair (optax-style).
 
-    ``init(params) -> opt_state`` and ``update(grads, opt_state, params) -> (params, opt_state)``
+    ``init(params) -> opt_state`` and ``update(grads, opt_state, params, value) -> (params, opt_state)``
     where ``params`` and ``grads`` are dicts of unconstrained arrays and ``grads`` is the
-    gradient of the loss to be minimized. ``get_state(opt_state)`` returns something that
+    gradient of the loss to be minimized and ``value`` the loss. ``get_state(opt_state)`` returns something that
     ``init(params, state=...)`` accepts to resume.
     """
 

@@ -28,8 +28,11 @@ def make_optimizer(optimizer=None):
     def init(params, state=None):
         return optimizer.init(params) if state is None else state
 
-    def update(grads, opt_state, params):
-        opt_state = optimizer.update(grads, opt_state)
+    def update(grads, opt_state, params, value=None):
+        if getattr(optimizer, "update_with_value", False):
+            opt_state = optimizer.update(grads, opt_state, value=value)
+        else:
+            opt_state = optimizer.update(grads, opt_state)
         return optimizer.get_params(opt_state), opt_state
 
     def get_state(opt_state):

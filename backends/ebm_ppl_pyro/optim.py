@@ -31,7 +31,7 @@ def make_optimizer(optimizer=None):
             optimizer.set_state(copy.deepcopy(state))
         return optimizer
 
-    def update(grads, opt_state, params):
+    def update(grads, opt_state, params, value=None):
         for name, p in params.items():
             p.grad = grads[name]
         opt_state(list(params.values()))

@@ -1,0 +1,73 @@
+"""One suite for both backends: the ``backend`` fixture and a framework facade ``fw``.
+
+Models in the tests are written once against ``fw`` (param, plate, sample, dist, ...), so
+the same model runs on Pyro and on NumPyro.
+"""
+
+import types
+
+import numpy as np
+import pytest
+
+BACKENDS = ["pyro", "numpyro"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+def make_framework(backend):
+    if backend == "pyro":
+        import torch
+        import pyro
+        import pyro.distributions as dist
+        from pyro.distributions import constraints
+
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        return types.SimpleNamespace(
+            name="pyro",
+            param=pyro.param,
+            plate=pyro.plate,
+            sample=pyro.sample,
+            factor=pyro.factor,
+            dist=dist,
+            constraints=constraints,
+            array=lambda x, dtype=None: torch.as_tensor(np.asarray(x, dtype=dtype or np.float32)),
+            zeros=lambda *s: torch.zeros(*s),
+            to_numpy=lambda x: x.detach().cpu().numpy(),
+            adam=lambda lr: __import__("pyro").optim.Adam({"lr": lr}),
+            adam_decay=lambda lr, decay: __import__("pyro").optim.ClippedAdam({"lr": lr, "lrd": decay}),
+            sgd=lambda lr: __import__("pyro").optim.SGD({"lr": lr}),
+            clear=pyro.clear_param_store,
+        )
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    import optax
+    from numpyro.distributions import constraints
+
+    return types.SimpleNamespace(
+        name="numpyro",
+        param=numpyro.param,
+        plate=numpyro.plate,
+        sample=numpyro.sample,
+        factor=numpyro.factor,
+        dist=dist,
+        constraints=constraints,
+        array=lambda x, dtype=None: jnp.asarray(np.asarray(x, dtype=dtype or np.float32)),
+        zeros=lambda *s: jnp.zeros(s),
+        to_numpy=lambda x: np.asarray(x),
+        adam=lambda lr: numpyro.optim.Adam(lr),
+        adam_decay=lambda lr, decay: optax.adam(optax.exponential_decay(lr, 1, decay)),
+        sgd=lambda lr: numpyro.optim.SGD(lr),
+        clear=lambda: None,
+    )
+
+
+@pytest.fixture
+def fw(backend):
+    framework = make_framework(backend)
+    yield framework
+    framework.clear()
