@@ -105,6 +105,7 @@ def _make_step(problem, kernel, estimator, optimizer):
     def step(data_values, carry, x):
         params, opt_state, est_state, key, t, failed = carry
         idx, active = x
+        old_key = key
         key, key_neg = ops.split(key, 2)
         batch = {k: v[idx] for k, v in data_values.items()}
         with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
@@ -128,6 +129,7 @@ def _make_step(problem, kernel, estimator, optimizer):
             return params, opt_state, est_state
 
         params2, opt2, est2 = ops.cond(go, apply, skip, None)
+        key = ops.select_key(active, key, old_key)
         failed = xp.where(active & ~ok & (failed < 0), t, failed)
         t = t + xp.where(active, 1, 0)
         stats = (loss, pos, neg, rate)
@@ -136,15 +138,24 @@ def _make_step(problem, kernel, estimator, optimizer):
     return step
 
 
-def _batches(ops, data_key, num_data, batch_size, num_epochs_in_chunk):
-    """Minibatch indices for whole epochs: (num_epochs * num_data // batch_size, batch_size)."""
+def _batches(ops, data_key, num_data, batch_size, chunk_len, num_active):
+    """Minibatch indices for a chunk: ``(chunk_len, batch_size)``, one row per update.
+
+    Each epoch is a fresh random permutation (the last ``num_data % batch_size`` examples
+    of it are dropped); only the epochs that active updates need are drawn, so a resumed
+    fit shuffles exactly as an uninterrupted one (both start epochs at chunk boundaries).
+    """
     per_epoch = num_data // batch_size
     rows = []
-    for _ in range(num_epochs_in_chunk):
+    for _ in range(-(-num_active // per_epoch)):
         data_key, sub = ops.split(data_key, 2)
         perm = ops.permutation(sub, num_data)
         rows.append(perm[: per_epoch * batch_size].reshape((per_epoch, batch_size)))
-    return data_key, ops.xp.concatenate(rows, axis=0)
+    idx = ops.xp.concatenate(rows, axis=0)
+    if idx.shape[0] < chunk_len:
+        pad = ops.xp.zeros_like(idx[:1])
+        idx = ops.xp.concatenate([idx] + [pad] * (chunk_len - idx.shape[0]), axis=0)
+    return data_key, idx[:chunk_len]
 
 
 def fit_unnormalized(
@@ -257,7 +268,8 @@ def fit_unnormalized(
         params = info.init_params
         opt_state = opt.init(params)
         key = ops.seed(rng_seed, like)
-        key, data_key, key_init = ops.split(key, 3)
+        data_key = ops.fork(key)  # an independent stream for minibatch shuffling
+        key, key_init = ops.split(key, 2)
         est_state = estimator.init(problem, kernel, key_init, data_values, batch_size)
         done = 0
 
@@ -278,7 +290,7 @@ def fit_unnormalized(
     remaining = total
     try:
         while remaining > 0:
-            data_key, idx = _batches(ops, data_key, num_data, batch_size, epochs_per_chunk)
+            data_key, idx = _batches(ops, data_key, num_data, batch_size, chunk_len, min(remaining, chunk_len))
             active = ops.asarray(np.arange(chunk_len) < remaining, None, bool_=True)
             carry, out = run_chunk(carry, data_values, (idx, active))
             n_done = min(remaining, chunk_len)

@@ -25,6 +25,12 @@ class JaxOps:
     def split(self, key, num=2):
         return tuple(jax.random.split(key, num))
 
+    def fork(self, key):
+        return jax.random.fold_in(key, 1)
+
+    def select_key(self, pred, new, old):
+        return jnp.where(pred, new, old)
+
     def key_state(self, key):
         return key
 

@@ -27,6 +27,14 @@ class TorchOps:
     def split(self, key, num=2):
         return (key,) * num
 
+    def fork(self, key):
+        g = torch.Generator(device=key.device)
+        g.manual_seed(int(torch.randint(0, 2**62, (), generator=key, device=key.device)))
+        return g
+
+    def select_key(self, pred, new, old):
+        return new  # one stateful generator: inactive updates never run on Pyro
+
     def key_state(self, key):
         return (str(key.device), key.get_state().clone())
 
