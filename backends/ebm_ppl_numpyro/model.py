@@ -121,6 +121,36 @@ def _match_leaves(trace, data):
     return mapping
 
 
+class _Recorder(numpyro.primitives.Messenger):
+    """Records sample sites as they happen, so a model that fails part-way can be explained."""
+
+    def __init__(self, fn):
+        super().__init__(fn)
+        self.sites = []
+
+    def postprocess_message(self, msg):
+        if msg["type"] == "sample":
+            self.sites.append(msg)
+
+
+def _explain_failure(fn, data, model_args, model_kwargs, error):
+    """Re-raise a failed first run as a ValueError naming the site whose data does not fit."""
+    recorder = _Recorder(fn)
+    try:
+        recorder(data, *model_args, **model_kwargs)
+    except Exception:
+        pass
+    leaves = data if isinstance(data, dict) else {"data": data}
+    for key, leaf in leaves.items():
+        for site in recorder.sites:
+            if site["is_observed"] and (site["value"] is leaf or site["name"] == key):
+                _check_leaf(key, leaf, site)
+    shapes = {k: tuple(v.shape) for k, v in leaves.items()}
+    raise ValueError(
+        f"running the model on data of shape {shapes} failed: {type(error).__name__}: {error}"
+    ) from error
+
+
 def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     """Trace ``model`` on ``data`` once and return its :class:`~ebm_ppl.backend.ModelInfo`."""
     model_kwargs = model_kwargs or {}
@@ -130,10 +160,8 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
         traced = handlers.substitute(traced, data=dict(params))
     try:
         trace = handlers.trace(traced).get_trace(data, *model_args, **model_kwargs)
-    except (ValueError, TypeError):
-        raise
-    except Exception as e:  # shape errors inside the model's own code
-        raise ValueError(f"running the model on the data failed: {type(e).__name__}: {e}") from e
+    except Exception as e:  # often a data shape the model's own code cannot handle
+        _explain_failure(traced, data, model_args, model_kwargs, e)
     mapping = _match_leaves(trace, data)
     leaves = data if isinstance(data, dict) else {"data": data}
     for key, name in mapping.items():

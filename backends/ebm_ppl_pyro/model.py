@@ -12,6 +12,7 @@ import pyro
 import pyro.distributions as dist
 from pyro import poutine
 from pyro.distributions import constraints
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
@@ -130,10 +131,8 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     traced = model if params is None else poutine.substitute(model, data=dict(params))
     try:
         trace = _run(traced, (data,) + tuple(model_args), model_kwargs)
-    except (ValueError, TypeError) as e:
-        raise
-    except Exception as e:  # shape errors inside the model's own code
-        raise ValueError(f"running the model on the data failed: {type(e).__name__}: {e}") from e
+    except Exception as e:  # often a data shape the model's own code cannot handle
+        _explain_failure(traced, data, model_args, model_kwargs, e)
     mapping = _match_leaves(trace, data)
     leaves = data if isinstance(data, dict) else {"data": data}
     for key, name in mapping.items():
@@ -226,6 +225,36 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
 
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base)
+
+
+class _Recorder(Messenger):
+    """Records sample sites as they happen, so a model that fails part-way can be explained."""
+
+    def __init__(self):
+        super().__init__()
+        self.sites = []
+
+    def _pyro_post_sample(self, msg):
+        self.sites.append(msg)
+
+
+def _explain_failure(fn, data, model_args, model_kwargs, error):
+    """Re-raise a failed first run as a ValueError naming the site whose data does not fit."""
+    recorder = _Recorder()
+    try:
+        with pyro.validation_enabled(False), recorder:
+            fn(data, *model_args, **model_kwargs)
+    except Exception:
+        pass
+    leaves = data if isinstance(data, dict) else {"data": data}
+    for key, leaf in leaves.items():
+        for site in recorder.sites:
+            if site["is_observed"] and (site["value"] is leaf or site["name"] == key):
+                _check_leaf(key, leaf, site)
+    shapes = {k: tuple(v.shape) for k, v in leaves.items()}
+    raise ValueError(
+        f"running the model on data of shape {shapes} failed: {type(error).__name__}: {error}"
+    ) from error
 
 
 def _data_plate(trace, site_name, num_data):
