@@ -58,7 +58,7 @@ class Problem:
         if how == "data":
             num_data = next(iter(data_values.values())).shape[0]
             u = ops.uniform(key_data, (num_chains,), ops.asarray(0.0, None))
-            idx = xp.clip((u * num_data).astype(ops.int_dtype), 0, num_data - 1)
+            idx = xp.clip(ops.astype(u * num_data, ops.int_dtype), 0, num_data - 1)
             values.update({k: v[idx] for k, v in data_values.items()})
         position = self.to_internal(values)
         if how == "uniform":
@@ -68,10 +68,10 @@ class Problem:
                 u = ops.uniform(key, tuple(x.shape), ops.asarray(0.0, None))
                 if site.is_discrete:
                     choices = ops.asarray(site.values, x)
-                    idx = xp.clip((u * len(site.values)).astype(ops.int_dtype), 0, len(site.values) - 1)
+                    idx = xp.clip(ops.astype(u * len(site.values), ops.int_dtype), 0, len(site.values) - 1)
                     position[name] = choices[idx]
                 else:
-                    position[name] = (4 * u - 2).astype(x.dtype)
+                    position[name] = ops.astype(4 * u - 2, x.dtype)
         return position
 
 

@@ -61,6 +61,13 @@ class JaxOps:
     def is_floating(self, x):
         return jnp.issubdtype(x.dtype, jnp.floating)
 
+    def astype(self, x, dtype):
+        return x.astype(dtype)
+
+    def pick(self, x, idx):
+        """``x[n, idx[n]]`` for each row n."""
+        return jnp.take_along_axis(x, idx[:, None], axis=1)[:, 0]
+
     def set_column(self, x, i, v):
         return x.at[:, i].set(v.astype(x.dtype))
 

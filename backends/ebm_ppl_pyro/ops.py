@@ -68,6 +68,13 @@ class TorchOps:
     def is_floating(self, x):
         return x.is_floating_point()
 
+    def astype(self, x, dtype):
+        return x.to(dtype)
+
+    def pick(self, x, idx):
+        """``x[n, idx[n]]`` for each row n."""
+        return x.gather(1, idx[:, None])[:, 0]
+
     def set_column(self, x, i, v):
         y = x.clone()
         y[:, i] = v
