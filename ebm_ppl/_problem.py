@@ -11,10 +11,38 @@ __all__ = ["Problem", "run_kernel"]
 class Problem:
     """A compiled model with its backend ops (built once per call of the public API)."""
 
-    def __init__(self, ops, info):
+    def __init__(self, ops, info, kernel=None, positive_kernel=None):
         self.ops = ops
         self.info = info
         self.sites = info.sites
+        self.latent_names = tuple(n for n, s in info.sites.items() if not s.is_observed)
+        self.kernel = kernel  # negative phase: moves every site
+        self.positive_kernel = positive_kernel  # positive phase: moves the latent sites
+
+    def init_positive_aux(self, rng_key, batch_size):
+        if not self.latent_names:
+            return ()
+        return self.positive_kernel.init(self.init_position(rng_key, batch_size, "base"))
+
+    def positive(self, rng_key, aux, params, batch_values, num_steps):
+        """The positive phase: latent sites drawn given the batch (observed sites clamped).
+
+        Latent chains start from the sites' base distributions at every update and run
+        ``num_steps`` transitions of the positive kernel (one exact block-Gibbs step
+        already draws an RBM's hidden layer from p(h | v)). Returns the sampler-space
+        position (batch + latents) and the kernel's adapted state.
+        """
+        observed = self.to_internal(batch_values)
+        if not self.latent_names:
+            return observed, aux
+        key_init, key_run = self.ops.split(rng_key, 2)
+        num = next(iter(batch_values.values())).shape[0]
+        position = self.init_position(key_init, num, "base")
+        position.update(observed)
+        position, aux, _ = run_kernel(
+            self.ops, self.positive_kernel, key_run, position, aux, self.logdensity_fn(params), num_steps
+        )
+        return position, aux
 
     def logdensity_fn(self, params):
         """Per-chain log p̃ of a sampler-space position (Jacobians of continuous sites included)."""

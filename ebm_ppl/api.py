@@ -13,7 +13,7 @@ import numpy as np
 from ._problem import Problem, run_kernel
 from .backend import detect_backend, get_backend
 from .estimators import PCD
-from .samplers.base import build_kernel
+from .samplers.base import build_kernel, restrict_sampler
 
 __all__ = ["fit_unnormalized", "sample", "FitResult", "FitState"]
 
@@ -98,7 +98,7 @@ def _check_fit_args(estimator, num_epochs, num_steps, batch_size):
         raise TypeError(f"estimator must be ebm_ppl.CD(...) or ebm_ppl.PCD(...), got {estimator!r}")
 
 
-def _make_step(problem, kernel, estimator, optimizer):
+def _make_step(problem, estimator, optimizer):
     """One parameter update as a pure function of (carry, (indices, active))."""
     ops, info, xp = problem.ops, problem.info, problem.ops.xp
 
@@ -109,11 +109,12 @@ def _make_step(problem, kernel, estimator, optimizer):
         key, key_neg = ops.split(key, 2)
         batch = {k: v[idx] for k, v in data_values.items()}
         with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
-            new_est, negative, rate = estimator.update(problem, kernel, key_neg, est_state, params, batch)
+            new_est, positive, negative, rate = estimator.update(key_neg, problem, est_state, params, batch)
+        positive = problem.from_internal(ops.stop_gradient(positive))
         negative = problem.from_internal(ops.stop_gradient(negative))
 
         def surrogate(p):
-            pos = xp.mean(info.log_density(p, batch))
+            pos = xp.mean(info.log_density(p, positive))
             neg = xp.mean(info.log_density(p, negative))
             return neg - pos, (pos, neg)
 
@@ -245,13 +246,15 @@ def fit_unnormalized(
     ops = be.ops
     data = be.as_data(data)
     info = be.compile_model(model, data, model_args, model_kwargs or {})
-    problem = Problem(ops, info)
     data_values = info.data_to_values(data)
     num_data = int(next(iter(data_values.values())).shape[0])
     batch_size = num_data if batch_size is None else int(batch_size)
     if batch_size > num_data:
         raise ValueError(f"batch_size={batch_size} is larger than the data set ({num_data} examples)")
     kernel = build_kernel(sampler, ops, list(info.sites.values()))
+    latent = [site for site in info.sites.values() if not site.is_observed]
+    positive_kernel = build_kernel(restrict_sampler(sampler, [s.name for s in latent]), ops, latent) if latent else None
+    problem = Problem(ops, info, kernel, positive_kernel)
     opt = be.make_optimizer(optimizer)
     like = next(iter(data_values.values()))
 
@@ -270,14 +273,14 @@ def fit_unnormalized(
         key = ops.seed(rng_seed, like)
         data_key = ops.fork(key)  # an independent stream for minibatch shuffling
         key, key_init = ops.split(key, 2)
-        est_state = estimator.init(problem, kernel, key_init, data_values, batch_size)
+        est_state = estimator.init(problem, key_init, data_values, batch_size)
         done = 0
 
     per_epoch = num_data // batch_size
     total = num_steps if num_steps is not None else num_epochs * per_epoch
     epochs_per_chunk = max(1, math.ceil(32 / per_epoch))
     chunk_len = epochs_per_chunk * per_epoch
-    step = _make_step(problem, kernel, estimator, opt)
+    step = _make_step(problem, estimator, opt)
     run_chunk = ops.make_chunk_runner(step)
 
     t = ops.asarray(0, None, int_=True)

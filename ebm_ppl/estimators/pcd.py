@@ -24,6 +24,10 @@ _INITS = ("base", "data", "uniform")
 class PCD:
     """Persistent chains (SML): ``num_chains`` chains advanced ``num_steps`` per update.
 
+    With latent sites, the positive phase draws them given each batch as :class:`CD`
+    does (fresh from their base distributions at every update, ``num_steps``
+    transitions of the sampler restricted to the latent sites).
+
     Parameters
     ----------
     num_chains : int
@@ -42,9 +46,9 @@ class PCD:
     """
 
     def __init__(self, num_chains=100, num_steps=1, init="base"):
-        if not (isinstance(num_chains, int) and num_chains >= 1):
+        if isinstance(num_chains, bool) or not (isinstance(num_chains, int) and num_chains >= 1):
             raise ValueError(f"PCD: num_chains must be an integer >= 1, got {num_chains!r}")
-        if not (isinstance(num_steps, int) and num_steps >= 1):
+        if isinstance(num_steps, bool) or not (isinstance(num_steps, int) and num_steps >= 1):
             raise ValueError(f"PCD: num_steps must be an integer >= 1, got {num_steps!r}")
         if init not in _INITS:
             raise ValueError(f"PCD: init must be one of {_INITS}, got {init!r}")
@@ -55,17 +59,17 @@ class PCD:
     def __repr__(self):
         return f"PCD(num_chains={self.num_chains}, num_steps={self.num_steps}, init={self.init_method!r})"
 
-    def num_negative(self, batch_size):
-        return self.num_chains
+    def init(self, problem, rng_key, data_values, batch_size):
+        key_neg, key_pos = problem.ops.split(rng_key, 2)
+        position = problem.init_position(key_neg, self.num_chains, self.init_method, data_values)
+        return PCDState(position, problem.kernel.init(position), problem.init_positive_aux(key_pos, batch_size))
 
-    def init(self, problem, kernel, rng_key, data_values, batch_size):
-        position = problem.init_position(rng_key, self.num_chains, self.init_method, data_values)
-        return PCDState(position, kernel.init(position))
-
-    def update(self, problem, kernel, rng_key, state, params, batch_values):
-        """Continue the persistent chains: (state, negative position, acceptance)."""
-        logdensity = problem.logdensity_fn(params)
+    def update(self, rng_key, problem, state, params, batch_values):
+        """Continue the persistent chains: (state, positive position, negative position, acceptance)."""
+        key_pos, key_neg = problem.ops.split(rng_key, 2)
+        positive, pos_aux = problem.positive(key_pos, state.positive_aux, params, batch_values, self.num_steps)
         position, aux, rate = run_kernel(
-            problem.ops, kernel, rng_key, state.position, state.aux, logdensity, self.num_steps
+            problem.ops, problem.kernel, key_neg, state.position, state.aux, problem.logdensity_fn(params),
+            self.num_steps,
         )
-        return PCDState(position, aux), position, rate
+        return PCDState(position, aux, pos_aux), positive, position, rate

@@ -49,6 +49,10 @@ class Sampler:
                     + "); choose another sampler or sampler='auto'"
                 )
 
+    def restrict(self, names):
+        """This sampler for a subset of the sites (the positive phase moves latents only)."""
+        return self
+
     def build(self, ops, sites) -> Kernel:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -89,6 +93,22 @@ def _compound(ops, kernels):
         return position, tuple(new_aux), ops.nanmean_scalars(rates)
 
     return Kernel(sites, init, step)
+
+
+def restrict_sampler(sampler, names):
+    """The part of ``sampler`` that moves only the sites ``names`` (for the positive phase)."""
+    names = set(names)
+    if isinstance(sampler, Sampler):
+        return sampler.restrict(names)
+    if isinstance(sampler, (list, tuple)):
+        plan = []
+        for sub, sub_names in sampler:
+            sub_names = [sub_names] if isinstance(sub_names, str) else list(sub_names)
+            kept = [n for n in sub_names if n in names]
+            if kept:
+                plan.append((sub.restrict(set(kept)), kept))
+        return plan
+    return sampler
 
 
 def build_kernel(sampler, ops, sites):
