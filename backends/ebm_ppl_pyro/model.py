@@ -186,25 +186,14 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     init_params = store_u if params is None else unconstrain(params)
 
     def log_density(params_u, values):
-        fn = model
-        latents = {n: values[n] for n in latent_names}
-        if latents:
-            fn = poutine.condition(fn, data=latents)
+        substituted = None
         if store_u is None or any(params_u[n] is not store_u[n] for n in param_names):
-            fn = poutine.substitute(fn, data=constrain(params_u))
-        tr = _run(fn, (values_to_data(values),) + tuple(model_args), model_kwargs)
+            substituted = constrain(params_u)
         num_chains = next(iter(values.values())).shape[0]
-        total = 0.0
-        for site in tr.nodes.values():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            lp = site["fn"].log_prob(site["value"])
-            if site["mask"] is not None and site["mask"] is not True:
-                lp = lp * site["mask"] if site["mask"] is not False else lp * 0
-            if site["scale"] != 1.0:
-                lp = site["scale"] * lp
-            total = total + _per_example(lp, site, plate_name, num_chains)
-        return total
+        handler = _LogDensityMessenger({n: values[n] for n in latent_names}, substituted, plate_name, num_chains)
+        with pyro.validation_enabled(False), handler:
+            model(values_to_data(values), *model_args, **model_kwargs)
+        return handler.total
 
     def sample_base(rng_key, num_chains):
         first = {k: v[:1].expand((num_chains,) + tuple(v.shape[1:])) for k, v in leaves.items()}
@@ -225,6 +214,39 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
 
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base)
+
+
+class _LogDensityMessenger(Messenger):
+    """One light handler instead of trace + condition + substitute: conditions the latent
+    sites, substitutes parameters, and sums each sample site's log-probability per example
+    as the model runs (no Trace object is built)."""
+
+    def __init__(self, latents, params, plate_name, num_chains):
+        super().__init__()
+        self.latents, self.params = latents, params
+        self.plate_name, self.num_chains = plate_name, num_chains
+        self.total = 0.0
+
+    def _pyro_param(self, msg):
+        if self.params is not None and msg["name"] in self.params:
+            msg["value"] = self.params[msg["name"]]
+
+    def _pyro_sample(self, msg):
+        value = self.latents.get(msg["name"])
+        if value is not None:
+            msg["value"] = value
+            msg["is_observed"] = True
+
+    def _pyro_post_sample(self, msg):
+        if site_is_subsample(msg):
+            return
+        lp = msg["fn"].log_prob(msg["value"])
+        mask = msg["mask"]
+        if mask is not None and mask is not True:
+            lp = lp * mask if mask is not False else lp * 0
+        if msg["scale"] != 1.0:
+            lp = msg["scale"] * lp
+        self.total = self.total + _per_example(lp, msg, self.plate_name, self.num_chains)
 
 
 class _Recorder(Messenger):
