@@ -19,6 +19,17 @@ class Problem:
         self.kernel = kernel  # negative phase: moves every site
         self.positive_kernel = positive_kernel  # positive phase: moves the latent sites
 
+    def structure_probes(self, rng_key, num_probes=2, num_states=8):
+        """Log densities at random parameters (init + N(0, 1) noise, unconstrained) and
+        random states, for :func:`ebm_ppl.samplers.structure.conditional_blocks`."""
+        fns, positions = [], []
+        for key in self.ops.split(rng_key, num_probes):
+            key_params, key_states = self.ops.split(key, 2)
+            params = self.ops.add_noise(key_params, self.info.init_params, 1.0)
+            fns.append(self.logdensity_fn(params))
+            positions.append(self.init_position(key_states, num_states, "uniform"))
+        return fns, positions
+
     def init_positive_aux(self, rng_key, batch_size):
         if not self.latent_names:
             return ()

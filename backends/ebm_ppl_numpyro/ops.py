@@ -45,6 +45,12 @@ class JaxOps:
         dtype = like.dtype if jnp.issubdtype(like.dtype, jnp.floating) else jnp.float32
         return jax.random.normal(key, shape, dtype=dtype)
 
+    def add_noise(self, key, tree, scale):
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        keys = jax.random.split(key, max(len(leaves), 1))
+        noisy = [x + scale * jax.random.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)]
+        return jax.tree_util.tree_unflatten(treedef, noisy)
+
     def permutation(self, key, n):
         return jax.random.permutation(key, n)
 

@@ -52,6 +52,9 @@ class TorchOps:
         dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
         return torch.randn(shape, generator=key, dtype=dtype, device=key.device)
 
+    def add_noise(self, key, tree, scale):
+        return tree_map(lambda a: (a + scale * torch.randn(a.shape, generator=key, dtype=a.dtype, device=key.device)).detach(), tree)
+
     def permutation(self, key, n):
         return torch.randperm(n, generator=key, device=key.device)
 

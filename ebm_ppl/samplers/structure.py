@@ -14,7 +14,7 @@ checked and are treated as dependent.
 
 import numpy as np
 
-__all__ = ["independent_sites"]
+__all__ = ["conditional_blocks"]
 
 
 def _mixed_differences(ops, logdensity_fn, position, site, max_rows):
@@ -42,29 +42,46 @@ def _mixed_differences(ops, logdensity_fn, position, site, max_rows):
     return f2 - f1[ii] - f1[jj] + f0, f0
 
 
-def independent_sites(ops, logdensity_fns, positions, sites, max_coordinates=128, max_rows=16384):
-    """Names of the discrete ``sites`` whose coordinates pass the independence check.
+def _greedy_coloring(adjacent):
+    """Colour classes of a graph (boolean adjacency matrix), largest-degree first."""
+    size = adjacent.shape[0]
+    colors = -np.ones(size, int)
+    for node in np.argsort(-adjacent.sum(1), kind="stable"):
+        taken = set(colors[adjacent[node]]) - {-1}
+        colors[node] = next(c for c in range(size) if c not in taken)
+    return [np.flatnonzero(colors == c) for c in range(colors.max() + 1)]
 
-    ``logdensity_fns`` and ``positions`` are lists of probes (a log density at random
-    parameters and a few random states); a site must pass every probe. Any failure to
-    evaluate counts as dependence (the caller falls back to single-site Gibbs).
+
+def conditional_blocks(ops, logdensity_fns, positions, sites, max_coordinates=128, max_rows=16384):
+    """Blocks of mutually non-interacting coordinates for each discrete site.
+
+    Returns ``{site name: [flat index arrays]}``: a greedy colouring of the site's
+    measured interaction graph (an edge wherever a mixed difference is non-zero at any
+    probe), so the coordinates of one colour are conditionally independent given the rest
+    (an RBM layer is one block; a 3x3 Ising lattice two, the checkerboard). Sites that are
+    too large, not discrete, or cannot be evaluated are left out (single-site Gibbs).
+    ``logdensity_fns`` and ``positions`` are probes: log densities at random parameters
+    and a few random states each.
     """
-    names = []
+    out = {}
     for site in sites:
         size = int(np.prod(site.shape, dtype=int))
         if not site.is_discrete or site.values is None or size > max_coordinates:
             continue
         if size == 1:
-            names.append(site.name)
+            out[site.name] = [np.zeros(1, int)]
             continue
         try:
-            ok = True
+            adjacent = np.zeros((size, size), bool)
+            ii, jj = np.triu_indices(size, k=1)
             for logdensity_fn, position in zip(logdensity_fns, positions):
                 inter, f0 = _mixed_differences(ops, logdensity_fn, position, site, max_rows)
+                if not np.all(np.isfinite(inter)):
+                    raise FloatingPointError
                 tol = 1e-4 * (1.0 + np.abs(f0).max())  # float32 cancellation in four terms
-                ok = ok and bool(np.all(np.isfinite(inter))) and bool(np.abs(inter).max() <= tol)
-            if ok:
-                names.append(site.name)
-        except Exception:  # a model that cannot be probed is treated as dependent
+                edge = (np.abs(inter) > tol).any(axis=1)
+                adjacent[ii[edge], jj[edge]] = adjacent[jj[edge], ii[edge]] = True
+        except Exception:  # a model that cannot be probed is left to single-site Gibbs
             continue
-    return names
+        out[site.name] = _greedy_coloring(adjacent)
+    return out
