@@ -5,6 +5,7 @@ with an adapted step size on continuous sites, in each step.
 """
 
 from .base import Sampler, Kernel, build_kernel
+from .block_gibbs import BlockGibbs
 from .gibbs import Gibbs
 from .langevin import Langevin
 from .mala import MALA
@@ -14,6 +15,7 @@ __all__ = [
     "Kernel",
     "build_kernel",
     "Gibbs",
+    "BlockGibbs",
     "Langevin",
     "MALA",
 ]
