@@ -395,7 +395,9 @@ def sample(
     example = be.as_data(example)
     info = be.compile_model(model, example, model_args, model_kwargs or {}, params=params)
     problem = Problem(ops, info)
-    kernel = build_kernel(sampler, ops, list(info.sites.values()))
+    kernel = build_kernel(sampler, ops, list(info.sites.values()), num_warmup=num_warmup)
+    # adaptation only during warm-up: afterwards the chain must be a fixed Markov kernel
+    frozen = build_kernel(sampler, ops, list(info.sites.values()), is_adapting=False, num_warmup=num_warmup)
     like = next(iter(info.data_to_values(example).values()))
     key = ops.seed(rng_seed, like)
     key, key_init = ops.split(key, 2)
@@ -403,10 +405,11 @@ def sample(
     logdensity = problem.logdensity_fn(p)
     position = problem.init_position(key_init, num_chains, "base")
     aux = kernel.init(position)
-    run = ops.make_sample_runner(kernel, logdensity, run_kernel)
     if num_warmup:
+        run = ops.make_sample_runner(kernel, logdensity, run_kernel)
         key, sub = ops.split(key, 2)
         position, aux = run(sub, position, aux, num_warmup)
+    run = ops.make_sample_runner(frozen, logdensity, run_kernel)
     num_rounds = -(-num_samples // num_chains)
     draws = []
     for _ in range(num_rounds):

@@ -14,9 +14,10 @@ returns the per-chain log p̃ (Jacobians included). ``aux`` holds what a kernel 
 Every chain makes its own accept/reject decision.
 """
 
+import copy
 from typing import Any, Callable, NamedTuple
 
-__all__ = ["Sampler", "Kernel", "build_kernel", "categorical", "nan_acceptance"]
+__all__ = ["Sampler", "Kernel", "build_kernel", "auto_plan", "categorical", "nan_acceptance"]
 
 
 class Kernel(NamedTuple):
@@ -91,29 +92,65 @@ def _compound(ops, kernels):
     return Kernel(sites, init, step)
 
 
-def build_kernel(sampler, ops, sites):
-    """Build the kernel that moves ``sites`` (a list of SiteInfo) with ``sampler``.
+def _as_sampler(obj, num_warmup):
+    """An ebm_ppl sampler for ``obj``: framework kernels (NumPyro's HMC/NUTS) are wrapped."""
+    from .numpyro_kernel import NumPyroKernel, is_framework_kernel
 
-    ``sampler`` is a :class:`Sampler`, ``"auto"``, or a list of ``(sampler, site names)``
-    pairs applied in turn. ``"auto"`` is Gibbs on discrete sites (exact conditionals) then
-    MALA with an adapted step size on continuous sites, in one sweep.
+    if is_framework_kernel(obj):
+        obj = NumPyroKernel(obj, num_warmup)
+    elif isinstance(obj, NumPyroKernel) and obj.num_warmup is None and num_warmup:
+        obj = NumPyroKernel(obj.kernel, num_warmup)
+    if not isinstance(obj, Sampler):
+        raise TypeError(f"{obj!r} is not an ebm_ppl sampler: pass 'auto', a sampler from "
+                        "ebm_ppl.samplers or (NumPyro only) a numpyro.infer.HMC/NUTS kernel")
+    return obj
+
+
+def _frozen(sampler):
+    """``sampler`` with step-size adaptation off (after warm-up, so the chain is Markov)."""
+    if getattr(sampler, "adapt", False):
+        sampler = copy.copy(sampler)
+        sampler.adapt = False
+    return sampler
+
+
+def auto_plan(sites):
+    """The ``"auto"`` policy: ``[(sampler, sites), ...]`` applied in turn in every step.
+
+    * discrete sites with a finite support: single-site :class:`~ebm_ppl.samplers.Gibbs`,
+      exact for every model (block updates need a conditional-independence claim that
+      ``"auto"`` cannot verify from a model, so it never makes one: pass
+      ``BlockGibbs(blocks)`` to use a known structure);
+    * continuous sites: :class:`~ebm_ppl.samplers.MALA` from ε = 0.1 with ε adapted toward
+      0.574 acceptance (during ``sample``'s warm-up; at every step during fitting);
+    * mixed models: Gibbs on the discrete sites, then MALA on the continuous ones.
     """
     from .gibbs import Gibbs
     from .mala import MALA
 
+    discrete = [s for s in sites if s.is_discrete]
+    continuous = [s for s in sites if not s.is_discrete]
+    plan = []
+    if discrete:
+        plan.append((Gibbs(), discrete))
+    if continuous:
+        plan.append((MALA(step_size=0.1, adapt=True), continuous))
+    return plan
+
+
+def build_kernel(sampler, ops, sites, *, is_adapting=True, num_warmup=None):
+    """Build the kernel that moves ``sites`` (a list of SiteInfo) with ``sampler``.
+
+    ``sampler`` is a :class:`Sampler`, ``"auto"`` (see :func:`auto_plan`), a NumPyro
+    ``HMC``/``NUTS`` kernel (NumPyro backend), or a list of ``(sampler, site names)`` pairs
+    applied in turn. ``is_adapting=False`` turns step-size adaptation off;
+    ``num_warmup`` is the adaptation window given to NumPyro kernels.
+    """
     sites = list(sites)
     if isinstance(sampler, str):
         if sampler != "auto":
             raise ValueError(f"sampler={sampler!r}: pass 'auto' or a sampler from ebm_ppl.samplers")
-        discrete = [s for s in sites if s.is_discrete]
-        continuous = [s for s in sites if not s.is_discrete]
-        plan = []
-        if discrete:
-            plan.append((Gibbs(), discrete))
-        if continuous:
-            plan.append((MALA(step_size=0.1, adapt=True), continuous))
-    elif isinstance(sampler, Sampler):
-        plan = [(sampler, sites)]
+        plan = auto_plan(sites)
     elif isinstance(sampler, (list, tuple)):
         by_name = {s.name: s for s in sites}
         plan = []
@@ -127,14 +164,11 @@ def build_kernel(sampler, ops, sites):
         if by_name:
             raise ValueError(f"sampler plan leaves site(s) {sorted(by_name)} unmoved")
     else:
-        kind = "NumPyro kernels" if hasattr(sampler, "sample_field") else type(sampler).__name__
-        raise NotImplementedError(
-            f"sampler of type {kind} is not supported here: pass 'auto' or a sampler "
-            "from ebm_ppl.samplers"
-        )
+        plan = [(sampler, sites)]
+    plan = [(_as_sampler(sub, num_warmup), sub_sites) for sub, sub_sites in plan]
+    if not is_adapting:
+        plan = [(_frozen(sub), sub_sites) for sub, sub_sites in plan]
     for sub, sub_sites in plan:
-        if not isinstance(sub, Sampler):
-            raise TypeError(f"{sub!r} is not an ebm_ppl sampler")
         sub.check_sites(sub_sites)
     kernels = [sub.build(ops, sub_sites) for sub, sub_sites in plan]
     if len(kernels) == 1:
