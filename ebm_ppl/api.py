@@ -13,7 +13,7 @@ import numpy as np
 from ._problem import Problem, run_kernel
 from .backend import detect_backend, get_backend
 from .estimators import PCD
-from .samplers.base import build_kernel
+from .samplers.base import build_kernel, is_adaptive
 
 __all__ = ["fit_unnormalized", "sample", "FitResult", "FitState"]
 
@@ -373,7 +373,9 @@ def sample(
         One batch of data (one row is enough): it fixes the shapes and dtypes of the
         observed sites; its values are not used.
     num_samples, num_chains, num_warmup, thinning : int
-    sampler : "auto" or a sampler from ``ebm_ppl.samplers``
+    sampler : "auto", a sampler from ``ebm_ppl.samplers``, a list of (sampler, site names)
+        pairs, or (NumPyro) a ``numpyro.infer.HMC``/``NUTS`` kernel. Step sizes that
+        adapt (``"auto"``, ``MALA``/``HMC`` with ``adapt=True``) adapt during warm-up only.
 
     Returns
     -------
@@ -397,7 +399,9 @@ def sample(
     problem = Problem(ops, info)
     kernel = build_kernel(sampler, ops, list(info.sites.values()), num_warmup=num_warmup)
     # adaptation only during warm-up: afterwards the chain must be a fixed Markov kernel
-    frozen = build_kernel(sampler, ops, list(info.sites.values()), is_adapting=False, num_warmup=num_warmup)
+    frozen = kernel
+    if is_adaptive(sampler):
+        frozen = build_kernel(sampler, ops, list(info.sites.values()), is_adapting=False, num_warmup=num_warmup)
     like = next(iter(info.data_to_values(example).values()))
     key = ops.seed(rng_seed, like)
     key, key_init = ops.split(key, 2)

@@ -138,6 +138,15 @@ def auto_plan(sites):
     return plan
 
 
+def is_adaptive(sampler):
+    """Whether ``sampler`` (as ``build_kernel`` takes it) adapts a step size as it runs."""
+    if isinstance(sampler, str):
+        return True  # "auto" adapts MALA's step size when there are continuous sites
+    if isinstance(sampler, (list, tuple)):
+        return any(is_adaptive(sub) for sub, _ in sampler)
+    return bool(getattr(sampler, "adapt", False))
+
+
 def build_kernel(sampler, ops, sites, *, is_adapting=True, num_warmup=None):
     """Build the kernel that moves ``sites`` (a list of SiteInfo) with ``sampler``.
 

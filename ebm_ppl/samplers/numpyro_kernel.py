@@ -118,6 +118,8 @@ def _build(user_kernel, num_warmup, names):
                 return -logdensity_fn({n: v[None] for n, v in dict(other, **zz).items()})[0]
 
             box["potential"] = potential
+            if kernel._sample_fn is None:  # a kernel built after another's warm-up: set it up
+                kernel.init(key, num_warmup, zc, (), {})
             energy, grad = jax.value_and_grad(potential)(zc)
             state = state._replace(z=zc, potential_energy=energy, z_grad=grad, rng_key=key)
             return kernel.sample(state, (), {})
