@@ -19,6 +19,17 @@ class Problem:
         self.kernel = kernel  # negative phase: moves every site
         self.positive_kernel = positive_kernel  # positive phase: moves the latent sites
 
+    def probe(self, rng_key):
+        """A memoized ``probe()`` for :func:`~ebm_ppl.samplers.base.build_kernel`."""
+        cache = []
+
+        def probe():
+            if not cache:
+                cache.append(self.structure_probes(rng_key))
+            return cache[0]
+
+        return probe
+
     def structure_probes(self, rng_key, num_probes=2, num_states=8):
         """Log densities at random parameters (init + N(0, 1) noise, unconstrained) and
         random states, for :func:`ebm_ppl.samplers.structure.conditional_blocks`."""

@@ -13,9 +13,11 @@ import numpy as np
 from ._problem import Problem, run_kernel
 from .backend import detect_backend, get_backend
 from .estimators import PCD
-from .samplers.base import build_kernel, restrict_sampler
+from .samplers.base import build_kernel, is_adaptive, restrict_sampler
 
 __all__ = ["fit_unnormalized", "sample", "FitResult", "FitState"]
+
+_PROBE_SEED = 20_021  # structure probes for "auto" do not depend on rng_seed
 
 _HISTORY = ("loss", "positive_log_density", "negative_log_density", "acceptance_rate")
 
@@ -251,12 +253,15 @@ def fit_unnormalized(
     batch_size = num_data if batch_size is None else int(batch_size)
     if batch_size > num_data:
         raise ValueError(f"batch_size={batch_size} is larger than the data set ({num_data} examples)")
-    kernel = build_kernel(sampler, ops, list(info.sites.values()))
-    latent = [site for site in info.sites.values() if not site.is_observed]
-    positive_kernel = build_kernel(restrict_sampler(sampler, [s.name for s in latent]), ops, latent) if latent else None
-    problem = Problem(ops, info, kernel, positive_kernel)
-    opt = be.make_optimizer(optimizer)
     like = next(iter(data_values.values()))
+    problem = Problem(ops, info)
+    probe = problem.probe(ops.seed(_PROBE_SEED, like))
+    problem.kernel = build_kernel(sampler, ops, list(info.sites.values()), probe=probe)
+    latent = [site for site in info.sites.values() if not site.is_observed]
+    if latent:
+        positive = restrict_sampler(sampler, [s.name for s in latent])
+        problem.positive_kernel = build_kernel(positive, ops, latent, probe=probe)
+    opt = be.make_optimizer(optimizer)
 
     if resume is not None:
         st = resume.state
@@ -376,7 +381,9 @@ def sample(
         One batch of data (one row is enough): it fixes the shapes and dtypes of the
         observed sites; its values are not used.
     num_samples, num_chains, num_warmup, thinning : int
-    sampler : "auto" or a sampler from ``ebm_ppl.samplers``
+    sampler : "auto", a sampler from ``ebm_ppl.samplers``, a list of (sampler, site names)
+        pairs, or (NumPyro) a ``numpyro.infer.HMC``/``NUTS`` kernel. Step sizes that
+        adapt (``"auto"``, ``MALA``/``HMC`` with ``adapt=True``) adapt during warm-up only.
 
     Returns
     -------
@@ -398,18 +405,25 @@ def sample(
     example = be.as_data(example)
     info = be.compile_model(model, example, model_args, model_kwargs or {}, params=params)
     problem = Problem(ops, info)
-    kernel = build_kernel(sampler, ops, list(info.sites.values()))
     like = next(iter(info.data_to_values(example).values()))
+    probe = problem.probe(ops.seed(_PROBE_SEED, like))
+    kernel = build_kernel(sampler, ops, list(info.sites.values()), num_warmup=num_warmup, probe=probe)
+    # adaptation only during warm-up: afterwards the chain must be a fixed Markov kernel
+    frozen = kernel
+    if is_adaptive(sampler):
+        frozen = build_kernel(sampler, ops, list(info.sites.values()), is_adapting=False,
+                              num_warmup=num_warmup, probe=probe)
     key = ops.seed(rng_seed, like)
     key, key_init = ops.split(key, 2)
     p = info.init_params
     logdensity = problem.logdensity_fn(p)
     position = problem.init_position(key_init, num_chains, "base")
     aux = kernel.init(position)
-    run = ops.make_sample_runner(kernel, logdensity, run_kernel)
     if num_warmup:
+        run = ops.make_sample_runner(kernel, logdensity, run_kernel)
         key, sub = ops.split(key, 2)
         position, aux = run(sub, position, aux, num_warmup)
+    run = ops.make_sample_runner(frozen, logdensity, run_kernel)
     num_rounds = -(-num_samples // num_chains)
     draws = []
     for _ in range(num_rounds):

@@ -77,6 +77,10 @@ class JaxOps:
     def set_column(self, x, i, v):
         return x.at[:, i].set(v.astype(x.dtype))
 
+    def logsumexp(self, x, axis=-1):
+        """log Σ exp(x) along ``axis`` (stable; -inf entries allowed)."""
+        return jax.nn.logsumexp(x, axis=axis)
+
     def to_numpy(self, x):
         return np.asarray(x)
 

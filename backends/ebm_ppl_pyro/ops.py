@@ -83,6 +83,10 @@ class TorchOps:
         y[:, i] = v
         return y
 
+    def logsumexp(self, x, axis=-1):
+        """log Σ exp(x) along ``axis`` (stable; -inf entries allowed)."""
+        return torch.logsumexp(x, dim=axis)
+
     def to_numpy(self, x):
         return x.detach().cpu().numpy()
 
