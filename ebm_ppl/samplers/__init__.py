@@ -1,9 +1,10 @@
 """MCMC samplers for the negative phase and for ``ebm_ppl.sample``; each advances many
 chains at once, every chain with its own accept/reject.
 
-``"auto"`` (the default everywhere, see :func:`~ebm_ppl.samplers.base.auto_plan`): exact
-single-site :class:`Gibbs` on discrete sites, then :class:`MALA` with a step size adapted
-toward 0.574 acceptance on continuous sites, in each step. Adaptation runs during
+``"auto"`` (the default everywhere, see :func:`~ebm_ppl.samplers.base.auto_plan`):
+:class:`BlockGibbs` over the measured non-interacting coordinate classes of each discrete
+site (single-site :class:`Gibbs` where it cannot measure them), then :class:`MALA` with a
+step size adapted toward 0.574 acceptance on continuous sites, in each step. Adaptation runs during
 ``sample``'s warm-up only (and at every step of a fit, where parameters keep changing).
 """
 
