@@ -1,4 +1,5 @@
-"""The user-facing functions: ``fit_unnormalized`` and ``sample``.
+"""The user-facing functions: ``fit_unnormalized`` and ``sample`` (and, re-exported from
+``ebm_ppl.evaluation``, ``log_partition``, ``log_likelihood`` and ``LogZ``).
 
 The fit is written once over the backend contract (``ebm_ppl.backend``): one parameter
 update is a pure function ``step(carry, (batch_indices, active)) -> (carry, stats)`` that
@@ -13,9 +14,10 @@ import numpy as np
 from ._problem import Problem, run_kernel
 from .backend import detect_backend, get_backend
 from .estimators import PCD
+from .evaluation import LogZ, log_likelihood, log_partition
 from .samplers.base import build_kernel
 
-__all__ = ["fit_unnormalized", "sample", "FitResult", "FitState"]
+__all__ = ["fit_unnormalized", "sample", "log_partition", "log_likelihood", "FitResult", "FitState", "LogZ"]
 
 _HISTORY = ("loss", "positive_log_density", "negative_log_density", "acceptance_rate")
 

@@ -186,6 +186,9 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     init_params = store_u if params is None else unconstrain(params)
 
     def log_density(params_u, values):
+        return log_density_parts(params_u, values)[0]
+
+    def log_density_parts(params_u, values):
         fn = model
         latents = {n: values[n] for n in latent_names}
         if latents:
@@ -194,7 +197,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
             fn = poutine.substitute(fn, data=constrain(params_u))
         tr = _run(fn, (values_to_data(values),) + tuple(model_args), model_kwargs)
         num_chains = next(iter(values.values())).shape[0]
-        total = 0.0
+        total, base = 0.0, 0.0
         for site in tr.nodes.values():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
@@ -203,8 +206,11 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
                 lp = lp * site["mask"] if site["mask"] is not False else lp * 0
             if site["scale"] != 1.0:
                 lp = site["scale"] * lp
-            total = total + _per_example(lp, site, plate_name, num_chains)
-        return total
+            lp = _per_example(lp, site, plate_name, num_chains)
+            total = total + lp
+            if not _is_factor(site):
+                base = base + lp
+        return total, base
 
     def sample_base(rng_key, num_chains):
         first = {k: v[:1].expand((num_chains,) + tuple(v.shape[1:])) for k, v in leaves.items()}
@@ -223,8 +229,18 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
                     out[name] = site.transform(x.to(site.dtype)).detach()
         return {k: v.to(sites[k].dtype).detach() for k, v in out.items()}
 
+    improper = tuple(n for n in sites if _is_improper(trace.nodes[n]["fn"]))
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
-                     data_to_values, values_to_data, sample_base)
+                     data_to_values, values_to_data, sample_base, log_density_parts, improper)
+
+
+def _is_improper(fn):
+    while True:
+        if isinstance(fn, dist.ImproperUniform):
+            return True
+        if not hasattr(fn, "base_dist"):
+            return False
+        fn = fn.base_dist
 
 
 class _Recorder(Messenger):
