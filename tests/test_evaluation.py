@@ -69,6 +69,12 @@ def rbm_log_marginal(v, W, b, c):
     return (num_visible + num_hidden) * np.log(0.5) + v @ b + np.logaddexp(0.0, c + v @ W).sum(1)
 
 
+def test_public_names():
+    for name in ["log_partition", "log_likelihood", "LogZ"]:
+        assert name in ebm_ppl.__all__ and hasattr(ebm_ppl, name)
+    assert ebm_ppl.LogZ._fields == ("estimate", "stderr")
+
+
 # ---- log_partition(method="exact") -------------------------------------------------------
 
 

@@ -107,6 +107,14 @@ def log_partition(
         ``"exact"`` past 2**24 joint states or with an unbounded discrete support;
         ``"ais"`` where a site's base distribution is improper (e.g. ``ImproperUniform``).
 
+    Notes
+    -----
+    AIS draws its starting points with each site's own distribution as the model states
+    it for one example, and uses that distribution's log-probability as log p₀: this is
+    the normalized base only when a site's distribution does not depend on the values of
+    other sites (the usual ``Bernoulli(0.5)``, ``Normal(0, 1)``, ... base measures). Put
+    interactions between sites in factors.
+
     Examples
     --------
     >>> log_z = ebm_ppl.log_partition(ising, result.params, data[:1])  # doctest: +SKIP
