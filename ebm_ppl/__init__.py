@@ -6,10 +6,14 @@ estimates of the negative phase). Importing ebm_ppl imports neither torch nor ja
 """
 
 from . import estimators
+from . import evaluation
 from . import samplers
 from .api import FitResult
 from .api import FitState
+from .api import LogZ
 from .api import fit_unnormalized
+from .api import log_likelihood
+from .api import log_partition
 from .api import sample
 from .estimators import CD
 from .estimators import PCD
@@ -22,11 +26,15 @@ __all__ = [
     "CD",
     "FitResult",
     "FitState",
+    "LogZ",
     "PCD",
     "energy",
     "estimators",
+    "evaluation",
     "factor",
     "fit_unnormalized",
+    "log_likelihood",
+    "log_partition",
     "sample",
     "samplers",
 ]

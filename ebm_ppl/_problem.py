@@ -5,7 +5,9 @@ space; :class:`Problem` converts between the two and builds the per-chain log de
 in sampler space (log-Jacobians included).
 """
 
-__all__ = ["Problem", "run_kernel"]
+__all__ = ["Problem", "run_kernel", "PROBE_SEED"]
+
+PROBE_SEED = 20_021  # structure probes for "auto" do not depend on the caller's rng_seed
 
 
 class Problem:

@@ -1,4 +1,5 @@
-"""The user-facing functions: ``fit_unnormalized`` and ``sample``.
+"""The user-facing functions: ``fit_unnormalized`` and ``sample`` (and, re-exported from
+``ebm_ppl.evaluation``, ``log_partition``, ``log_likelihood`` and ``LogZ``).
 
 The fit is written once over the backend contract (``ebm_ppl.backend``): one parameter
 update is a pure function ``step(carry, (batch_indices, active)) -> (carry, stats)`` that
@@ -10,14 +11,13 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from ._problem import Problem, run_kernel
+from ._problem import PROBE_SEED, Problem, run_kernel
 from .backend import detect_backend, get_backend
 from .estimators import PCD
+from .evaluation import LogZ, log_likelihood, log_partition
 from .samplers.base import build_kernel, is_adaptive, restrict_sampler
 
-__all__ = ["fit_unnormalized", "sample", "FitResult", "FitState"]
-
-_PROBE_SEED = 20_021  # structure probes for "auto" do not depend on rng_seed
+__all__ = ["fit_unnormalized", "sample", "log_partition", "log_likelihood", "FitResult", "FitState", "LogZ"]
 
 _HISTORY = ("loss", "positive_log_density", "negative_log_density", "acceptance_rate")
 
@@ -255,7 +255,7 @@ def fit_unnormalized(
         raise ValueError(f"batch_size={batch_size} is larger than the data set ({num_data} examples)")
     like = next(iter(data_values.values()))
     problem = Problem(ops, info)
-    probe = problem.probe(ops.seed(_PROBE_SEED, like))
+    probe = problem.probe(ops.seed(PROBE_SEED, like))
     problem.kernel = build_kernel(sampler, ops, list(info.sites.values()), probe=probe)
     latent = [site for site in info.sites.values() if not site.is_observed]
     if latent:
@@ -406,7 +406,7 @@ def sample(
     info = be.compile_model(model, example, model_args, model_kwargs or {}, params=params)
     problem = Problem(ops, info)
     like = next(iter(info.data_to_values(example).values()))
-    probe = problem.probe(ops.seed(_PROBE_SEED, like))
+    probe = problem.probe(ops.seed(PROBE_SEED, like))
     kernel = build_kernel(sampler, ops, list(info.sites.values()), num_warmup=num_warmup, probe=probe)
     # adaptation only during warm-up: afterwards the chain must be a fixed Markov kernel
     frozen = kernel

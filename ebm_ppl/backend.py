@@ -76,6 +76,13 @@ class ModelInfo(NamedTuple):
     sample_base : callable
         ``sample_base(rng_key, num_chains) -> values`` drawn from the sites' base
         distributions (improper bases: uniform in (-2, 2) in unconstrained space).
+    log_density_parts : callable
+        ``log_density_parts(params, values) -> (log_density, log_base)``, both ``(num_chains,)``:
+        log p̃ as ``log_density`` gives it, and the log-probability of the sample sites alone
+        (the base measure, factors left out), from one run of the model.
+    improper_sites : tuple
+        Names of the sites whose base distribution is improper (e.g. ``ImproperUniform``):
+        ``sample_base`` does not draw them from their base and ``log_base`` is not normalized.
     """
 
     sites: dict
@@ -86,6 +93,8 @@ class ModelInfo(NamedTuple):
     data_to_values: Callable
     values_to_data: Callable
     sample_base: Callable
+    log_density_parts: Optional[Callable] = None
+    improper_sites: tuple = ()
 
 
 class Optimizer(NamedTuple):

@@ -205,13 +205,16 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     init_params = unconstrain({n: s["value"] for n, s in param_sites.items()} if params is None else params)
 
     def log_density(params_u, values):
+        return log_density_parts(params_u, values)[0]
+
+    def log_density_parts(params_u, values):
         params_c = constrain(params_u)
 
         def one(example):
             first = values_to_data({k: example[k][None] for k in observed_names})
             latents = {k: example[k][None] for k in latent_names}
-            ld, _ = _numpyro_log_density(model, (first,) + model_args, model_kwargs, {**params_c, **latents})
-            return ld
+            ld, tr = _numpyro_log_density(model, (first,) + model_args, model_kwargs, {**params_c, **latents})
+            return ld, ld - _factor_log_prob(tr)
 
         return jax.vmap(one)(values)
 
@@ -231,8 +234,19 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
             out[name] = jnp.broadcast_to(x, (num_chains,) + site.shape).astype(site.dtype)
         return out
 
+    improper = tuple(n for n in sites if isinstance(_unwrap(trace[n]["fn"]), dist.ImproperUniform))
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
-                     data_to_values, values_to_data, sample_base)
+                     data_to_values, values_to_data, sample_base, log_density_parts, improper)
+
+
+def _factor_log_prob(trace):
+    """The summed log-factors of a trace (``numpyro.factor`` sites), scale included."""
+    total = 0.0
+    for site in trace.values():
+        if site["type"] == "sample" and _is_factor(site):
+            lp = jnp.sum(site["fn"].log_prob(site["value"]))
+            total = total + (lp if site["scale"] is None else site["scale"] * lp)
+    return total
 
 
 def restore_params(info, saved_u):

@@ -64,6 +64,10 @@ class JaxOps:
             return jnp.asarray(value, dtype=jnp.float32)
         return jnp.asarray(value, dtype=like.dtype)
 
+    def from_numpy(self, x, dtype, like=None):
+        """A jax array of ``dtype`` with the values of the numpy array ``x``."""
+        return jnp.asarray(np.asarray(x), dtype=dtype)
+
     def is_floating(self, x):
         return jnp.issubdtype(x.dtype, jnp.floating)
 
@@ -101,6 +105,10 @@ class JaxOps:
 
     def copy_tree(self, tree):
         return tree  # jax arrays are immutable
+
+    def jit(self, fn):
+        """``jax.jit(fn)``: compiled once per input shape."""
+        return jax.jit(fn)
 
     def no_grad(self):
         return contextlib.nullcontext()

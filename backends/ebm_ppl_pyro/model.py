@@ -186,6 +186,9 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     init_params = store_u if params is None else unconstrain(params)
 
     def log_density(params_u, values):
+        return log_density_parts(params_u, values)[0]
+
+    def log_density_parts(params_u, values):
         substituted = None
         if store_u is None or any(params_u[n] is not store_u[n] for n in param_names):
             substituted = constrain(params_u)
@@ -193,7 +196,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
         handler = _LogDensityMessenger({n: values[n] for n in latent_names}, substituted, plate_name, num_chains)
         with pyro.validation_enabled(False), handler:
             model(values_to_data(values), *model_args, **model_kwargs)
-        return handler.total
+        return handler.total, handler.base
 
     def sample_base(rng_key, num_chains):
         first = {k: v[:1].expand((num_chains,) + tuple(v.shape[1:])) for k, v in leaves.items()}
@@ -212,20 +215,31 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
                     out[name] = site.transform(x.to(site.dtype)).detach()
         return {k: v.to(sites[k].dtype).detach() for k, v in out.items()}
 
+    improper = tuple(n for n in sites if _is_improper(trace.nodes[n]["fn"]))
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
-                     data_to_values, values_to_data, sample_base)
+                     data_to_values, values_to_data, sample_base, log_density_parts, improper)
+
+
+def _is_improper(fn):
+    while True:
+        if isinstance(fn, dist.ImproperUniform):
+            return True
+        if not hasattr(fn, "base_dist"):
+            return False
+        fn = fn.base_dist
 
 
 class _LogDensityMessenger(Messenger):
     """One light handler instead of trace + condition + substitute: conditions the latent
     sites, substitutes parameters, and sums each sample site's log-probability per example
-    as the model runs (no Trace object is built)."""
+    as the model runs (no Trace object is built): ``total`` is log p̃, ``base`` the part
+    from the sites' distributions (factors excluded)."""
 
     def __init__(self, latents, params, plate_name, num_chains):
         super().__init__()
         self.latents, self.params = latents, params
         self.plate_name, self.num_chains = plate_name, num_chains
-        self.total = 0.0
+        self.total = self.base = 0.0
 
     def _pyro_param(self, msg):
         if self.params is not None and msg["name"] in self.params:
@@ -246,7 +260,10 @@ class _LogDensityMessenger(Messenger):
             lp = lp * mask if mask is not False else lp * 0
         if msg["scale"] != 1.0:
             lp = msg["scale"] * lp
-        self.total = self.total + _per_example(lp, msg, self.plate_name, self.num_chains)
+        lp = _per_example(lp, msg, self.plate_name, self.num_chains)
+        self.total = self.total + lp
+        if not _is_factor(msg):
+            self.base = self.base + lp
 
 
 class _Recorder(Messenger):

@@ -68,6 +68,10 @@ class TorchOps:
             return torch.as_tensor(value, dtype=torch.get_default_dtype())
         return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
+    def from_numpy(self, x, dtype, like=None):
+        """A tensor of ``dtype`` with the values of the numpy array ``x`` (on ``like``'s device)."""
+        return torch.as_tensor(np.asarray(x), dtype=dtype, device=getattr(like, "device", None))
+
     def is_floating(self, x):
         return x.is_floating_point()
 
@@ -125,6 +129,10 @@ class TorchOps:
         for i in range(lower, upper):
             carry = body(i, carry)
         return carry
+
+    def jit(self, fn):
+        """PyTorch runs eagerly: ``fn`` itself."""
+        return fn
 
     def no_grad(self):
         return torch.no_grad()

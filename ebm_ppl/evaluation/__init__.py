@@ -1,0 +1,12 @@
+"""Evaluating a model: log Z by enumeration or annealed importance sampling, and the
+log-likelihood of data (``log_partition``, ``log_likelihood``, ``LogZ``)."""
+
+from .api import LogZ
+from .api import log_likelihood
+from .api import log_partition
+
+__all__ = [
+    "LogZ",
+    "log_likelihood",
+    "log_partition",
+]

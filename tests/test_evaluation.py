@@ -1,0 +1,225 @@
+"""log_partition (enumeration, AIS) and log_likelihood against exact answers in numpy.
+
+Tolerances: enumeration is exact up to float32 rounding (1e-3). The AIS bounds are the
+acceptance bounds of the issue, and each sits several Monte Carlo standard errors out:
+the Ising run (200 chains, 1000 temperatures) has a standard error near 0.007 nats, so
+0.05 is about 7 of them; the RBM run (100 chains, 1000 temperatures) near 0.016 nats, so
+0.1 is about 6 (AIS's downward bias, of order the variance of log w / (2n), is far smaller).
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import ebm_ppl
+from ebm_ppl.evaluation.ais import temperature_schedule
+from models import STATES, ising_log_unnorm, ising_model
+
+rng = np.random.default_rng(7)
+J_FIXED = rng.uniform(-0.6, 0.6, 12)
+H_FIXED = rng.uniform(-0.3, 0.3, 9)
+BASE = 9 * np.log(0.5)
+
+
+def exact_ising_log_z(J, h):
+    return float(np.logaddexp.reduce(ising_log_unnorm(STATES, J, h) + BASE))
+
+
+def ising_params(fw, J, h):
+    return {"J": fw.array(J), "h": fw.array(h)}
+
+
+def rbm_model(fw, W, b, c):
+    num_visible, num_hidden = W.shape
+
+    def rbm(v):
+        W_ = fw.param("W", fw.array(W))
+        b_ = fw.param("b", fw.array(b))
+        c_ = fw.param("c", fw.array(c))
+        with fw.plate("data", v.shape[0]):
+            v = fw.sample("v", fw.dist.Bernoulli(0.5).expand([num_visible]).to_event(1), obs=v)
+            h = fw.sample("h", fw.dist.Bernoulli(0.5).expand([num_hidden]).to_event(1))
+            ebm_ppl.factor("rbm", ((v @ W_) * h).sum(-1) + (v * b_).sum(-1) + (h * c_).sum(-1))
+
+    return rbm
+
+
+def rbm_params(fw, W, b, c):
+    return {"W": fw.array(W), "b": fw.array(b), "c": fw.array(c)}
+
+
+def random_rbm(num_visible, num_hidden, seed):
+    r = np.random.default_rng(seed)
+    return (0.3 * r.standard_normal((num_visible, num_hidden)), 0.1 * r.standard_normal(num_visible),
+            0.1 * r.standard_normal(num_hidden))
+
+
+def rbm_exact_log_z(W, b, c):
+    """Enumerate the hidden states; sum each visible unit out analytically (softplus)."""
+    num_visible, num_hidden = W.shape
+    hs = np.array(list(itertools.product([0, 1], repeat=num_hidden)), dtype=np.float64)
+    free = hs @ c + np.logaddexp(0.0, b + hs @ W.T).sum(1)
+    return (num_visible + num_hidden) * np.log(0.5) + float(np.logaddexp.reduce(free))
+
+
+def rbm_log_marginal(v, W, b, c):
+    """log Σ_h p̃(v, h), base measures included."""
+    num_visible, num_hidden = W.shape
+    return (num_visible + num_hidden) * np.log(0.5) + v @ b + np.logaddexp(0.0, c + v @ W).sum(1)
+
+
+def test_public_names():
+    for name in ["log_partition", "log_likelihood", "LogZ"]:
+        assert name in ebm_ppl.__all__ and hasattr(ebm_ppl, name)
+    assert ebm_ppl.LogZ._fields == ("estimate", "stderr")
+
+
+# ---- log_partition(method="exact") -------------------------------------------------------
+
+
+def test_exact_log_partition_ising(fw):
+    log_z = ebm_ppl.log_partition(ising_model(fw, J_FIXED, H_FIXED), ising_params(fw, J_FIXED, H_FIXED),
+                                  fw.array(np.zeros((1, 9))))
+    assert isinstance(log_z, ebm_ppl.LogZ)
+    assert log_z.stderr == 0.0
+    assert abs(log_z.estimate - exact_ising_log_z(J_FIXED, H_FIXED)) < 1e-3
+
+
+def test_exact_log_partition_with_latent_sites_in_chunks(fw):
+    """10 visible + 8 hidden units: 2**18 joint states, four chunks of 2**16."""
+    W, b, c = random_rbm(10, 8, seed=1)
+    log_z = ebm_ppl.log_partition(rbm_model(fw, W, b, c), rbm_params(fw, W, b, c), fw.array(np.zeros((1, 10))))
+    assert log_z.stderr == 0.0
+    assert abs(log_z.estimate - rbm_exact_log_z(W, b, c)) < 1e-3
+
+
+def test_exact_log_partition_refuses_too_many_states(fw):
+    W, b, c = random_rbm(20, 5, seed=2)
+    with pytest.raises(ValueError, match="33554432"):
+        ebm_ppl.log_partition(rbm_model(fw, W, b, c), rbm_params(fw, W, b, c), fw.array(np.zeros((1, 20))))
+
+
+def gaussian_model(fw, base="normal"):
+    def model(x):
+        a = fw.param("a", fw.array(1.0), constraint=fw.constraints.positive)
+        with fw.plate("data", x.shape[0]):
+            d = fw.dist.Normal(0.0, 1.0) if base == "normal" else fw.dist.ImproperUniform(fw.constraints.real, (), ())
+            x = fw.sample("x", d, obs=x)
+            ebm_ppl.energy("quad", 0.5 * a * x**2)
+
+    return model
+
+
+def test_exact_log_partition_refuses_continuous_site(fw):
+    with pytest.raises(TypeError, match="'x'.*continuous"):
+        ebm_ppl.log_partition(gaussian_model(fw), {"a": fw.array(1.0)}, fw.array(np.zeros(1)))
+
+
+# ---- log_partition(method="ais") ---------------------------------------------------------
+
+
+def test_ais_ising_doubled_couplings(fw):
+    J = 2 * J_FIXED
+    log_z = ebm_ppl.log_partition(ising_model(fw, J, H_FIXED), ising_params(fw, J, H_FIXED),
+                                  fw.array(np.zeros((1, 9))), method="ais", num_chains=200,
+                                  num_temperatures=1000)
+    assert 0.0 < log_z.stderr < 0.1
+    assert abs(log_z.estimate - exact_ising_log_z(J, H_FIXED)) < 0.05
+
+
+@pytest.mark.slow
+def test_ais_rbm_64_by_16(fw):
+    W, b, c = random_rbm(64, 16, seed=0)
+    log_z = ebm_ppl.log_partition(rbm_model(fw, W, b, c), rbm_params(fw, W, b, c), fw.array(np.zeros((1, 64))),
+                                  method="ais", num_chains=100, num_temperatures=1000)
+    assert 0.0 < log_z.stderr < 0.05
+    assert abs(log_z.estimate - rbm_exact_log_z(W, b, c)) < 0.1
+
+
+def test_ais_continuous_site(fw):
+    """Normal(0, 1) base times exp(-a x²/2): Z = (1 + a)**-0.5, moved by MALA ("auto").
+
+    Bound: 5 reported standard errors plus 0.01 for the error of the standard error.
+    """
+    a = 3.0
+    log_z = ebm_ppl.log_partition(gaussian_model(fw), {"a": fw.array(a)}, fw.array(np.zeros(1)), method="ais",
+                                  num_chains=200, num_temperatures=100)
+    assert 0.0 < log_z.stderr < 0.05
+    assert abs(log_z.estimate + 0.5 * np.log(1 + a)) < 5 * log_z.stderr + 0.01
+
+
+def test_ais_refuses_improper_base(fw):
+    with pytest.raises(ValueError, match="'x'.*improper"):
+        ebm_ppl.log_partition(gaussian_model(fw, base="improper"), {"a": fw.array(1.0)}, fw.array(np.zeros(1)),
+                              method="ais", num_temperatures=10)
+
+
+@pytest.mark.parametrize("schedule", ["sigmoid", "linear", "geometric"])
+def test_temperature_schedules(schedule):
+    betas = temperature_schedule(schedule, 50)
+    assert betas.shape == (51,) and betas[0] == 0.0 and betas[-1] == 1.0
+    assert np.all(np.diff(betas) > 0)
+
+
+def test_bad_schedule_and_method(fw):
+    model, params, ex = ising_model(fw), ising_params(fw, J_FIXED, H_FIXED), fw.array(np.zeros((1, 9)))
+    with pytest.raises(ValueError, match="schedule"):
+        ebm_ppl.log_partition(model, params, ex, method="ais", schedule="cosine")
+    with pytest.raises(ValueError, match="schedule"):
+        ebm_ppl.log_partition(model, params, ex, method="ais", schedule=[0.0, 0.5])
+    with pytest.raises(ValueError, match="method"):
+        ebm_ppl.log_partition(model, params, ex, method="bridge")
+    with pytest.raises(ValueError, match="num_chains"):
+        ebm_ppl.log_partition(model, params, ex, method="ais", num_chains=0)
+
+
+def test_ais_explicit_schedule_is_plain_importance_sampling_at_one_step(fw):
+    """With betas (0, 1) AIS is importance sampling from the base: exact for a flat model."""
+    log_z = ebm_ppl.log_partition(ising_model(fw), ising_params(fw, np.zeros(12), np.zeros(9)),
+                                  fw.array(np.zeros((1, 9))), method="ais", schedule=[0.0, 1.0])
+    assert abs(log_z.estimate) < 1e-5 and log_z.stderr < 1e-5
+
+
+# ---- log_likelihood -----------------------------------------------------------------------
+
+
+def test_log_likelihood_ising(fw):
+    model, params = ising_model(fw, J_FIXED, H_FIXED), ising_params(fw, J_FIXED, H_FIXED)
+    x = STATES[::7]
+    expected = ising_log_unnorm(x, J_FIXED, H_FIXED) + BASE - exact_ising_log_z(J_FIXED, H_FIXED)
+    ll = fw.to_numpy(ebm_ppl.log_likelihood(model, params, fw.array(x)))
+    assert ll.shape == (len(x),)
+    np.testing.assert_allclose(ll, expected, atol=1e-3)
+    # the probabilities of all 512 states sum to one
+    ll_all = fw.to_numpy(ebm_ppl.log_likelihood(model, params, fw.array(STATES)))
+    assert abs(np.logaddexp.reduce(ll_all.astype(np.float64))) < 1e-3
+    shifted = ebm_ppl.log_likelihood(model, params, fw.array(x), log_z=ebm_ppl.LogZ(1.0, 0.1))
+    np.testing.assert_allclose(fw.to_numpy(shifted), expected + exact_ising_log_z(J_FIXED, H_FIXED) - 1.0,
+                               atol=1e-3)
+
+
+def test_log_likelihood_rbm_sums_out_hidden_units(fw):
+    W, b, c = random_rbm(10, 8, seed=3)
+    v = np.random.default_rng(4).integers(0, 2, (37, 10)).astype(np.float64)
+    expected = rbm_log_marginal(v, W, b, c) - rbm_exact_log_z(W, b, c)
+    ll = fw.to_numpy(ebm_ppl.log_likelihood(rbm_model(fw, W, b, c), rbm_params(fw, W, b, c), fw.array(v)))
+    np.testing.assert_allclose(ll, expected, atol=1e-3)
+
+
+def test_log_likelihood_needs_log_z_when_not_enumerable(fw):
+    model, params = gaussian_model(fw), {"a": fw.array(3.0)}
+    x = np.array([-1.0, 0.0, 2.0])
+    with pytest.raises(ValueError, match="log_z"):
+        ebm_ppl.log_likelihood(model, params, fw.array(x))
+    log_z = -0.5 * np.log(4.0)
+    ll = fw.to_numpy(ebm_ppl.log_likelihood(model, params, fw.array(x), log_z=log_z))
+    expected = -0.5 * x**2 - 0.5 * np.log(2 * np.pi) - 1.5 * x**2 - log_z
+    np.testing.assert_allclose(ll, expected, atol=1e-4)
+
+
+def test_log_likelihood_refuses_too_many_latent_states(fw):
+    W, b, c = random_rbm(4, 25, seed=5)
+    with pytest.raises(ValueError, match="33554432"):
+        ebm_ppl.log_likelihood(rbm_model(fw, W, b, c), rbm_params(fw, W, b, c), fw.array(np.zeros((2, 4))),
+                               log_z=0.0)
