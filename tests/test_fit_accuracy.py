@@ -28,15 +28,14 @@ def _fitted_loglik(fw, result):
 def test_ising_pcd_reaches_exact_mle(fw, ising_exact):
     result = ebm_ppl.fit_unnormalized(
         ising_model(fw), fw.array(X_ISING),
-        estimator=ebm_ppl.PCD(num_chains=500, num_steps=2),
-        sampler=ebm_ppl.samplers.Gibbs(),
+        estimator=ebm_ppl.PCD(num_chains=500, num_steps=2),  # "auto": checkerboard Gibbs sweeps
         optimizer=fw.adam_decay(0.05, 0.999),
         num_steps=3000, rng_seed=0, progress_bar=False,
     )
     gap = ising_exact - _fitted_loglik(fw, result)
     assert 0 <= gap < 0.01, gap
     assert len(result.history["loss"]) == 3000
-    assert np.all(np.isnan(result.history["acceptance_rate"]))  # Gibbs has none
+    assert np.all(np.isnan(result.history["acceptance_rate"]))  # Gibbs sweeps have none
 
 
 @pytest.mark.slow

@@ -5,8 +5,6 @@ batch of C examples (the model's own data plate vectorizes it), reduced to one v
 example along the data plate's dimension.
 """
 
-import contextlib
-
 import torch
 import pyro
 import pyro.distributions as dist
@@ -16,25 +14,10 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
+from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, match_leaves
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params"]
-
-
-class _Transform:
-    """A bijection from unconstrained space with an ``is_identity`` flag."""
-
-    def __init__(self, t, is_identity):
-        self.t, self.is_identity = t, is_identity
-
-    def __call__(self, x):
-        return self.t(x)
-
-    def inv(self, y):
-        return self.t.inv(y)
-
-    def log_abs_det_jacobian(self, x, y):
-        return self.t.log_abs_det_jacobian(x, y)
 
 
 def as_data(data):
@@ -46,14 +29,8 @@ def as_data(data):
     return torch.as_tensor(__import__("numpy").array(data))
 
 
-def _base_constraint(c):
-    while hasattr(c, "base_constraint"):
-        c = c.base_constraint
-    return c
-
-
 def _discrete_values(name, support, dtype):
-    base = _base_constraint(support)
+    base = base_constraint(support)
     if base is constraints.boolean:
         return (0, 1)
     if isinstance(base, constraints.integer_interval):
@@ -75,8 +52,8 @@ def _site_info(name, site, value, is_observed):
     if support.is_discrete:
         values = _discrete_values(name, support, value.dtype)
         return SiteInfo(name, shape, True, is_observed, values, None, repr(support), value.dtype)
-    is_identity = _base_constraint(support) is constraints.real
-    transform = _Transform(biject_to(support), is_identity)
+    is_identity = base_constraint(support) is constraints.real
+    transform = Transform(biject_to(support), is_identity)
     return SiteInfo(name, shape, False, is_observed, None, transform, repr(support), value.dtype)
 
 
@@ -84,39 +61,16 @@ def _check_leaf(key, leaf, site):
     fn = site["fn"]
     if leaf.is_floating_point() and not torch.isfinite(leaf).all():
         raise ValueError(f"data leaf {key!r} (site {site['name']!r}) contains NaN or inf")
-    fn_shape = tuple(fn.batch_shape + fn.event_shape)
-    shape = tuple(leaf.shape)
-    if len(shape) < 1 or len(fn_shape) > len(shape) or any(
-        f not in (1, s) for f, s in zip(fn_shape[::-1], shape[::-1])
-    ):
-        raise ValueError(
-            f"data leaf {key!r} has shape {shape}, which does not fit site {site['name']!r} "
-            f"of shape {fn_shape} (event shape {tuple(fn.event_shape)}); examples go on axis 0"
-        )
+    check_leaf_shape(key, leaf.shape, site["name"], tuple(fn.batch_shape) + tuple(fn.event_shape), fn.event_shape)
     ok = fn.support.check(leaf)
     if not bool(torch.as_tensor(ok).all()):
         raise ValueError(f"data leaf {key!r} has values outside the support {fn.support} of site {site['name']!r}")
 
 
 def _match_leaves(trace, data):
-    """Map data leaves to observed sites: by identity, then by name."""
-    leaves = data if isinstance(data, dict) else {"data": data}
     observed = [s for s in trace.nodes.values()
                 if s["type"] == "sample" and s["is_observed"] and not _is_factor(s)]
-    mapping = {}
-    for key, leaf in leaves.items():
-        hits = [s for s in observed if s["value"] is leaf]
-        if not hits and isinstance(data, dict):
-            hits = [s for s in observed if s["name"] == key]
-        if not hits and not isinstance(data, dict) and len(observed) == 1:
-            hits = observed
-        if not hits:
-            raise ValueError(
-                f"data leaf {key!r} is not the obs of any sample site of the model "
-                f"(observed sites: {[s['name'] for s in observed]})"
-            )
-        mapping[key] = hits[0]["name"]
-    return mapping
+    return match_leaves(observed, data)
 
 
 def _run(fn, args, kwargs):
