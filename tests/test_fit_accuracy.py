@@ -33,6 +33,7 @@ def test_ising_pcd_reaches_exact_mle(fw, ising_exact):
         num_steps=3000, rng_seed=0, progress_bar=False,
     )
     gap = ising_exact - _fitted_loglik(fw, result)
+    print(f"{fw.name}: Ising PCD gap to the exact MLE {gap:.4f} nats/example")
     assert 0 <= gap < 0.01, gap
     assert len(result.history["loss"]) == 3000
     assert np.all(np.isnan(result.history["acceptance_rate"]))  # Gibbs sweeps have none
@@ -47,6 +48,7 @@ def test_ising_cd5_minibatch_close_to_mle(fw, ising_exact):
         num_steps=3000, batch_size=200, rng_seed=0, progress_bar=False,
     )
     gap = ising_exact - _fitted_loglik(fw, result)
+    print(f"{fw.name}: Ising CD-5 gap to the exact MLE {gap:.4f} nats/example")
     assert 0 <= gap < 0.02, gap
 
 
@@ -74,6 +76,7 @@ def test_gaussian_energy_mala(fw, estimator):
         optimizer=fw.adam_decay(0.05, 0.998), num_steps=1500, rng_seed=0, progress_bar=False,
     )
     prec = float(fw.to_numpy(result.params["prec"]))
+    print(f"{fw.name}: precision {prec:.4f}, MLE {PREC_MLE:.4f}, acceptance {result.history['acceptance_rate'][-200:].mean():.3f}")
     assert abs(prec / PREC_MLE - 1) < 0.04, (prec, PREC_MLE)
     acc = result.history["acceptance_rate"]
     assert np.all(np.isfinite(acc)) and 0.3 < acc[-200:].mean() <= 1.0
@@ -96,6 +99,7 @@ def test_tilted_normal_default_sampler(fw):
         num_steps=1500, rng_seed=0, progress_bar=False,
     )
     mu = float(fw.to_numpy(result.params["mu"]))
+    print(f"{fw.name}: tilted normal mu {mu:.4f}, MLE {x.astype(np.float64).mean():.4f}")
     assert abs(mu - x.astype(np.float64).mean()) < 0.05, (mu, x.mean())
     acc = result.history["acceptance_rate"][-200:].mean()
     assert 0.3 < acc < 0.95, acc
