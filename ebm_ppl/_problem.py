@@ -70,7 +70,7 @@ class Problem:
 
     def logdensity_fn(self, params):
         """Per-chain log p̃ of a sampler-space position (Jacobians of continuous sites included)."""
-        info, ops = self.info, self.ops
+        info = self.info
 
         def logdensity(position):
             values, log_jac = self.from_internal(position, with_jacobian=True)
@@ -129,7 +129,6 @@ class Problem:
 
 def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps):
     """``num_steps`` transitions of ``kernel``; returns position, aux and mean acceptance."""
-    xp = ops.xp
 
     def body(i, carry):
         position, aux, key, total = carry

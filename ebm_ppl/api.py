@@ -7,7 +7,7 @@ NumPyro's backend jits and scans over an epoch, and Pyro's backend runs in a pla
 """
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 

@@ -118,7 +118,6 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
 
     num_data = next(iter(leaves.values())).shape[0]
     plate_name = _data_plate(trace, observed_names[0], num_data)
-    keys_of = {v: k for k, v in mapping.items()}
 
     def data_to_values(batch):
         b = batch if isinstance(batch, dict) else {"data": batch}

@@ -15,7 +15,7 @@ Every chain makes its own accept/reject decision.
 """
 
 import copy
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 __all__ = ["Sampler", "Kernel", "build_kernel", "auto_plan", "categorical", "nan_acceptance"]
 
