@@ -43,7 +43,11 @@ def make_framework(backend):
             zeros=lambda *s: torch.zeros(*s),
             to_numpy=lambda x: x.detach().cpu().numpy(),
             adam=lambda lr: __import__("pyro").optim.Adam({"lr": lr}),
-            adam_decay=lambda lr, decay: __import__("pyro").optim.ClippedAdam({"lr": lr, "lrd": decay}),
+            # Adam with its learning rate multiplied by `decay` after every update (ebm_ppl
+            # steps a PyroLRScheduler once per update), as optax.exponential_decay does below
+            adam_decay=lambda lr, decay: __import__("pyro").optim.ExponentialLR(
+                {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "gamma": decay}
+            ),
             sgd=lambda lr: __import__("pyro").optim.SGD({"lr": lr}),
             clear=pyro.clear_param_store,
         )
