@@ -218,8 +218,8 @@ plt.show()
 # * At full size (200 epochs) the exact held-out mean log-likelihood is above **−19.1** nats
 #   and at least 0.5 nats better than scikit-learn's `BernoulliRBM` (measured: about −18.7
 #   against −20.0). The shrunken run (20 epochs) is held to −23.
-# * The AIS estimate of $\log Z$ is within **0.1 nats** of the exact value (0.25 at small size,
-#   with 300 temperatures), and within a few of its own standard errors.
+# * The AIS estimate of $\log Z$ is within **0.1 nats** of the exact value (0.3 at small size,
+#   with 200 temperatures), and within a few of its own standard errors.
 
 # %%
 assert ll_exact > (-23.0 if SMALL else -19.1), ll_exact
