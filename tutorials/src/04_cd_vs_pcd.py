@@ -257,12 +257,14 @@ plt.show()
 # * The exact bias of the CD-k fixed point decreases strictly with $k$ over
 #   $k = 1, 2, 3, 5, 10, 20$ (measured: from 0.067 at $k=1$ to 0.0001 at $k=20$).
 # * The library's CD-1 fit is closer to the exact CD-1 fixed point than to the MLE: the
-#   stochastic algorithm converges to the biased fixed point the theory predicts.
-# * The library's PCD fit is within **0.03** RMSE of the MLE (0.05 at small size).
+#   stochastic algorithm converges to the biased fixed point the theory predicts
+#   (measured at full size: 0.004 from it, 0.066 from the MLE).
+# * The library's PCD fit is within **0.015** RMSE of the MLE (measured 0.007), 0.05 at
+#   small size (measured 0.031, after 300 updates).
 
 # %%
 assert np.all(np.diff(bias) < 0), bias
 assert bias[0] > 0.05, bias[0]  # large enough to tell apart from the fits' noise
 assert rmse(theta_cd1, fixed[1]) < rmse(theta_cd1, theta_mle), (rmse(theta_cd1, fixed[1]), rmse(theta_cd1, theta_mle))
-assert rmse(theta_pcd, theta_mle) < (0.05 if SMALL else 0.03), rmse(theta_pcd, theta_mle)
+assert rmse(theta_pcd, theta_mle) < (0.05 if SMALL else 0.015), rmse(theta_pcd, theta_mle)
 print("all claims hold")
