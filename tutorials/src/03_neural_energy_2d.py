@@ -187,7 +187,8 @@ plt.show()
 # ## The claims, checked
 #
 # * At full size the grid-normalized held-out mean log-likelihood beats the best single
-#   Gaussian by at least **0.5 nats** per point (0.2 at small size).
+#   Gaussian by at least **0.5 nats** per point (measured: −1.96 against −2.72, a margin of
+#   0.76); at small size (600 updates) by 0.2 (measured 0.34).
 # * The grid normalizer is accurate: halving the grid resolution changes $\log Z$ by less
 #   than 0.01.
 
