@@ -1,6 +1,6 @@
 """Framework-free pieces of turning a model into a ``ModelInfo`` (shared by both backends)."""
 
-__all__ = ["Transform", "base_constraint", "match_leaves", "check_leaf_shape"]
+__all__ = ["Transform", "base_constraint", "match_leaves", "check_leaf_shape", "explain_failure"]
 
 
 class Transform:
@@ -57,3 +57,18 @@ def check_leaf_shape(key, shape, site_name, fn_shape, event_shape):
             f"data leaf {key!r} has shape {shape}, which does not fit site {site_name!r} "
             f"of shape {fn_shape} (event shape {tuple(event_shape)}); examples go on axis 0"
         )
+
+
+def explain_failure(recorded_sites, data, check_leaf, error):
+    """Re-raise a model's failed first run as a ValueError: naming the site whose data does
+    not fit when one of the sites recorded before the failure explains it (``check_leaf``
+    raises), else naming the data's shapes."""
+    leaves = data if isinstance(data, dict) else {"data": data}
+    for key, leaf in leaves.items():
+        for site in recorded_sites:
+            if site["is_observed"] and (site["value"] is leaf or site["name"] == key):
+                check_leaf(key, leaf, site)
+    shapes = {k: tuple(v.shape) for k, v in leaves.items()}
+    raise ValueError(
+        f"running the model on data of shape {shapes} failed: {type(error).__name__}: {error}"
+    ) from error

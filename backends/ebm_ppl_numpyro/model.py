@@ -15,7 +15,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_density as _numpyro_log_density
 
-from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, match_leaves
+from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params"]
@@ -97,15 +97,7 @@ def _explain_failure(fn, data, model_args, model_kwargs, error):
         recorder(data, *model_args, **model_kwargs)
     except Exception:
         pass
-    leaves = data if isinstance(data, dict) else {"data": data}
-    for key, leaf in leaves.items():
-        for site in recorder.sites:
-            if site["is_observed"] and (site["value"] is leaf or site["name"] == key):
-                _check_leaf(key, leaf, site)
-    shapes = {k: tuple(v.shape) for k, v in leaves.items()}
-    raise ValueError(
-        f"running the model on data of shape {shapes} failed: {type(error).__name__}: {error}"
-    ) from error
+    explain_failure(recorder.sites, data, _check_leaf, error)
 
 
 def compile_model(model, data, model_args=(), model_kwargs=None, params=None):

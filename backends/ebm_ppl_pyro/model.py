@@ -14,7 +14,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
-from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, match_leaves
+from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params"]
@@ -238,15 +238,7 @@ def _explain_failure(fn, data, model_args, model_kwargs, error):
             fn(data, *model_args, **model_kwargs)
     except Exception:
         pass
-    leaves = data if isinstance(data, dict) else {"data": data}
-    for key, leaf in leaves.items():
-        for site in recorder.sites:
-            if site["is_observed"] and (site["value"] is leaf or site["name"] == key):
-                _check_leaf(key, leaf, site)
-    shapes = {k: tuple(v.shape) for k, v in leaves.items()}
-    raise ValueError(
-        f"running the model on data of shape {shapes} failed: {type(error).__name__}: {error}"
-    ) from error
+    explain_failure(recorder.sites, data, _check_leaf, error)
 
 
 def _data_plate(trace, site_name, num_data):
