@@ -5,7 +5,7 @@ space; :class:`Problem` converts between the two and builds the per-chain log de
 in sampler space (log-Jacobians included).
 """
 
-__all__ = ["Problem", "run_kernel", "PROBE_SEED"]
+__all__ = ["Problem", "run_kernel", "compile_problem", "PROBE_SEED"]
 
 PROBE_SEED = 20_021  # structure probes for "auto" do not depend on the caller's rng_seed
 
@@ -139,3 +139,14 @@ def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps):
     zero = ops.asarray(0.0, None)
     position, aux, _, total = ops.fori_loop(0, num_steps, body, (position, aux, rng_key, zero))
     return position, aux, total / num_steps
+
+
+def compile_problem(model, params, data, backend, model_args, model_kwargs):
+    """The backend for ``data``, the model compiled at fixed ``params`` (constrained), and
+    the data as that backend's arrays: the preamble of ``sample`` and the evaluation API."""
+    from .backend import detect_backend, get_backend
+
+    be = get_backend(detect_backend(data, backend))
+    data = be.as_data(data)
+    info = be.compile_model(model, data, model_args, model_kwargs or {}, params=params)
+    return Problem(be.ops, info), data

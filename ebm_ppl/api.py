@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._problem import PROBE_SEED, Problem, run_kernel
+from ._problem import PROBE_SEED, Problem, compile_problem, run_kernel
 from .backend import detect_backend, get_backend
 from .estimators import PCD
 from .evaluation import LogZ, log_likelihood, log_partition
@@ -399,12 +399,8 @@ def sample(
     _check_positive_int("thinning", thinning, allow_none=False)
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
         raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
-    name = detect_backend(example, backend)
-    be = get_backend(name)
-    ops = be.ops
-    example = be.as_data(example)
-    info = be.compile_model(model, example, model_args, model_kwargs or {}, params=params)
-    problem = Problem(ops, info)
+    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs)
+    ops, info = problem.ops, problem.info
     like = next(iter(info.data_to_values(example).values()))
     probe = problem.probe(ops.seed(PROBE_SEED, like))
     kernel = build_kernel(sampler, ops, list(info.sites.values()), num_warmup=num_warmup, probe=probe)

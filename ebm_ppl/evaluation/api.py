@@ -4,8 +4,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._problem import PROBE_SEED, Problem
-from ..backend import detect_backend, get_backend
+from .._problem import PROBE_SEED, compile_problem
 from ..samplers.base import build_kernel
 from .ais import ais_log_weights, log_mean_exp_with_stderr, temperature_schedule
 from .exact import log_marginal_exact, log_partition_exact
@@ -33,14 +32,6 @@ class LogZ(NamedTuple):
 def _check_count(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _compile(model, params, data, backend, model_args, model_kwargs):
-    name = detect_backend(data, backend)
-    be = get_backend(name)
-    data = be.as_data(data)
-    info = be.compile_model(model, data, model_args, model_kwargs or {}, params=params)
-    return Problem(be.ops, info), data
 
 
 def log_partition(
@@ -132,7 +123,7 @@ def log_partition(
     _check_count("num_chains", num_chains)
     _check_count("num_temperatures", num_temperatures)
     betas = temperature_schedule(schedule, num_temperatures) if method == "ais" else None
-    problem, example = _compile(model, params, example, backend, model_args, model_kwargs)
+    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs)
     ops, info = problem.ops, problem.info
     like = next(iter(info.data_to_values(example).values()))
     if method == "exact":
@@ -194,7 +185,7 @@ def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=
     Salakhutdinov, R. & Murray, I. (2008). On the quantitative analysis of deep belief
     networks. *ICML* (log-likelihoods of RBMs from an estimate of log Z).
     """
-    problem, data = _compile(model, params, data, backend, model_args, model_kwargs)
+    problem, data = compile_problem(model, params, data, backend, model_args, model_kwargs)
     ops, info = problem.ops, problem.info
     data_values = info.data_to_values(data)
     log_p = log_marginal_exact(problem, info.init_params, data_values)
