@@ -5,9 +5,28 @@ space; :class:`Problem` converts between the two and builds the per-chain log de
 in sampler space (log-Jacobians included).
 """
 
-__all__ = ["Problem", "run_kernel", "compile_problem", "PROBE_SEED"]
+from typing import Callable, NamedTuple
+
+__all__ = ["Problem", "Probes", "run_kernel", "compile_problem", "PROBE_SEED"]
 
 PROBE_SEED = 20_021  # structure probes for "auto" do not depend on the caller's rng_seed
+
+
+class Probes(NamedTuple):
+    """Structure probes: ``logdensity(params, position)`` (per chain, sampler space) with
+    random ``params`` and random ``positions``, one of each per probe. Checks that run
+    on them are compiled once and called for every probe (``ops.jit`` with the
+    parameters as an argument)."""
+
+    logdensity: Callable
+    params: list
+    positions: list
+    memo: dict  # results of checks already run on these probes
+
+    @property
+    def fns(self):
+        """One ``logdensity_fn(position)`` per probe."""
+        return [lambda position, p=p: self.logdensity(p, position) for p in self.params]
 
 
 class Problem:
@@ -34,15 +53,22 @@ class Problem:
 
     def structure_probes(self, rng_key, num_probes=2, num_states=8):
         """Log densities at random parameters (init + N(0, 1) noise, unconstrained) and
-        random states, for :func:`ebm_ppl.samplers.structure.conditional_blocks`."""
-        fns, positions = [], []
-        for key in self.ops.split(rng_key, num_probes):
-            key_params, key_states = self.ops.split(key, 2)
-            params = self.ops.add_noise(key_params, self.info.init_params, 1.0)
-            fns.append(self.logdensity_fn(params))
-            positions.append(self.init_position(key_states, num_states, "uniform"))
-        return fns, positions
+        random states, for :func:`ebm_ppl.samplers.structure.conditional_blocks` and the
+        checks of :class:`~ebm_ppl.samplers.BlockGibbs`; see :class:`Probes`."""
 
+        def draw(rng_key):
+            params, positions = [], []
+            for key in self.ops.split(rng_key, num_probes):
+                key_params, key_states = self.ops.split(key, 2)
+                params.append(self.ops.add_noise(key_params, self.info.init_params, 1.0))
+                positions.append(self.init_position(key_states, num_states, "uniform"))
+            return params, positions
+
+        def logdensity(p, position):
+            return self.logdensity_fn(p)(position)
+
+        params, positions = self.ops.jit(draw)(rng_key)  # one compiled call on NumPyro
+        return Probes(logdensity, params, positions, {})
     def init_positive_aux(self, rng_key, batch_size):
         if not self.latent_names:
             return ()
@@ -60,8 +86,15 @@ class Problem:
         if not self.latent_names:
             return observed, aux
         key_init, key_run = self.ops.split(rng_key, 2)
-        num = next(iter(batch_values.values())).shape[0]
-        position = self.init_position(key_init, num, "base")
+        like = next(iter(batch_values.values()))
+        num = like.shape[0]
+        if getattr(self.positive_kernel.step, "redraws_all", False):
+            # the first step draws every latent coordinate afresh given the batch, whatever
+            # its current value (one block-Gibbs block): a draw from the base is wasted work
+            position = {n: self.ops.zeros((num,) + tuple(self.sites[n].shape), self.sites[n].dtype, like)
+                        for n in self.latent_names}
+        else:
+            position = self.init_position(key_init, num, "base")
         position.update(observed)
         position, aux, _ = run_kernel(
             self.ops, self.positive_kernel, key_run, position, aux, self.logdensity_fn(params), num_steps
@@ -106,7 +139,13 @@ class Problem:
         """Initial chains: ``"base"``, ``"data"`` (random examples) or ``"uniform"``."""
         ops, xp = self.ops, self.ops.xp
         key_base, key_data, key_unif = ops.split(rng_key, 3)
-        values = self.info.sample_base(key_base, num_chains)
+        if how == "uniform":  # every site is drawn below: only shapes and dtypes are needed
+            like = ops.asarray(0.0, None)
+            values = {n: ops.zeros((num_chains,) + tuple(s.shape), s.dtype if s.is_discrete else like.dtype, like)
+                      for n, s in self.sites.items()}
+            values = self.from_internal(values)
+        else:
+            values = self.info.sample_base(key_base, num_chains)
         if how == "data":
             num_data = next(iter(data_values.values())).shape[0]
             u = ops.uniform(key_data, (num_chains,), ops.asarray(0.0, None))

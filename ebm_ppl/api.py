@@ -6,6 +6,7 @@ update is a pure function ``step(carry, (batch_indices, active)) -> (carry, stat
 NumPyro's backend jits and scans over an epoch, and Pyro's backend runs in a plain loop.
 """
 
+import collections
 import math
 from typing import Any, NamedTuple
 
@@ -111,13 +112,17 @@ def _make_step(problem, estimator, optimizer):
         key, key_neg = ops.split(key, 2)
         batch = {k: v[idx] for k, v in data_values.items()}
         with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
-            new_est, positive, negative, rate = estimator.update(key_neg, problem, est_state, params, batch)
+            new_est, positive, negative, rate = estimator.update(key_neg, problem, est_state,
+                                                                 ops.stop_gradient(params), batch)
         positive = problem.from_internal(ops.stop_gradient(positive))
         negative = problem.from_internal(ops.stop_gradient(negative))
 
-        def surrogate(p):
-            pos = xp.mean(info.log_density(p, positive))
-            neg = xp.mean(info.log_density(p, negative))
+        num_pos = next(iter(positive.values())).shape[0]
+        both = {k: xp.concatenate([positive[k], negative[k]], axis=0) for k in positive}
+
+        def surrogate(p):  # one call of the model on the positive and negative rows
+            ld = info.log_density(p, both)
+            pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
             return neg - pos, (pos, neg)
 
         (loss, (pos, neg)), grads = ops.value_and_grad(surrogate, has_aux=True)(params)
@@ -141,24 +146,73 @@ def _make_step(problem, estimator, optimizer):
     return step
 
 
-def _batches(ops, data_key, num_data, batch_size, chunk_len, num_active):
+# Compiled updates (NumPyro) kept across calls, so that resuming a fit, or fitting the same
+# model again, does not trace and compile again. The key holds the model, its arguments and
+# the optimizer by identity, the estimator and sampler by configuration, and the data by
+# shapes and dtypes (see _compiled_key).
+_COMPILED = collections.OrderedDict()
+_COMPILED_SIZE = 8
+
+
+class _Same:
+    """Compares by identity (and keeps the object alive, so its id is not reused)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+
+def _config_key(obj):
+    """A hashable key of a configuration value (samplers, estimators, masks, numbers)."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return (type(obj).__name__, obj)
+    if isinstance(obj, (list, tuple)):
+        return (type(obj).__name__,) + tuple(_config_key(v) for v in obj)
+    if isinstance(obj, dict):
+        return ("dict",) + tuple((k, _config_key(v)) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0])))
+    if isinstance(obj, np.ndarray):
+        return ("ndarray", obj.dtype.str, obj.shape, obj.tobytes())
+    if hasattr(obj, "__dict__") and type(obj).__module__.startswith("ebm_ppl."):
+        return (type(obj),) + _config_key({k: v for k, v in vars(obj).items()})
+    if hasattr(obj, "shape") and hasattr(obj, "dtype") and getattr(obj, "size", 1 << 20) <= 1 << 16:
+        try:  # a small array (e.g. a block mask): by value
+            return ("array", str(obj.dtype), tuple(obj.shape), np.asarray(obj).tobytes())
+        except Exception:
+            pass
+    return _Same(obj)
+
+
+def _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer, batch_size,
+                  chunk_len):
+    leaves = data if isinstance(data, dict) else {"": data}
+    shapes = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(leaves.items()))
+    kwargs = tuple((k, _Same(v)) for k, v in sorted((model_kwargs or {}).items()))
+    return (name, _Same(model), tuple(_Same(a) for a in model_args), kwargs, shapes, _config_key(estimator),
+            _config_key(sampler), _config_key(optimizer), batch_size, chunk_len)
+
+
+def _batches(ops, data_key, num_data, batch_size, chunk_len, num_active, like=None):
     """Minibatch indices for a chunk: ``(chunk_len, batch_size)``, one row per update.
 
     Each epoch is a fresh random permutation (the last ``num_data % batch_size`` examples
     of it are dropped); only the epochs that active updates need are drawn, so a resumed
     fit shuffles exactly as an uninterrupted one (both start epochs at chunk boundaries).
+    Indices are drawn on the host (``ops.epoch_permutations``) and moved once per chunk.
     """
     per_epoch = num_data // batch_size
-    rows = []
-    for _ in range(-(-num_active // per_epoch)):
-        data_key, sub = ops.split(data_key, 2)
-        perm = ops.permutation(sub, num_data)
-        rows.append(perm[: per_epoch * batch_size].reshape((per_epoch, batch_size)))
-    idx = ops.xp.concatenate(rows, axis=0)
+    num_epochs = -(-num_active // per_epoch)
+    data_key, perms = ops.epoch_permutations(data_key, num_data, num_epochs)
+    idx = np.asarray(perms)[:, : per_epoch * batch_size].reshape((-1, batch_size))
     if idx.shape[0] < chunk_len:
-        pad = ops.xp.zeros_like(idx[:1])
-        idx = ops.xp.concatenate([idx] + [pad] * (chunk_len - idx.shape[0]), axis=0)
-    return data_key, idx[:chunk_len]
+        idx = np.concatenate([idx, np.zeros((chunk_len - idx.shape[0], batch_size), idx.dtype)])
+    return data_key, ops.from_numpy(idx[:chunk_len], ops.int_dtype, like)
 
 
 def fit_unnormalized(
@@ -254,14 +308,30 @@ def fit_unnormalized(
     if batch_size > num_data:
         raise ValueError(f"batch_size={batch_size} is larger than the data set ({num_data} examples)")
     like = next(iter(data_values.values()))
-    problem = Problem(ops, info)
-    probe = problem.probe(ops.seed(PROBE_SEED, like))
-    problem.kernel = build_kernel(sampler, ops, list(info.sites.values()), probe=probe)
-    latent = [site for site in info.sites.values() if not site.is_observed]
-    if latent:
-        positive = restrict_sampler(sampler, [s.name for s in latent])
-        problem.positive_kernel = build_kernel(positive, ops, latent, probe=probe)
-    opt = be.make_optimizer(optimizer)
+    per_epoch = num_data // batch_size
+    epochs_per_chunk = max(1, math.ceil(32 / per_epoch))
+    chunk_len = epochs_per_chunk * per_epoch
+    cache_key = _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer,
+                              batch_size, chunk_len) if ops.caches_compiled else None
+    cached = _COMPILED.get(cache_key) if cache_key is not None else None
+    if cached is not None:  # the same fit as before: its kernels and compiled update
+        _COMPILED.move_to_end(cache_key)
+        problem, opt, run_chunk, init_chains = cached
+    else:
+        problem = Problem(ops, info)
+        probe = problem.probe(ops.seed(PROBE_SEED, like))
+        problem.kernel = build_kernel(sampler, ops, list(info.sites.values()), probe=probe)
+        latent = [site for site in info.sites.values() if not site.is_observed]
+        if latent:
+            positive = restrict_sampler(sampler, [s.name for s in latent])
+            problem.positive_kernel = build_kernel(positive, ops, latent, probe=probe)
+        opt = be.make_optimizer(optimizer)
+        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt))
+        init_chains = ops.jit(lambda k, d: estimator.init(problem, k, d, batch_size))
+        if cache_key is not None:
+            _COMPILED[cache_key] = (problem, opt, run_chunk, init_chains)
+            while len(_COMPILED) > _COMPILED_SIZE:
+                _COMPILED.popitem(last=False)
 
     if resume is not None:
         st = resume.state
@@ -278,15 +348,10 @@ def fit_unnormalized(
         key = ops.seed(rng_seed, like)
         data_key = ops.fork(key)  # an independent stream for minibatch shuffling
         key, key_init = ops.split(key, 2)
-        est_state = estimator.init(problem, key_init, data_values, batch_size)
+        est_state = init_chains(key_init, data_values)
         done = 0
 
-    per_epoch = num_data // batch_size
     total = num_steps if num_steps is not None else num_epochs * per_epoch
-    epochs_per_chunk = max(1, math.ceil(32 / per_epoch))
-    chunk_len = epochs_per_chunk * per_epoch
-    step = _make_step(problem, estimator, opt)
-    run_chunk = ops.make_chunk_runner(step)
 
     t = ops.asarray(0, None, int_=True)
     failed = ops.asarray(-1, None, int_=True)
@@ -298,7 +363,7 @@ def fit_unnormalized(
     remaining = total
     try:
         while remaining > 0:
-            data_key, idx = _batches(ops, data_key, num_data, batch_size, chunk_len, min(remaining, chunk_len))
+            data_key, idx = _batches(ops, data_key, num_data, batch_size, chunk_len, min(remaining, chunk_len), like)
             active = ops.asarray(np.arange(chunk_len) < remaining, None, bool_=True)
             carry, out = run_chunk(carry, data_values, (idx, active))
             n_done = min(remaining, chunk_len)

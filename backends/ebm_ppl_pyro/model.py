@@ -5,6 +5,9 @@ batch of C examples (the model's own data plate vectorizes it), reduced to one v
 example along the data plate's dimension.
 """
 
+import os
+import warnings
+
 import torch
 import pyro
 import pyro.distributions as dist
@@ -138,8 +141,10 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
 
     init_params = store_u if params is None else unconstrain(params)
 
-    def log_density(params_u, values):
+    def eager_log_density(params_u, values):
         return log_density_parts(params_u, values)[0]
+
+    log_density = _TracedLogDensity(eager_log_density, param_names)
 
     def log_density_parts(params_u, values):
         substituted = None
@@ -171,6 +176,74 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     improper = tuple(n for n in sites if _is_improper(trace.nodes[n]["fn"]))
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base, log_density_parts, improper)
+
+
+class _TracedLogDensity:
+    """The model's per-example log density as a TorchScript graph, traced once per input
+    shape (``torch.jit.trace``), so that the hot loop of a fit runs the model's tensor
+    operations without Pyro's handler stack (about 4x faster for a small RBM).
+
+    A trace records the operations of one run, so it is only used after it reproduces the
+    eager log density at the traced inputs and at perturbed ones (parameters + noise,
+    rows shuffled); a model that fails to trace, or whose trace disagrees (Python control
+    flow on tensor values, fresh randomness), is run eagerly. ``EBM_PPL_NO_TRACE=1`` turns
+    tracing off.
+    """
+
+    def __init__(self, eager, param_names):
+        self.eager = eager
+        self.param_names = list(param_names)
+        self.cache = {}
+        self.enabled = not os.environ.get("EBM_PPL_NO_TRACE")
+
+    def __call__(self, params_u, values):
+        if not self.enabled:
+            return self.eager(params_u, values)
+        names = sorted(values)
+        key = tuple((n, tuple(params_u[n].shape), params_u[n].dtype, params_u[n].device) for n in self.param_names)
+        key += tuple((n, tuple(values[n].shape), values[n].dtype, values[n].device) for n in names)
+        if key not in self.cache:
+            self.cache[key] = self._trace(params_u, values, names)
+        traced = self.cache[key]
+        if traced is None:
+            return self.eager(params_u, values)
+        return traced(*[params_u[n] for n in self.param_names], *[values[n] for n in names])
+
+    def _trace(self, params_u, values, names):
+        num_params = len(self.param_names)
+
+        def flat(*args):
+            p = dict(zip(self.param_names, args[:num_params]))
+            return self.eager(p, dict(zip(names, args[num_params:])))
+
+        inputs = tuple(params_u[n].detach().clone() for n in self.param_names)
+        inputs += tuple(values[n].detach().clone() for n in names)
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # jit.trace's deprecation notice and TracerWarnings
+                traced = torch.jit.trace(flat, inputs, check_trace=False)
+                if not self._agrees(traced, flat, inputs, num_params):
+                    return None
+        except Exception:  # pragma: no cover - a model that cannot be traced runs eagerly
+            return None
+        return traced
+
+    @staticmethod
+    def _agrees(traced, flat, inputs, num_params):
+        g = torch.Generator(device=inputs[0].device).manual_seed(0)
+        num_rows = inputs[num_params].shape[0] if len(inputs) > num_params else 0
+        perm = torch.randperm(num_rows, generator=g, device=inputs[0].device) if num_rows else None
+        noisy = tuple(
+            a + 0.1 * torch.randn(a.shape, generator=g, dtype=a.dtype, device=a.device) if a.is_floating_point() else a
+            for a in inputs[:num_params]
+        ) + tuple(v[perm] if perm is not None and v.dim() else v for v in inputs[num_params:])
+        for args in (inputs, noisy):
+            want, got = flat(*args), traced(*args)
+            if not isinstance(got, torch.Tensor) or got.shape != torch.as_tensor(want).shape:
+                return False
+            if not torch.allclose(got, want, rtol=1e-5, atol=1e-5, equal_nan=True):
+                return False
+        return True
 
 
 def _is_improper(fn):

@@ -17,6 +17,7 @@ class TorchOps:
     name = "pyro"
     xp = torch
     int_dtype = torch.long
+    caches_compiled = False  # eager: nothing compiled to keep
 
     # ---- random keys -------------------------------------------------------------
     def seed(self, rng_seed, like):
@@ -48,6 +49,14 @@ class TorchOps:
         dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
         return torch.rand(shape, generator=key, dtype=dtype, device=key.device)
 
+    def bernoulli_logits(self, key, logits):
+        """Booleans, True with probability sigmoid(logits) (one uniform per entry)."""
+        u = torch.rand(logits.shape, generator=key, dtype=logits.dtype, device=key.device)
+        return u * (1 + torch.exp(-logits)) < 1
+
+    def zeros(self, shape, dtype, like=None):
+        return torch.zeros(shape, dtype=dtype, device=getattr(like, "device", None))
+
     def normal(self, key, shape, like):
         dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
         return torch.randn(shape, generator=key, dtype=dtype, device=key.device)
@@ -57,6 +66,11 @@ class TorchOps:
 
     def permutation(self, key, n):
         return torch.randperm(n, generator=key, device=key.device)
+
+    def epoch_permutations(self, key, n, num_epochs):
+        """``(key, numpy (num_epochs, n))``: random permutations of ``range(n)``."""
+        perms = [torch.randperm(n, generator=key, device=key.device).cpu().numpy() for _ in range(num_epochs)]
+        return key, np.stack(perms)
 
     # ---- arrays --------------------------------------------------------------------
     def asarray(self, value, like, int_=False, bool_=False):

@@ -204,7 +204,8 @@ def build_kernel(sampler, ops, sites, *, is_adapting=True, num_warmup=None, prob
         if probe is not None and any(s.is_discrete for s in sites):
             from .structure import conditional_blocks
 
-            blocks = conditional_blocks(ops, *probe(), sites)
+            probes = probe()
+            blocks = conditional_blocks(ops, ops.jit(probes.logdensity), probes.params, probes.positions, sites)
         plan = auto_plan(sites, blocks)
     elif isinstance(sampler, (list, tuple)):
         by_name = {s.name: s for s in sites}
@@ -225,7 +226,8 @@ def build_kernel(sampler, ops, sites, *, is_adapting=True, num_warmup=None, prob
         plan = [(_frozen(sub), sub_sites) for sub, sub_sites in plan]
     for sub, sub_sites in plan:
         sub.check_sites(sub_sites)
-    kernels = [sub.build(ops, sub_sites) for sub, sub_sites in plan]
+    kernels = [sub.build(ops, sub_sites, probe=probe) if getattr(sub, "uses_probe", False)
+               else sub.build(ops, sub_sites) for sub, sub_sites in plan]
     if len(kernels) == 1:
         return kernels[0]
     return _compound(ops, kernels)

@@ -86,8 +86,9 @@ def _variants(ops, site, flat, coords, onehot, num_copies_before, num_copies_aft
     return xp.concatenate(parts, axis=0), cur
 
 
-def block_update(ops, rng_key, position, sites, block, onehots, logdensity_fn):
-    """Draw every coordinate of ``block`` (site name -> flat indices) from its conditional."""
+def _block_rows(ops, position, sites, block, onehots, logdensity_fn):
+    """log p̃ of the current state and of every single-coordinate change of ``block``:
+    ``(ld (rows, C), currents, flats, counts)`` (see :func:`block_update`)."""
     xp = ops.xp
     num_chains = next(iter(position.values())).shape[0]
     names = list(block)
@@ -104,6 +105,15 @@ def block_update(ops, rng_key, position, sites, block, onehots, logdensity_fn):
         if n not in tiled:
             tiled[n] = xp.concatenate([v] * total, axis=0)
     ld = logdensity_fn(tiled).reshape((total, num_chains))
+    return ld, currents, flats, counts
+
+
+def block_update(ops, rng_key, position, sites, block, onehots, logdensity_fn):
+    """Draw every coordinate of ``block`` (site name -> flat indices) from its conditional."""
+    xp = ops.xp
+    names = list(block)
+    num_chains = next(iter(position.values())).shape[0]
+    ld, currents, flats, counts = _block_rows(ops, position, sites, block, onehots, logdensity_fn)
     keys = ops.split(rng_key, len(names))
     new = dict(position)
     start = 1
@@ -118,6 +128,93 @@ def block_update(ops, rng_key, position, sites, block, onehots, logdensity_fn):
         flat = ops.set_column(flats[n], block[n], ops.astype(xp.moveaxis(value, 0, 1), flats[n].dtype))
         new[n] = flat.reshape(position[n].shape)
     return new
+
+
+def _block_gradient(ops, position, block, logdensity_fn):
+    """∂ Σ_chains log p̃ / ∂x at ``position`` for the sites of ``block`` (as floats)."""
+    float_dtype = ops.asarray(0.0, None).dtype
+    moved = {n: ops.astype(position[n], float_dtype) for n in block}
+
+    def total(sub):
+        return ops.xp.sum(logdensity_fn({**position, **sub}))
+
+    _, grads = ops.value_and_grad(total)(moved)
+    return grads
+
+
+def gradient_block_update(ops, rng_key, position, sites, block, whole, logdensity_fn):
+    """:func:`block_update` for a block of binary coordinates on which log p̃ is affine.
+
+    Then log p(x_i = hi | rest) − log p(x_i = lo | rest) = (hi − lo) ∂ log p̃ / ∂x_i at
+    any state, so one gradient of log p̃ over the C chains gives every coordinate's
+    conditional (for an RBM layer, the familiar sigmoid of the other layer's input).
+    ``whole[n]`` says that the block holds every coordinate of site ``n``.
+    """
+    xp = ops.xp
+    num_chains = next(iter(position.values())).shape[0]
+    grads = _block_gradient(ops, position, block, logdensity_fn)
+    keys = ops.split(rng_key, len(block))
+    new = dict(position)
+    for key, n in zip(keys, block):
+        lo, hi = sites[n].values
+        g = grads[n].reshape((num_chains, -1))
+        if not whole[n]:
+            g = g[:, block[n]]
+        value = ops.astype(xp.where(ops.bernoulli_logits(key, (hi - lo) * g), hi, lo), position[n].dtype)
+        if whole[n]:
+            new[n] = value.reshape(position[n].shape)
+        else:
+            flat = ops.set_column(position[n].reshape((num_chains, -1)), block[n], value)
+            new[n] = flat.reshape(position[n].shape)
+    return new
+
+
+def _gradient_is_exact_memo(ops, sites, coords, block, onehots, probes):
+    """:func:`_gradient_is_exact`, run once per block on the same probes (the negative and
+    the positive phase's kernels share blocks)."""
+    if probes is None:
+        return False
+    key = ("gradient_is_exact",) + tuple((n, c.tobytes()) for n, c in sorted(coords.items()))
+    if key not in probes.memo:
+        probes.memo[key] = _gradient_is_exact(ops, sites, block, onehots, probes)
+    return probes.memo[key]
+
+
+def _gradient_is_exact(ops, sites, block, onehots, probes, max_rows=8192):
+    """Whether the gradient reproduces every single-coordinate change of log p̃ in
+    ``block`` at the structure probes (random parameters and states): the check that lets
+    :class:`BlockGibbs` take the gradient path. Binary coordinates only."""
+    if probes is None or any(len(sites[n].values or ()) != 2 for n in block):
+        return False
+
+    def rows_and_gradient(params, position):
+        fn = lambda x: probes.logdensity(params, x)  # noqa: E731
+        ld, currents, _, _ = _block_rows(ops, position, sites, block, onehots, fn)
+        return ld, currents, _block_gradient(ops, position, block, fn)
+
+    check = ops.jit(rows_and_gradient)  # compiled once, run at every probe
+    try:
+        for params, position in zip(probes.params, probes.positions):
+            num_states = next(iter(position.values())).shape[0]
+            rows = 1 + sum(len(c) for c in block.values())
+            keep = max(1, min(num_states, max_rows // rows))
+            position = {k: v[:keep] for k, v in position.items()}
+            ld, currents, grads = check(params, position)
+            ld = ops.to_numpy(ld).astype(np.float64)
+            f0, start = ld[0], 1
+            for n in block:
+                lo, hi = sites[n].values
+                g = ops.to_numpy(grads[n]).reshape((keep, -1))[:, ops.to_numpy(block[n])].T  # (n, C)
+                cur = ops.to_numpy(currents[n]).T + lo  # (n, C) current values
+                actual = ld[start:start + len(g)] - f0
+                start += len(g)
+                predicted = g * np.where(cur == lo, hi - lo, lo - hi)
+                tol = 1e-4 * (1.0 + np.abs(f0).max()) + 1e-3 * np.abs(actual)
+                if not (np.all(np.isfinite(actual)) and np.all(np.abs(actual - predicted) <= tol)):
+                    return False
+    except Exception:  # e.g. a model that indexes with the site's values: no gradient
+        return False
+    return True
 
 
 class BlockGibbs(Sampler):
@@ -162,23 +259,56 @@ class BlockGibbs(Sampler):
                     blocks.append(kept)
         return BlockGibbs(blocks)
 
-    def build(self, ops, sites):
+    uses_probe = True
+
+    def build(self, ops, sites, probe=None):
         by_name = {s.name: s for s in sites}
         parsed = _parse_blocks(self.blocks, sites)
-        blocks, onehots = [], []
+        blocks, onehots, updates = [], [], []
+        probes = None
         for coords in parsed:
-            blocks.append({n: ops.asarray(c, None, int_=True) for n, c in coords.items()})
+            block = {n: ops.asarray(c, None, int_=True) for n, c in coords.items()}
             size = {n: int(np.prod(by_name[n].shape, dtype=int)) for n in coords}
-            onehots.append({n: ops.asarray(np.arange(size[n])[None, :] == c[:, None], None, bool_=True)
-                            for n, c in coords.items()})
+            onehot = {n: ops.asarray(np.arange(size[n])[None, :] == c[:, None], None, bool_=True)
+                      for n, c in coords.items()}
+            blocks.append(block)
+            onehots.append(onehot)
+            binary = all(len(by_name[n].values) == 2 for n in coords)
+            if binary and probe is not None and probes is None:
+                probes = probe()
+            if binary and _gradient_is_exact_memo(ops, by_name, coords, block, onehot, probes):
+                whole = {n: len(c) == size[n] for n, c in coords.items()}
+                updates.append(_gradient_update(ops, by_name, block, whole))
+            else:
+                updates.append(_rows_update(ops, by_name, block, onehot))
 
         def init(position):
             return ()
 
         def step(rng_key, position, aux, logdensity_fn):
-            keys = ops.split(rng_key, len(blocks))
-            for key, block, onehot in zip(keys, blocks, onehots):
-                position = block_update(ops, key, position, by_name, block, onehot, logdensity_fn)
+            keys = ops.split(rng_key, len(updates))
+            for key, update in zip(keys, updates):
+                position = update(key, position, logdensity_fn)
             return position, aux, nan_acceptance(ops, position)
 
+        step.paths = tuple(u.__name__ for u in updates)  # "gradient" or "rows", per block
+        # one block holding every coordinate: a step's result does not depend on the
+        # moved sites' current values (the positive phase then needs no initial draw)
+        step.redraws_all = len(parsed) == 1 and all(
+            len(c) == int(np.prod(by_name[n].shape, dtype=int)) for n, c in parsed[0].items()
+        ) and set(parsed[0]) == set(by_name)
         return Kernel(tuple(by_name), init, step)
+
+
+def _rows_update(ops, sites, block, onehot):
+    def rows(key, position, logdensity_fn):
+        return block_update(ops, key, position, sites, block, onehot, logdensity_fn)
+
+    return rows
+
+
+def _gradient_update(ops, sites, block, whole):
+    def gradient(key, position, logdensity_fn):
+        return gradient_block_update(ops, key, position, sites, block, whole, logdensity_fn)
+
+    return gradient

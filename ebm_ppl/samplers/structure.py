@@ -52,7 +52,7 @@ def _greedy_coloring(adjacent):
     return [np.flatnonzero(colors == c) for c in range(colors.max() + 1)]
 
 
-def conditional_blocks(ops, logdensity_fns, positions, sites, max_coordinates=128, max_rows=16384):
+def conditional_blocks(ops, logdensity, params, positions, sites, max_coordinates=128, max_rows=16384):
     """Blocks of mutually non-interacting coordinates for each discrete site.
 
     Returns ``{site name: [flat index arrays]}``: a greedy colouring of the site's
@@ -60,8 +60,8 @@ def conditional_blocks(ops, logdensity_fns, positions, sites, max_coordinates=12
     probe), so the coordinates of one colour are conditionally independent given the rest
     (an RBM layer is one block; a 3x3 Ising lattice two, the checkerboard). Sites that are
     too large, not discrete, or cannot be evaluated are left out (single-site Gibbs).
-    ``logdensity_fns`` and ``positions`` are probes: log densities at random parameters
-    and a few random states each.
+    ``logdensity(params, position)``, ``params`` and ``positions`` are probes: random
+    parameter values and a few random states for each.
     """
     out = {}
     for site in sites:
@@ -74,8 +74,8 @@ def conditional_blocks(ops, logdensity_fns, positions, sites, max_coordinates=12
         try:
             adjacent = np.zeros((size, size), bool)
             ii, jj = np.triu_indices(size, k=1)
-            for logdensity_fn, position in zip(logdensity_fns, positions):
-                inter, f0 = _mixed_differences(ops, logdensity_fn, position, site, max_rows)
+            for p, position in zip(params, positions):
+                inter, f0 = _mixed_differences(ops, lambda x, p=p: logdensity(p, x), position, site, max_rows)
                 if not np.all(np.isfinite(inter)):
                     raise FloatingPointError
                 tol = 1e-4 * (1.0 + np.abs(f0).max())  # float32 cancellation in four terms
