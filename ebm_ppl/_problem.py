@@ -109,6 +109,13 @@ class Problem:
             values, log_jac = self.from_internal(position, with_jacobian=True)
             return info.log_density(params, values) + log_jac
 
+        if info.log_density_grad is not None:
+            def grad(position, names):
+                """∂ Σ log p̃ / ∂ position[n] for sites ``names`` with identity transforms
+                (discrete sites): the backend's fast gradient (see ``ModelInfo``)."""
+                return info.log_density_grad(params, self.from_internal(position), names)
+
+            logdensity.grad = grad
         return logdensity
 
     def from_internal(self, position, with_jacobian=False):

@@ -20,6 +20,11 @@ from .samplers.base import build_kernel, is_adaptive, restrict_sampler
 
 __all__ = ["fit_unnormalized", "sample", "log_partition", "log_likelihood", "FitResult", "FitState", "LogZ"]
 
+# Updates per compiled call (whole epochs, at least this many): each call costs some
+# microseconds of Python (minibatch indices, statistics to the host, the progress bar),
+# and on NumPyro epochs past the last active one are skipped, so long chunks cost nothing.
+_CHUNK_UPDATES = 256
+
 _HISTORY = ("loss", "positive_log_density", "negative_log_density", "acceptance_rate")
 
 
@@ -125,7 +130,16 @@ def _make_step(problem, estimator, optimizer):
             pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
             return neg - pos, (pos, neg)
 
-        (loss, (pos, neg)), grads = ops.value_and_grad(surrogate, has_aux=True)(params)
+        if info.weighted_param_grad is not None:  # the backend's faster gradient (Pyro)
+            num_neg = next(iter(negative.values())).shape[0]
+            like = next(iter(both.values()))
+            weights = ops.from_numpy(np.concatenate([np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)]),
+                                     ops.asarray(0.0, None).dtype, like)
+            ld, grads = info.weighted_param_grad(params, both, weights)
+            pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
+            loss = neg - pos
+        else:
+            (loss, (pos, neg)), grads = ops.value_and_grad(surrogate, has_aux=True)(params)
         ok = ops.all_finite((loss, pos, neg, grads))
         go = active & ok & (failed < 0)
 
@@ -309,7 +323,7 @@ def fit_unnormalized(
         raise ValueError(f"batch_size={batch_size} is larger than the data set ({num_data} examples)")
     like = next(iter(data_values.values()))
     per_epoch = num_data // batch_size
-    epochs_per_chunk = max(1, math.ceil(32 / per_epoch))
+    epochs_per_chunk = max(1, math.ceil(_CHUNK_UPDATES / per_epoch))
     chunk_len = epochs_per_chunk * per_epoch
     cache_key = _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer,
                               batch_size, chunk_len) if ops.caches_compiled else None
@@ -326,7 +340,7 @@ def fit_unnormalized(
             positive = restrict_sampler(sampler, [s.name for s in latent])
             problem.positive_kernel = build_kernel(positive, ops, latent, probe=probe)
         opt = be.make_optimizer(optimizer)
-        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt))
+        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt), per_epoch)
         init_chains = ops.jit(lambda k, d: estimator.init(problem, k, d, batch_size))
         if cache_key is not None:
             _COMPILED[cache_key] = (problem, opt, run_chunk, init_chains)

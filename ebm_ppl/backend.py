@@ -83,6 +83,15 @@ class ModelInfo(NamedTuple):
     improper_sites : tuple
         Names of the sites whose base distribution is improper (e.g. ``ImproperUniform``):
         ``sample_base`` does not draw them from their base and ``log_base`` is not normalized.
+    log_density_grad : callable, optional
+        ``log_density_grad(params, values, names) -> {name: array}``: the gradient of
+        Σ_chains log_density with respect to ``values[name]`` for ``name`` in ``names``
+        (values taken as floats), where the backend has a faster way than differentiating
+        ``log_density`` each call (Pyro: one traced graph of the backward pass).
+    weighted_param_grad : callable, optional
+        ``weighted_param_grad(params, values, weights) -> (log_density, grads)``: the
+        per-row log density and the gradient of Σ_rows weights · log_density with respect
+        to ``params``, where the backend has a faster way (Pyro: one traced graph).
     """
 
     sites: dict
@@ -95,6 +104,8 @@ class ModelInfo(NamedTuple):
     sample_base: Callable
     log_density_parts: Optional[Callable] = None
     improper_sites: tuple = ()
+    log_density_grad: Optional[Callable] = None
+    weighted_param_grad: Optional[Callable] = None
 
 
 class Optimizer(NamedTuple):

@@ -91,10 +91,12 @@ class JaxOps:
         on the host by numpy seeded with the key's bits (XLA's sort-based shuffle, and
         eager dispatch, take milliseconds per epoch on CPU)."""
         bits = np.asarray(key)
-        rng = np.random.default_rng(bits.astype(np.uint64))
-        perms = np.stack([rng.permutation(n) for _ in range(num_epochs)]).astype(np.int32)
-        new = rng.integers(0, 2**32, size=bits.shape, dtype=np.uint64).astype(bits.dtype)
-        return jnp.asarray(new), perms
+        perms = []
+        for _ in range(num_epochs):  # one link of the key chain per epoch, as resuming needs
+            rng = np.random.default_rng(bits.astype(np.uint64))
+            perms.append(rng.permutation(n).astype(np.int32))
+            bits = rng.integers(0, 2**32, size=bits.shape, dtype=np.uint64).astype(bits.dtype)
+        return jnp.asarray(bits), np.stack(perms)
 
     # ---- arrays --------------------------------------------------------------------
     def asarray(self, value, like, int_=False, bool_=False):
@@ -167,12 +169,32 @@ class JaxOps:
         on_true, on_false = true_fn(operand), false_fn(operand)
         return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
-    def make_chunk_runner(self, step):
-        """One jitted ``lax.scan`` of ``step`` over a chunk of updates."""
+    def make_chunk_runner(self, step, per_epoch):
+        """One jitted call for a chunk of whole epochs: each epoch is one ``lax.scan`` of
+        ``step`` over its updates, and a loop over the chunk's epochs stops after the last
+        epoch with an active update (the tail of a fit's last chunk costs nothing; inactive
+        updates inside a partly active epoch are masked by ``step``)."""
 
         @jax.jit
         def run(carry, data_values, xs):
-            return jax.lax.scan(lambda c, x: step(data_values, c, x), carry, xs)
+            idx, active = xs
+            idx = idx.reshape((-1, per_epoch) + idx.shape[1:])
+            active = active.reshape((-1, per_epoch))
+
+            def epoch(c, xe):
+                return jax.lax.scan(lambda c_, x: step(data_values, c_, x), c, xe)
+
+            _, stats = jax.eval_shape(epoch, carry, (idx[0], active[0]))
+            stats = jax.tree_util.tree_map(lambda s: jnp.full((idx.shape[0],) + s.shape, jnp.nan, s.dtype), stats)
+
+            def body(e, state):
+                c, buf = state
+                c, st = epoch(c, (idx[e], active[e]))
+                return c, jax.tree_util.tree_map(lambda b, s: b.at[e].set(s), buf, st)
+
+            num_epochs = jnp.sum(jnp.any(active, axis=1))  # active epochs come first
+            carry, stats = jax.lax.fori_loop(0, num_epochs, body, (carry, stats))
+            return carry, jax.tree_util.tree_map(lambda s: s.reshape((-1,) + s.shape[2:]), stats)
 
         return run
 

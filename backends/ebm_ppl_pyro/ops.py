@@ -154,7 +154,7 @@ class TorchOps:
     def cond(self, pred, true_fn, false_fn, operand):
         return true_fn(operand) if bool(pred) else false_fn(operand)
 
-    def make_chunk_runner(self, step):
+    def make_chunk_runner(self, step, per_epoch):
         """Run ``step`` over a chunk of updates, stopping at the first failure."""
 
         def run(carry, data_values, xs):

@@ -1,0 +1,170 @@
+"""Issue 6: the fast paths are exact where they are taken, and nothing is re-traced or
+re-compiled in the hot loop.
+
+* BlockGibbs draws a block of binary coordinates from one gradient of log p̃ only after
+  checking, at the structure probes, that the gradient reproduces every single-coordinate
+  change; otherwise it evaluates the changes (the "rows" path). Both must sample exactly.
+* A fit runs the model's Python code a fixed number of times (tracing, probes, and on
+  NumPyro compilation), however many updates it makes; on NumPyro a second call of the
+  same fit reuses the compiled update.
+* On Pyro the log density runs as a traced graph only where the trace agrees with the
+  eager model; a model whose Python control flow depends on values runs eagerly.
+"""
+
+import numpy as np
+import pytest
+
+import ebm_ppl
+import ebm_ppl.api
+from ebm_ppl._problem import PROBE_SEED, Problem
+from ebm_ppl.backend import get_backend
+from ebm_ppl.samplers import BlockGibbs
+from ebm_ppl.samplers.base import build_kernel
+from models import I, K, STATES, ising_log_unnorm, ising_model, ising_sample
+from test_latent import rbm_model
+
+EVEN = (np.add.outer(np.arange(3), np.arange(3)) % 2 == 0).reshape(9)
+
+
+def _kernel(fw, model, data, sampler, names=None):
+    be = get_backend(fw.name)
+    data = be.as_data(data)
+    info = be.compile_model(model, data, (), {})
+    problem = Problem(be.ops, info)
+    like = next(iter(info.data_to_values(data).values()))
+    probe = problem.probe(be.ops.seed(PROBE_SEED, like))
+    sites = [s for n, s in info.sites.items() if names is None or n in names]
+    return build_kernel(sampler, be.ops, sites, probe=probe)
+
+
+def cubic_ising_model(fw):
+    """The 3x3 Ising model written with s**3 for s = 2x - 1 in {-1, 1}: the same log p̃ on
+    the support, but not affine in x off it, so the gradient does not give conditionals."""
+
+    def ising(x):
+        J = fw.param("J", fw.zeros(12))
+        h = fw.param("h", fw.zeros(9))
+        with fw.plate("data", x.shape[0]):
+            x = fw.sample("x", fw.dist.Bernoulli(0.5).expand([9]).to_event(1), obs=x)
+            s = (2 * x - 1) ** 3
+            ebm_ppl.factor("pairs", (s[..., I] * s[..., K] * J).sum(-1) + (s * h).sum(-1))
+
+    return ising
+
+
+def exact_mean(J, h):
+    lp = ising_log_unnorm(STATES, J, h)
+    return np.exp(lp - np.logaddexp.reduce(lp)) @ STATES
+
+
+def test_rbm_layers_take_the_gradient_path(fw):
+    x = (np.random.default_rng(0).random((20, 6)) < 0.5).astype(np.float32)
+    kernel = _kernel(fw, rbm_model(fw, 6, 3), fw.array(x), BlockGibbs(["h", "v"]))
+    assert kernel.step.paths == ("gradient", "gradient")
+    assert not kernel.step.redraws_all  # two blocks: the second sees the first's new values
+    positive = _kernel(fw, rbm_model(fw, 6, 3), fw.array(x), BlockGibbs(["h", "v"]).restrict({"h"}), {"h"})
+    assert positive.step.redraws_all
+
+
+def test_non_affine_model_takes_the_rows_path_and_stays_exact(fw):
+    """s**3 has the right values but the wrong gradient: the check must refuse the gradient
+    path, and the rows path must still sample the exact distribution."""
+    J, h = np.full(12, 0.3), np.full(9, 0.1)
+    data = fw.array(ising_sample(J, h, 10, seed=0))
+    blocks = [{"x": EVEN}, {"x": ~EVEN}]
+    kernel = _kernel(fw, cubic_ising_model(fw), data, BlockGibbs(blocks))
+    assert kernel.step.paths == ("rows", "rows")
+    assert _kernel(fw, ising_model(fw), data, BlockGibbs(blocks)).step.paths == ("gradient", "gradient")
+    params = {"J": fw.array(J), "h": fw.array(h)}
+    draws = ebm_ppl.sample(cubic_ising_model(fw), params, data[:1], num_samples=4000, num_chains=200,
+                           num_warmup=100, thinning=5, sampler=BlockGibbs(blocks))
+    x = fw.to_numpy(draws["x"]).reshape(20, 200, 9)  # 20 rounds x 200 independent chains
+    mean = exact_mean(J, h)
+    chain_means = x.mean(0)  # (200, 9): independent chains
+    se = chain_means.std(0, ddof=1) / np.sqrt(200)
+    assert np.all(4 * se < 0.04), se
+    np.testing.assert_allclose(chain_means.mean(0), mean, atol=0.04)
+
+
+def _counting(model):
+    calls = [0]
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return model(*args, **kwargs)
+
+    return counted, calls
+
+
+def test_hot_loop_runs_no_python_model_code(fw):
+    """Fits of 32 and of 160 updates run the model's Python code equally often: the update
+    is traced (and on NumPyro compiled) once, in the first chunk, never again."""
+    x = (np.random.default_rng(0).random((200, 6)) < 0.5).astype(np.float32)
+    counts = []
+    for num_steps in (32, 160):
+        ebm_ppl.api._COMPILED.clear()
+        fw.clear()
+        model, calls = _counting(rbm_model(fw, 6, 3))
+        ebm_ppl.fit_unnormalized(model, fw.array(x), ebm_ppl.PCD(20, 1), BlockGibbs(["h", "v"]),
+                                 optimizer=fw.adam(0.01), num_steps=num_steps, batch_size=50, progress_bar=False)
+        counts.append(calls[0])
+    assert counts[0] == counts[1], counts
+
+
+def test_numpyro_reuses_the_compiled_update(fw):
+    if fw.name != "numpyro":
+        pytest.skip("compiled updates are kept across calls on NumPyro (Pyro runs eagerly)")
+    x = (np.random.default_rng(0).random((200, 6)) < 0.5).astype(np.float32)
+    ebm_ppl.api._COMPILED.clear()
+    model, calls = _counting(rbm_model(fw, 6, 3))
+    opt = fw.adam(0.01)
+    kwargs = dict(estimator=ebm_ppl.PCD(20, 1), sampler=BlockGibbs(["h", "v"]), optimizer=opt,
+                  batch_size=50, progress_bar=False)
+    first = ebm_ppl.fit_unnormalized(model, fw.array(x), num_steps=40, **kwargs)
+    after_first = calls[0]
+    resumed = ebm_ppl.fit_unnormalized(model, fw.array(x), num_steps=40, resume=first, **kwargs)
+    assert calls[0] - after_first == 1  # only the validating trace of the data
+    (_, _, run_chunk, _), = ebm_ppl.api._COMPILED.values()
+    assert run_chunk._cache_size() == 1
+    # the reused update is the same update: 40 + 40 resumed equals 80 in one call
+    ebm_ppl.api._COMPILED.clear()
+    whole = ebm_ppl.fit_unnormalized(model, fw.array(x), num_steps=80, **kwargs)
+    np.testing.assert_allclose(np.asarray(resumed.params["W"]), np.asarray(whole.params["W"]), atol=1e-5)
+    # another optimizer object, or data of another shape, is another compiled update
+    ebm_ppl.fit_unnormalized(model, fw.array(x[:100]), num_steps=4, **kwargs)
+    assert len(ebm_ppl.api._COMPILED) == 2
+
+
+def test_pyro_trace_is_used_only_where_it_agrees(fw):
+    if fw.name != "pyro":
+        pytest.skip("the traced log density is the Pyro backend's")
+    import torch
+
+    def branching(x):
+        J = fw.param("J", torch.tensor(0.5))
+        with fw.plate("data", x.shape[0]):
+            x = fw.sample("x", fw.dist.Bernoulli(0.5).expand([3]).to_event(1), obs=x)
+            # Python control flow on values: a trace would keep only one branch
+            if bool(x.sum() > x.numel() / 2):
+                ebm_ppl.factor("f", J * x.sum(-1))
+            else:
+                ebm_ppl.factor("f", -J * x.sum(-1))
+
+    be = get_backend("pyro")
+    x = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+    info = be.compile_model(branching, x, (), {})
+    values = info.data_to_values(x)
+    ld = info.log_density(info.init_params, values)
+    traced = info.log_density
+    assert list(traced.cache.values()) == [None]  # refused: runs eagerly
+    torch.testing.assert_close(ld, traced.eager(info.init_params, values))
+    zeros = {"x": torch.zeros(2, 3)}
+    torch.testing.assert_close(traced(info.init_params, zeros), traced.eager(info.init_params, zeros))
+
+    rbm = rbm_model(fw, 6, 3)
+    v = (torch.rand(5, 6) < 0.5).float()
+    info = be.compile_model(rbm, v, (), {})
+    values = {"v": v, "h": (torch.rand(5, 3) < 0.5).float()}
+    got = info.log_density(info.init_params, values)
+    assert all(fn is not None for fn in info.log_density.cache.values())  # traced
+    torch.testing.assert_close(got, info.log_density.eager(info.init_params, values))
