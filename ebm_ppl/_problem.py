@@ -7,6 +7,8 @@ in sampler space (log-Jacobians included).
 
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 __all__ = ["Problem", "Probes", "run_kernel", "compile_problem", "PROBE_SEED"]
 
 PROBE_SEED = 20_021  # structure probes for "auto" do not depend on the caller's rng_seed
@@ -53,22 +55,32 @@ class Problem:
 
     def structure_probes(self, rng_key, num_probes=2, num_states=8):
         """Log densities at random parameters (init + N(0, 1) noise, unconstrained) and
-        random states, for :func:`ebm_ppl.samplers.structure.conditional_blocks` and the
-        checks of :class:`~ebm_ppl.samplers.BlockGibbs`; see :class:`Probes`."""
-
-        def draw(rng_key):
-            params, positions = [], []
-            for key in self.ops.split(rng_key, num_probes):
-                key_params, key_states = self.ops.split(key, 2)
-                params.append(self.ops.add_noise(key_params, self.info.init_params, 1.0))
-                positions.append(self.init_position(key_states, num_states, "uniform"))
-            return params, positions
+        random states (uniform over discrete supports, U(-2, 2) unconstrained), for
+        :func:`ebm_ppl.samplers.structure.conditional_blocks` and the checks of
+        :class:`~ebm_ppl.samplers.BlockGibbs`; see :class:`Probes`. The draws are made on
+        the host with numpy (seeded by ``PROBE_SEED``: they do not depend on the caller's
+        seed), so no compiled code is needed to make them."""
+        ops = self.ops
+        rng = np.random.default_rng(PROBE_SEED)
+        like = ops.first_leaf(self.info.init_params)
+        params, positions = [], []
+        for _ in range(num_probes):
+            params.append(ops.map_host(lambda a: a + rng.standard_normal(a.shape), self.info.init_params))
+            position = {}
+            for name, site in self.sites.items():
+                shape = (num_states,) + tuple(site.shape)
+                if site.is_discrete:
+                    values = np.asarray(site.values if site.values is not None else (0,))
+                    position[name] = ops.from_numpy(values[rng.integers(len(values), size=shape)], site.dtype, like)
+                else:
+                    position[name] = ops.from_numpy(rng.uniform(-2.0, 2.0, size=shape), like.dtype, like)
+            positions.append(position)
 
         def logdensity(p, position):
             return self.logdensity_fn(p)(position)
 
-        params, positions = self.ops.jit(draw)(rng_key)  # one compiled call on NumPyro
         return Probes(logdensity, params, positions, {})
+
     def init_positive_aux(self, rng_key, batch_size):
         if not self.latent_names:
             return ()

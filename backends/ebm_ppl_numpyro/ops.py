@@ -83,6 +83,13 @@ class JaxOps:
         noisy = [x + scale * jax.random.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)]
         return jax.tree_util.tree_unflatten(treedef, noisy)
 
+    def map_host(self, fn, tree):
+        """``fn`` applied on the host (numpy) to every leaf, results back as jax arrays."""
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(fn(np.asarray(x)), dtype=jnp.result_type(x)), tree)
+
+    def first_leaf(self, tree):
+        return jax.tree_util.tree_leaves(tree)[0]
+
     def permutation(self, key, n):
         return jax.random.permutation(key, n)
 

@@ -16,6 +16,16 @@ claim for any model; it does not rely on how the model is written (no gradients,
 structure inspection). For an RBM's 64 visible units that is 65 C rows per block instead
 of the 65 sequential C-row calls of single-site :class:`~ebm_ppl.samplers.Gibbs`.
 
+Binary blocks take a faster path when they can. For coordinates with two values
+{lo, hi}, log p(x_i = hi | rest) − log p(x_i = lo | rest) = (hi − lo) ∂ log p̃ / ∂x_i at
+any state, *provided the model's code is affine in x_i* off the support too (an RBM's
+vᵀWh + bᵀv + cᵀh is; (2x − 1)**3 is not, though it equals 2x − 1 on {0, 1}). At build
+time the sampler evaluates, at the structure probes (random parameters, random states),
+every single-coordinate change of the block both ways; if the gradient reproduces them
+all, a block costs one gradient of Σ_chains log p̃ (for an RBM layer, the familiar
+sigmoid of the other layer's input), else the (1 + n) C rows above. ``kernel.step.paths``
+says which path each block took.
+
 If the claim is false the sampler is not exact (coordinates of the block are then drawn
 from their single-site conditionals simultaneously, which is not a Gibbs step);
 :class:`~ebm_ppl.samplers.Gibbs` is always exact.
@@ -233,7 +243,8 @@ class BlockGibbs(Sampler):
     Notes
     -----
     One block costs one call of the log density on (1 + n (K - 1)) C rows, n coordinates
-    with K values each, C chains.
+    with K values each, C chains, or, for binary coordinates on which log p̃ is checked to
+    be affine (see the module docstring), one gradient of log p̃ over the C chains.
 
     Examples
     --------
