@@ -122,12 +122,17 @@ class Problem:
             return info.log_density(params, values) + log_jac
 
         if info.log_density_grad is not None:
-            def grad(position, names):
-                """∂ Σ log p̃ / ∂ position[n] for sites ``names`` with identity transforms
-                (discrete sites): the backend's fast gradient (see ``ModelInfo``)."""
-                return info.log_density_grad(params, self.from_internal(position), names)
+            def value_and_grad(position, names):
+                """(log p̃ per chain, {n: ∂ Σ log p̃ / ∂ position[n]}) with the backend's fast
+                gradient (see ``ModelInfo``) where the sites ``names`` move on their own
+                values (discrete sites, real sites), else by differentiating ``logdensity``."""
+                if any(not _is_identity(self.sites[n]) for n in names):
+                    return _value_and_grad(self.ops, logdensity, position, names)
+                values, log_jac = self.from_internal(position, with_jacobian=True)
+                ld, grads = info.log_density_grad(params, values, names)
+                return ld + log_jac, grads
 
-            logdensity.grad = grad
+            logdensity.value_and_grad = value_and_grad
         return logdensity
 
     def from_internal(self, position, with_jacobian=False):
@@ -183,6 +188,19 @@ class Problem:
                 else:
                     position[name] = ops.astype(4 * u - 2, x.dtype)
         return position
+
+
+def _is_identity(site):
+    return site.transform is None or getattr(site.transform, "is_identity", False)
+
+
+def _value_and_grad(ops, logdensity_fn, position, names):
+    def total(sub):
+        ld = logdensity_fn(dict(position, **sub))
+        return ld.sum(), ld
+
+    (_, ld), grads = ops.value_and_grad(total, has_aux=True)({n: position[n] for n in names})
+    return ld, grads
 
 
 def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps):

@@ -84,10 +84,11 @@ class ModelInfo(NamedTuple):
         Names of the sites whose base distribution is improper (e.g. ``ImproperUniform``):
         ``sample_base`` does not draw them from their base and ``log_base`` is not normalized.
     log_density_grad : callable, optional
-        ``log_density_grad(params, values, names) -> {name: array}``: the gradient of
-        Σ_chains log_density with respect to ``values[name]`` for ``name`` in ``names``
-        (values taken as floats), where the backend has a faster way than differentiating
-        ``log_density`` each call (Pyro: one traced graph of the backward pass).
+        ``log_density_grad(params, values, names) -> (log_density, {name: array})``: the
+        per-row log density and the gradient of its sum over rows with respect to
+        ``values[name]`` for ``name`` in ``names`` (values taken as floats), where the
+        backend has a faster way than differentiating ``log_density`` at each call (Pyro:
+        one traced graph of the forward and backward pass).
     weighted_param_grad : callable, optional
         ``weighted_param_grad(params, values, weights) -> (log_density, grads)``: the
         per-row log density and the gradient of Σ_rows weights · log_density with respect

@@ -148,10 +148,11 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
 
     def eager_grad(params_u, values, names):
         with torch.enable_grad():
-            moved = {n: values[n].detach().to(torch.get_default_dtype()).requires_grad_(True) for n in names}
-            total = eager_log_density(params_u, {**values, **moved}).sum()
-            grads = torch.autograd.grad(total, [moved[n] for n in names], allow_unused=True)
-        return {n: torch.zeros_like(moved[n]) if g is None else g for n, g in zip(names, grads)}
+            moved = {n: (values[n] if values[n].is_floating_point() else values[n].to(torch.get_default_dtype()))
+                     .detach().requires_grad_(True) for n in names}
+            ld = eager_log_density(params_u, {**values, **moved})
+            grads = torch.autograd.grad(ld.sum(), [moved[n] for n in names], allow_unused=True)
+        return ld.detach(), {n: torch.zeros_like(moved[n]) if g is None else g for n, g in zip(names, grads)}
 
     log_density_grad = _TracedGrad(eager_grad, param_names, sites)
 
@@ -300,19 +301,25 @@ class _TracedLogDensity:
 
 
 class _TracedGrad(_TracedLogDensity):
-    """``log_density_grad(params, values, names)``: the gradient of Σ log p̃ with respect to
-    ``values[name]``, traced with its backward pass as one graph run without autograd
-    (the gradient path of :class:`~ebm_ppl.samplers.BlockGibbs` calls it at every step)."""
+    """``log_density_grad(params, values, names) -> (log p̃ per row, {name: gradient})``,
+    the gradient of Σ log p̃ with respect to ``values[name]``, traced with its backward
+    pass as one graph run without autograd (the gradient path of
+    :class:`~ebm_ppl.samplers.BlockGibbs` and MALA/HMC/GWG call it at every step)."""
 
     def __call__(self, params_u, values, names):
         return super().__call__(params_u, values, tuple(names))
 
     def _flat(self, names, extra):
         eager = _TracedLogDensity._flat(self, names, extra)
-        return lambda *args: tuple(eager(*args)[n] for n in extra[0])
+
+        def flat(*args):
+            ld, grads = eager(*args)
+            return (ld,) + tuple(grads[n] for n in extra[0])
+
+        return flat
 
     def _unflatten(self, out, extra):
-        return dict(zip(extra[0], out))
+        return out[0], dict(zip(extra[0], out[1:]))
 
 
 def _is_improper(fn):

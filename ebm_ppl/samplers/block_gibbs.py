@@ -144,8 +144,8 @@ def _block_gradient(ops, position, block, logdensity_fn):
     """∂ Σ_chains log p̃ / ∂x at ``position`` for the sites of ``block`` (as floats)."""
     float_dtype = ops.asarray(0.0, None).dtype
     moved = {n: ops.astype(position[n], float_dtype) for n in block}
-    if hasattr(logdensity_fn, "grad"):  # the backend's faster gradient (Pyro: a traced graph)
-        return logdensity_fn.grad({**position, **moved}, list(block))
+    if hasattr(logdensity_fn, "value_and_grad"):  # the backend's faster gradient (Pyro: a traced graph)
+        return logdensity_fn.value_and_grad({**position, **moved}, list(block))[1]
 
     def total(sub):
         return ops.xp.sum(logdensity_fn({**position, **sub}))

@@ -27,6 +27,8 @@ def per_chain_sum(ops, tree):
 
 def logdensity_and_grad(ops, position, names, logdensity_fn):
     """Per-chain log density and its gradient with respect to the sites ``names``."""
+    if hasattr(logdensity_fn, "value_and_grad"):  # the backend's faster gradient (Pyro: a traced graph)
+        return logdensity_fn.value_and_grad(position, list(names))
     moved = {n: position[n] for n in names}
 
     def total(sub):
