@@ -72,3 +72,19 @@ def explain_failure(recorded_sites, data, check_leaf, error):
     raise ValueError(
         f"running the model on data of shape {shapes} failed: {type(error).__name__}: {error}"
     ) from error
+
+
+class Same:
+    """A cache-key part that compares by identity (and keeps the object alive, so that its
+    id is not reused): models, model arguments and optimizer objects."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, Same) and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._problem import PROBE_SEED, Problem, compile_problem, run_kernel
+from ._sites import Same as _Same
 from .backend import detect_backend, get_backend
 from .estimators import PCD
 from .evaluation import LogZ, log_likelihood, log_partition
@@ -166,21 +167,6 @@ def _make_step(problem, estimator, optimizer):
 # shapes and dtypes (see _compiled_key).
 _COMPILED = collections.OrderedDict()
 _COMPILED_SIZE = 8
-
-
-class _Same:
-    """Compares by identity (and keeps the object alive, so its id is not reused)."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __eq__(self, other):
-        return isinstance(other, _Same) and other.obj is self.obj
-
-    def __hash__(self):
-        return id(self.obj)
 
 
 def _config_key(obj):

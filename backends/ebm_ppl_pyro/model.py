@@ -5,6 +5,7 @@ batch of C examples (the model's own data plate vectorizes it), reduced to one v
 example along the data plate's dimension.
 """
 
+import collections
 import os
 import warnings
 
@@ -17,7 +18,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
-from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
+from ebm_ppl._sites import Same, Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params"]
@@ -144,7 +145,10 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     def eager_log_density(params_u, values):
         return log_density_parts(params_u, values)[0]
 
-    log_density = _TracedLogDensity(eager_log_density, param_names, sites)
+    # traces are kept across calls for the same model and arguments (see _TRACES)
+    scope = (Same(model), tuple(Same(a) for a in model_args),
+             tuple((k, Same(v)) for k, v in sorted(model_kwargs.items())), tuple(param_names), tuple(sites))
+    log_density = _TracedLogDensity(eager_log_density, param_names, sites, scope + ("log_density",))
 
     def eager_grad(params_u, values, names):
         with torch.enable_grad():
@@ -154,7 +158,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
             grads = torch.autograd.grad(ld.sum(), [moved[n] for n in names], allow_unused=True)
         return ld.detach(), {n: torch.zeros_like(moved[n]) if g is None else g for n, g in zip(names, grads)}
 
-    log_density_grad = _TracedGrad(eager_grad, param_names, sites)
+    log_density_grad = _TracedGrad(eager_grad, param_names, sites, scope + ("grad",))
 
     def eager_weighted(params_u, values):
         """(log p̃ per row, ∇θ Σ_rows w_row log p̃) with the weights in values["__w__"]."""
@@ -167,7 +171,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
         grads = tuple(torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(param_names, grads))
         return (ld.detach(),) + grads
 
-    traced_weighted = _TracedLogDensity(eager_weighted, param_names, sites)
+    traced_weighted = _TracedLogDensity(eager_weighted, param_names, sites, scope + ("weighted",))
 
     def weighted_param_grad(params_u, values, weights):
         out = traced_weighted(params_u, {**values, "__w__": weights})
@@ -206,6 +210,14 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
                      log_density_grad, weighted_param_grad)
 
 
+_TRACE_AFTER = 2
+# Traced graphs by (model, arguments, parameter and site names, function), kept across
+# calls: a later fit of the same model reuses them (TorchScript keeps every traced graph
+# for the life of the process, so tracing again at every call would grow the memory).
+_TRACES = collections.OrderedDict()
+_TRACES_SIZE = 16
+
+
 class _TracedLogDensity:
     """The model's per-example log density as a TorchScript graph, traced once per input
     shape (``torch.jit.trace``), so that the hot loop of a fit runs the model's tensor
@@ -218,11 +230,15 @@ class _TracedLogDensity:
     randomness), runs eagerly. ``EBM_PPL_NO_TRACE=1`` turns tracing off.
     """
 
-    def __init__(self, eager, param_names, sites):
+    def __init__(self, eager, param_names, sites, scope):
         self.eager = eager
         self.param_names = list(param_names)
         self.sites = sites
-        self.cache = {}
+        self.cache = _TRACES.setdefault(scope, {})  # shape key -> trace (None: runs eagerly)
+        self.calls = {}  # shape key -> calls by this compiled model so far
+        _TRACES.move_to_end(scope)
+        while len(_TRACES) > _TRACES_SIZE:
+            _TRACES.popitem(last=False)
         self.enabled = not os.environ.get("EBM_PPL_NO_TRACE")
 
     def __call__(self, params_u, values, *extra):
@@ -231,7 +247,11 @@ class _TracedLogDensity:
         names = sorted(values)
         key = tuple((n, tuple(params_u[n].shape), params_u[n].dtype, params_u[n].device) for n in self.param_names)
         key += tuple((n, tuple(values[n].shape), values[n].dtype, values[n].device) for n in names) + extra
-        if key not in self.cache:
+        if key not in self.cache:  # trace a shape at its third call in one fit, so that
+            calls = self.calls.get(key, 0)  # one-off shapes (structure probes) never are
+            if calls < _TRACE_AFTER:
+                self.calls[key] = calls + 1
+                return self.eager(params_u, values, *extra)
             self.cache[key] = self._trace(params_u, values, names, extra)
         traced = self.cache[key]
         if traced is None:
