@@ -281,6 +281,17 @@ def fit_unnormalized(
         When an update meets a non-finite log density or gradient; parameters and chains
         are left at their last finite values (also in ``err.result``).
 
+    Notes
+    -----
+    On NumPyro the update is compiled once and an epoch is one ``lax.scan`` of it; the
+    compiled update is kept (up to 8 of them) for later calls with the same model object,
+    model arguments, estimator and sampler configuration, optimizer object and data shapes,
+    so resuming a fit, or fitting the same model again, does not compile again (a model
+    that reads mutable global state sees that state as it was when it was compiled, as
+    with ``jax.jit``). On Pyro the model's log density and the gradients the samplers and
+    the optimizer take run as TorchScript graphs traced once per input shape, where the
+    trace reproduces the eager model (see the README).
+
     Examples
     --------
     >>> result = ebm_ppl.fit_unnormalized(ising, data, ebm_ppl.PCD(500, 2), num_steps=3000)  # doctest: +SKIP
