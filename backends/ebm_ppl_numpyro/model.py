@@ -13,6 +13,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
+from numpyro.infer.util import compute_log_probs
 from numpyro.infer.util import log_density as _numpyro_log_density
 
 from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
@@ -156,8 +157,13 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     def log_density(params_u, values):
         return log_density_parts(params_u, values)[0]
 
+    plate = _data_plate(trace, observed_names, latent_names, next(iter(leaves.values())).shape[0])
+
     def log_density_parts(params_u, values):
         params_c = constrain(params_u)
+        if plate is not None:  # one run of the model on all rows, its data plate vectorizing it
+            return _batched_log_density(model, model_args, model_kwargs, params_c, values, observed_names,
+                                        latent_names, values_to_data, plate)
 
         def one(example):
             first = values_to_data({k: example[k][None] for k in observed_names})
@@ -186,6 +192,45 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     improper = tuple(n for n in sites if isinstance(_unwrap(trace[n]["fn"]), dist.ImproperUniform))
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base, log_density_parts, improper)
+
+
+def _data_plate(trace, observed_names, latent_names, num_data):
+    """The data plate ``(name, dim)`` when every sample site (observed, latent, factor) lies
+    in it, so that one run of the model on a batch of rows gives every row's log density;
+    None otherwise (the log density is then a ``vmap`` over rows of one-row runs)."""
+    first = trace[observed_names[0]]
+    frames = [f for f in first["cond_indep_stack"] if f.size == num_data]
+    if not frames:
+        return None
+    frame = min(frames, key=lambda f: f.dim)
+    for site in trace.values():
+        if site["type"] != "sample":
+            continue
+        if not any(f.name == frame.name and f.dim == frame.dim for f in site["cond_indep_stack"]):
+            return None
+    return frame.name, frame.dim
+
+
+def _batched_log_density(model, model_args, model_kwargs, params_c, values, observed_names, latent_names,
+                         values_to_data, plate):
+    """(log p̃, log base) per row from one run of the model on all rows: each site's
+    log-probability with the data plate's dimension moved first and the rest summed."""
+    _, dim = plate
+    batch = values_to_data({k: values[k] for k in observed_names})
+    latents = {k: values[k] for k in latent_names}
+    num_rows = next(iter(values.values())).shape[0]
+    log_probs, tr = compute_log_probs(model, (batch,) + tuple(model_args), model_kwargs,
+                                      {**params_c, **latents}, sum_log_prob=False)
+    total = base = jnp.zeros(num_rows)
+    for name, lp in log_probs.items():
+        lp = jnp.asarray(lp)
+        if lp.ndim >= -dim:
+            lp = jnp.moveaxis(lp, dim, 0)
+        lp = jnp.broadcast_to(lp, (num_rows,) + lp.shape[1:]).reshape((num_rows, -1)).sum(-1)
+        total = total + lp
+        if not _is_factor(tr[name]):
+            base = base + lp
+    return total, base
 
 
 def _factor_log_prob(trace):
