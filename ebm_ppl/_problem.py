@@ -9,6 +9,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from .samplers.langevin import differentiate
+
 __all__ = ["Problem", "Probes", "run_kernel", "compile_problem", "PROBE_SEED"]
 
 PROBE_SEED = 20_021  # structure probes for "auto" do not depend on the caller's rng_seed
@@ -24,11 +26,6 @@ class Probes(NamedTuple):
     params: list
     positions: list
     memo: dict  # results of checks already run on these probes
-
-    @property
-    def fns(self):
-        """One ``logdensity_fn(position)`` per probe."""
-        return [lambda position, p=p: self.logdensity(p, position) for p in self.params]
 
 
 class Problem:
@@ -127,7 +124,7 @@ class Problem:
                 gradient (see ``ModelInfo``) where the sites ``names`` move on their own
                 values (discrete sites, real sites), else by differentiating ``logdensity``."""
                 if any(not _is_identity(self.sites[n]) for n in names):
-                    return _value_and_grad(self.ops, logdensity, position, names)
+                    return differentiate(self.ops, logdensity, position, names)
                 values, log_jac = self.from_internal(position, with_jacobian=True)
                 ld, grads = info.log_density_grad(params, values, names)
                 return ld + log_jac, grads
@@ -192,15 +189,6 @@ class Problem:
 
 def _is_identity(site):
     return site.transform is None or getattr(site.transform, "is_identity", False)
-
-
-def _value_and_grad(ops, logdensity_fn, position, names):
-    def total(sub):
-        ld = logdensity_fn(dict(position, **sub))
-        return ld.sum(), ld
-
-    (_, ld), grads = ops.value_and_grad(total, has_aux=True)({n: position[n] for n in names})
-    return ld, grads
 
 
 def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps):

@@ -110,6 +110,7 @@ def _check_fit_args(estimator, num_epochs, num_steps, batch_size):
 def _make_step(problem, estimator, optimizer):
     """One parameter update as a pure function of (carry, (indices, active))."""
     ops, info, xp = problem.ops, problem.info, problem.ops.xp
+    surrogate_weights = {}  # (num positive, num negative) -> weights of weighted_param_grad
 
     def step(data_values, carry, x):
         params, opt_state, est_state, key, t, failed = carry
@@ -133,10 +134,11 @@ def _make_step(problem, estimator, optimizer):
 
         if info.weighted_param_grad is not None:  # the backend's faster gradient (Pyro)
             num_neg = next(iter(negative.values())).shape[0]
-            like = next(iter(both.values()))
-            weights = ops.from_numpy(np.concatenate([np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)]),
-                                     ops.asarray(0.0, None).dtype, like)
-            ld, grads = info.weighted_param_grad(params, both, weights)
+            if (num_pos, num_neg) not in surrogate_weights:  # the same for every update of a fit
+                w = np.concatenate([np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)])
+                surrogate_weights[num_pos, num_neg] = ops.from_numpy(w, ops.asarray(0.0, None).dtype,
+                                                                     next(iter(both.values())))
+            ld, grads = info.weighted_param_grad(params, both, surrogate_weights[num_pos, num_neg])
             pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
             loss = neg - pos
         else:
@@ -180,7 +182,7 @@ def _config_key(obj):
     if isinstance(obj, np.ndarray):
         return ("ndarray", obj.dtype.str, obj.shape, obj.tobytes())
     if hasattr(obj, "__dict__") and type(obj).__module__.startswith("ebm_ppl."):
-        return (type(obj),) + _config_key({k: v for k, v in vars(obj).items()})
+        return (type(obj),) + _config_key(vars(obj))
     if hasattr(obj, "shape") and hasattr(obj, "dtype") and getattr(obj, "size", 1 << 20) <= 1 << 16:
         try:  # a small array (e.g. a block mask): by value
             return ("array", str(obj.dtype), tuple(obj.shape), np.asarray(obj).tobytes())

@@ -21,7 +21,7 @@ def _philox_available():
         return False
 
 
-_PHILOX = _philox_available() and not __import__("os").environ.get("EBM_NO_PHILOX")
+_PHILOX = _philox_available()
 
 
 def _bulk(key):
@@ -77,21 +77,12 @@ class JaxOps:
         dtype = like.dtype if jnp.issubdtype(like.dtype, jnp.floating) else jnp.float32
         return jax.random.normal(_bulk(key), shape, dtype=dtype)
 
-    def add_noise(self, key, tree, scale):
-        leaves, treedef = jax.tree_util.tree_flatten(tree)
-        keys = jax.random.split(key, max(len(leaves), 1))
-        noisy = [x + scale * jax.random.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)]
-        return jax.tree_util.tree_unflatten(treedef, noisy)
-
     def map_host(self, fn, tree):
         """``fn`` applied on the host (numpy) to every leaf, results back as jax arrays."""
         return jax.tree_util.tree_map(lambda x: jnp.asarray(fn(np.asarray(x)), dtype=jnp.result_type(x)), tree)
 
     def first_leaf(self, tree):
         return jax.tree_util.tree_leaves(tree)[0]
-
-    def permutation(self, key, n):
-        return jax.random.permutation(key, n)
 
     def epoch_permutations(self, key, n, num_epochs):
         """``(new key, numpy (num_epochs, n))``: random permutations of ``range(n)``, drawn

@@ -61,18 +61,12 @@ class TorchOps:
         dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
         return torch.randn(shape, generator=key, dtype=dtype, device=key.device)
 
-    def add_noise(self, key, tree, scale):
-        return tree_map(lambda a: (a + scale * torch.randn(a.shape, generator=key, dtype=a.dtype, device=key.device)).detach(), tree)
-
     def map_host(self, fn, tree):
         """``fn`` applied on the host (numpy) to every leaf, results back as tensors."""
         return tree_map(lambda a: torch.as_tensor(fn(a.detach().cpu().numpy()), dtype=a.dtype, device=a.device), tree)
 
     def first_leaf(self, tree):
         return next(_leaves(tree))
-
-    def permutation(self, key, n):
-        return torch.randperm(n, generator=key, device=key.device)
 
     def epoch_permutations(self, key, n, num_epochs):
         """``(key, numpy (num_epochs, n))``: random permutations of ``range(n)``."""

@@ -39,6 +39,7 @@ contrastive divergence (block Gibbs in RBMs).
 import numpy as np
 
 from .base import Sampler, Kernel, categorical, nan_acceptance
+from .langevin import logdensity_and_grad
 
 __all__ = ["BlockGibbs", "block_update"]
 
@@ -144,14 +145,7 @@ def _block_gradient(ops, position, block, logdensity_fn):
     """∂ Σ_chains log p̃ / ∂x at ``position`` for the sites of ``block`` (as floats)."""
     float_dtype = ops.asarray(0.0, None).dtype
     moved = {n: ops.astype(position[n], float_dtype) for n in block}
-    if hasattr(logdensity_fn, "value_and_grad"):  # the backend's faster gradient (Pyro: a traced graph)
-        return logdensity_fn.value_and_grad({**position, **moved}, list(block))[1]
-
-    def total(sub):
-        return ops.xp.sum(logdensity_fn({**position, **sub}))
-
-    _, grads = ops.value_and_grad(total)(moved)
-    return grads
+    return logdensity_and_grad(ops, {**position, **moved}, list(block), logdensity_fn)[1]
 
 
 def gradient_block_update(ops, rng_key, position, sites, block, whole, logdensity_fn):

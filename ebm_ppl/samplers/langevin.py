@@ -14,7 +14,7 @@ import math
 
 from .base import Sampler, Kernel, nan_acceptance
 
-__all__ = ["Langevin", "logdensity_and_grad", "per_chain_sum"]
+__all__ = ["Langevin", "logdensity_and_grad", "differentiate", "per_chain_sum"]
 
 
 def per_chain_sum(ops, tree):
@@ -29,6 +29,11 @@ def logdensity_and_grad(ops, position, names, logdensity_fn):
     """Per-chain log density and its gradient with respect to the sites ``names``."""
     if hasattr(logdensity_fn, "value_and_grad"):  # the backend's faster gradient (Pyro: a traced graph)
         return logdensity_fn.value_and_grad(position, list(names))
+    return differentiate(ops, logdensity_fn, position, names)
+
+
+def differentiate(ops, logdensity_fn, position, names):
+    """:func:`logdensity_and_grad` by differentiating ``logdensity_fn`` (no fast path)."""
     moved = {n: position[n] for n in names}
 
     def total(sub):
