@@ -20,7 +20,7 @@ import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # see README: torch's intra-op threads hurt small tensors
 
-__all__ = ["epoch_timer", "fit_timer", "paired", "ratio", "rss_mib", "peak_rss_mib", "binarized_digits",
+__all__ = ["jax_epochs", "epoch_timer", "fit_timer", "paired", "ratio", "rss_mib", "peak_rss_mib", "binarized_digits",
            "synthetic_binary", "rbm_model", "Timing"]
 
 
@@ -34,6 +34,28 @@ class Timing:
 
     def __repr__(self):
         return f"{self.per_epoch * 1e3:.2f} ms/epoch (one-off {self.one_off:.2f} s)"
+
+
+def jax_epochs(update, carry, num_data, batch):
+    """A hand-written JAX epoch: a jitted ``lax.scan`` of ``update(carry, batch_indices)``
+    over a fresh permutation (``carry[-1]`` is the key). Returns ``(run, block)`` for
+    :func:`epoch_timer`: ``run()`` does one epoch."""
+    import jax
+
+    @jax.jit
+    def epoch(carry):
+        key, sub = jax.random.split(carry[-1])
+        perm = jax.random.permutation(sub, num_data)[: (num_data // batch) * batch].reshape((-1, batch))
+        carry, _ = jax.lax.scan(update, carry[:-1] + (key,), perm)
+        return carry
+
+    state = [carry]
+
+    def run():
+        state[0] = epoch(state[0])
+        return state[0]
+
+    return run, jax.block_until_ready
 
 
 def epoch_timer(run_epoch, epochs_per_run, block=lambda out: out):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import epoch_timer, fit_timer, paired, ratio  # noqa: E402
+from _bench import epoch_timer, fit_timer, jax_epochs, paired, ratio  # noqa: E402
 
 SIZES = [2, 64, 64, 1]
 
@@ -128,23 +128,9 @@ def jax_epoch(x, step, chains, batch, lr=1e-3, seed=0):
         updates, s = opt.update(grads, s, p)
         return (optax.apply_updates(p, updates), s, x_neg, key), loss
 
-    @jax.jit
-    def epoch(carry):
-        p, s, x_neg, key = carry
-        key, sub = jax.random.split(key)
-        perm = jax.random.permutation(sub, n)[: (n // batch) * batch].reshape((-1, batch))
-        carry, _ = jax.lax.scan(update, (p, s, x_neg, key), perm)
-        return carry
-
     key = jax.random.PRNGKey(seed)
     p = {k: jnp.asarray(v) for k, v in init_weights().items()}
-    state = [(p, opt.init(p), 1.5 * jax.random.normal(key, (chains, 2)), key)]
-
-    def run():
-        state[0] = epoch(state[0])
-        return state[0]
-
-    return run, lambda out: jax.block_until_ready(out)
+    return jax_epochs(update, (p, opt.init(p), 1.5 * jax.random.normal(key, (chains, 2)), key), n, batch)
 
 
 def torch_epoch(x, step, chains, batch, lr=1e-3, seed=0):

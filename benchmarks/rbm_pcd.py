@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import (binarized_digits, epoch_timer, fit_timer, paired, peak_rss_mib, ratio,  # noqa: E402
-                    rbm_model, rss_mib, synthetic_binary)
+from _bench import (binarized_digits, epoch_timer, fit_timer, jax_epochs, paired, peak_rss_mib,  # noqa: E402
+                    ratio, rbm_model, rss_mib, synthetic_binary)
 
 
 # ---------------------------------------------------------------------------- ebm_ppl
@@ -90,23 +90,10 @@ def jax_epoch(x, W_init, lr, chains, batch, seed=0):
         updates, s = opt.update(grads, s, p)
         return (optax.apply_updates(p, updates), s, v_neg, key), loss
 
-    @jax.jit
-    def epoch(carry):
-        p, s, v_neg, key = carry
-        key, sub = jax.random.split(key)
-        perm = jax.random.permutation(sub, n)[: (n // batch) * batch].reshape((-1, batch))
-        carry, losses = jax.lax.scan(update, (p, s, v_neg, key), perm)
-        return carry
-
     key = jax.random.PRNGKey(seed)
     p = {"W": jnp.asarray(W_init), "b": jnp.zeros(nv), "c": jnp.zeros(nh)}
-    state = [(p, opt.init(p), jax.random.bernoulli(key, 0.5, (chains, nv)).astype(jnp.float32), key)]
-
-    def run():
-        state[0] = epoch(state[0])
-        return state[0]
-
-    return run, lambda out: jax.block_until_ready(out)
+    v_neg = jax.random.bernoulli(key, 0.5, (chains, nv)).astype(jnp.float32)
+    return jax_epochs(update, (p, opt.init(p), v_neg, key), n, batch)
 
 
 def torch_epoch(x, W_init, lr, chains, batch, seed=0):
