@@ -3,8 +3,9 @@
 A backend is an importable module (``ebm_ppl_pyro``, ``ebm_ppl_numpyro``) that exposes
 
 ``ops``
-    an :class:`Ops` instance: random keys, gradients, loops and the few array functions the
-    algorithms need (everything else is plain array arithmetic, shared by torch and jax).
+    an object with the random keys, gradients, loops and the few array functions the
+    algorithms need (``backends/ebm_ppl_*/ops.py``: ``TorchOps``, ``JaxOps``; everything
+    else is plain array arithmetic, shared by torch and jax).
 ``compile_model(model, data, model_args, model_kwargs, params=None) -> ModelInfo``
     traces the model once and returns pure functions of arrays.
 ``make_optimizer(optimizer) -> Optimizer``
