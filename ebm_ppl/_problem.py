@@ -205,12 +205,36 @@ def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps):
     return position, aux, total / num_steps
 
 
+def _check_finite_params(params):
+    """``params`` (name -> array or tree of arrays) must be finite: NaN parameters would
+    give NaN draws and estimates."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict name -> array, got {type(params).__name__}")
+
+    def leaves(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                yield from leaves(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                yield from leaves(v)
+        else:
+            yield x
+
+    for name, value in params.items():
+        for leaf in leaves(value):
+            a = leaf.detach().cpu().numpy() if hasattr(leaf, "detach") else np.asarray(leaf)
+            if a.dtype.kind in "fc" and not np.isfinite(a).all():
+                raise ValueError(f"params[{name!r}] contains NaN or inf")
+
+
 def compile_problem(model, params, data, backend, model_args, model_kwargs):
     """The backend for ``data``, the model compiled at fixed ``params`` (constrained), and
     the data as that backend's arrays: the preamble of ``sample`` and the evaluation API."""
     from .backend import detect_backend, get_backend
 
     be = get_backend(detect_backend(data, backend))
+    _check_finite_params(params)
     data = be.as_data(data)
     info = be.compile_model(model, data, model_args, model_kwargs or {}, params=params)
     return Problem(be.ops, info), data

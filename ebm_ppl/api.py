@@ -7,13 +7,18 @@ NumPyro's backend jits and scans over an epoch, and Pyro's backend runs in a pla
 """
 
 import collections
-import math
+import os
+import signal
+import threading
+import time
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._problem import PROBE_SEED, Problem, compile_problem, run_kernel
+from ._exclusive import exclusive
 from ._sites import Same as _Same
+from ._tree import describe
 from .backend import detect_backend, get_backend
 from .estimators import PCD
 from .evaluation import LogZ, log_likelihood, log_partition
@@ -21,9 +26,10 @@ from .samplers.base import build_kernel, is_adaptive, restrict_sampler
 
 __all__ = ["fit_unnormalized", "sample", "log_partition", "log_likelihood", "FitResult", "FitState", "LogZ"]
 
-# Updates per compiled call (whole epochs, at least this many): each call costs some
-# microseconds of Python (minibatch indices, statistics to the host, the progress bar),
-# and on NumPyro epochs past the last active one are skipped, so long chunks cost nothing.
+# The most updates per call of the chunk runner (its fixed length: one compiled program).
+# Each call costs some microseconds of Python (minibatch indices, statistics to the host,
+# the progress bar); calls are sized by time (_ChunkSizer) up to this length, and on
+# NumPyro the updates past the active ones are not run.
 _CHUNK_UPDATES = 256
 
 _HISTORY = ("loss", "positive_log_density", "negative_log_density", "acceptance_rate")
@@ -48,6 +54,14 @@ class FitState(NamedTuple):
         Parameter updates done so far.
     estimator : Any
         The estimator object that produced ``estimator_state``.
+    epoch_perm : numpy.ndarray or None
+        The current epoch's permutation of the examples (None before the first update).
+    epoch_offset : int
+        How many examples of ``epoch_perm`` the updates so far have used: a resumed fit
+        continues the epoch there, so any split of N updates equals one call of N.
+    signature : dict or None
+        The model's parameters (shapes, constraints), sites (shapes, supports) and the
+        optimizer's kind, which ``resume=`` checks against the model it is given.
     """
 
     params: Any
@@ -57,6 +71,9 @@ class FitState(NamedTuple):
     data_key: Any
     num_updates: int
     estimator: Any
+    epoch_perm: Any = None
+    epoch_offset: int = 0
+    signature: Any = None
 
 
 class FitResult(NamedTuple):
@@ -94,7 +111,13 @@ def _check_positive_int(name, value, allow_none=True):
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def _check_fit_args(estimator, num_epochs, num_steps, batch_size):
+def _check_rng_seed(rng_seed):
+    if isinstance(rng_seed, bool) or not isinstance(rng_seed, (int, np.integer)) or not 0 <= rng_seed < 2**32:
+        raise ValueError(f"rng_seed must be an integer in [0, 2**32), got {rng_seed!r}")
+
+
+def _check_fit_args(estimator, num_epochs, num_steps, batch_size, rng_seed=0, checkpoint_every=None,
+                    checkpoint_path=None):
     if (num_epochs is None) == (num_steps is None):
         raise ValueError(
             "pass exactly one of num_epochs and num_steps, got "
@@ -103,12 +126,44 @@ def _check_fit_args(estimator, num_epochs, num_steps, batch_size):
     _check_positive_int("num_epochs", num_epochs)
     _check_positive_int("num_steps", num_steps)
     _check_positive_int("batch_size", batch_size)
+    _check_rng_seed(rng_seed)
     if not (hasattr(estimator, "update") and hasattr(estimator, "init")):
         raise TypeError(f"estimator must be ebm_ppl.CD(...) or ebm_ppl.PCD(...), got {estimator!r}")
+    _check_positive_int("checkpoint_every", checkpoint_every)
+    if (checkpoint_every is None) != (checkpoint_path is None):
+        raise ValueError("pass checkpoint_every and checkpoint_path together, got "
+                         f"checkpoint_every={checkpoint_every!r}, checkpoint_path={checkpoint_path!r}")
+    if checkpoint_path is not None:
+        if not isinstance(checkpoint_path, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_path must be a path, got {type(checkpoint_path).__name__}")
+        folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint_path)))
+        if not os.path.isdir(folder):
+            raise ValueError(f"checkpoint_path={os.fspath(checkpoint_path)!r}: the folder {folder!r} does not exist")
+
+
+def _check_data(data):
+    """Every data leaf has its examples on axis 0, at least one, as many as every other leaf."""
+    if isinstance(data, dict) and not data:
+        raise ValueError("data is an empty dict: pass at least one array")
+    leaves = data if isinstance(data, dict) else {"data": data}
+    counts = {}
+    for key, leaf in leaves.items():
+        shape = tuple(getattr(leaf, "shape", np.shape(leaf)))
+        if not shape:
+            raise ValueError(f"data leaf {key!r} is 0-d (shape ()): examples go on axis 0 (one example: x[None])")
+        if shape[0] == 0:
+            raise ValueError(f"data leaf {key!r} has no examples (shape {shape}): pass at least one row")
+        counts[key] = int(shape[0])
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"data leaves have different numbers of examples on axis 0: {counts}")
 
 
 def _make_step(problem, estimator, optimizer):
-    """One parameter update as a pure function of (carry, (indices, active))."""
+    """One parameter update as a pure function of (carry, (indices, active)).
+
+    An update whose loss, gradients or new parameters are not all finite is not applied:
+    the carry keeps the parameters, optimizer and chains from before it and records the
+    update's index in ``failed`` (every later update of the call is skipped)."""
     ops, info, xp = problem.ops, problem.info, problem.ops.xp
     surrogate_weights = {}  # (num positive, num negative) -> weights of weighted_param_grad
 
@@ -146,14 +201,17 @@ def _make_step(problem, estimator, optimizer):
         ok = ops.all_finite((loss, pos, neg, grads))
         go = active & ok & (failed < 0)
 
-        def apply(_):
-            new_params, new_opt = optimizer.update(grads, opt_state, params, loss)
-            return new_params, new_opt, new_est
+        def apply(_):  # the optimizer says whether its new parameters are all finite
+            new_params, new_opt, finite = optimizer.update(grads, opt_state, params, loss)
+            return new_params, new_opt, new_est, finite
 
         def skip(_):
-            return params, opt_state, est_state
+            return params, opt_state, est_state, ops.asarray(True, None, bool_=True)
 
-        params2, opt2, est2 = ops.cond(go, apply, skip, None)
+        params2, opt2, est2, finite = ops.cond(go, apply, skip, None)
+        params2, opt2, est2 = ops.cond(finite, lambda _: (params2, opt2, est2),
+                                       lambda _: (params, opt_state, est_state), None)
+        ok = ok & finite
         key = ops.select_key(active, key, old_key)
         failed = xp.where(active & ~ok & (failed < 0), t, failed)
         t = t + xp.where(active, 1, 0)
@@ -200,23 +258,286 @@ def _compiled_key(name, model, model_args, model_kwargs, data, estimator, sample
             _config_key(sampler), _config_key(optimizer), batch_size, chunk_len)
 
 
-def _batches(ops, data_key, num_data, batch_size, chunk_len, num_active, like=None):
-    """Minibatch indices for a chunk: ``(chunk_len, batch_size)``, one row per update.
+class _Minibatches:
+    """The stream of minibatch indices: epochs of random permutations of the examples,
+    each cut into ``num_data // batch_size`` batches (the rest of an epoch is dropped).
 
-    Each epoch is a fresh random permutation (the last ``num_data % batch_size`` examples
-    of it are dropped); only the epochs that active updates need are drawn, so a resumed
-    fit shuffles exactly as an uninterrupted one (both start epochs at chunk boundaries).
-    Indices are drawn on the host (``ops.epoch_permutations``) and moved once per chunk.
+    Its state, ``(data key, current permutation, offset into it)``, goes into
+    :class:`FitState`, so a resumed fit continues the epoch where the last call stopped
+    and any split of N updates into calls sees the same batches as one call of N.
+    Permutations are drawn on the host (``ops.epoch_permutations``), one per epoch.
     """
-    per_epoch = num_data // batch_size
-    num_epochs = -(-num_active // per_epoch)
-    data_key, perms = ops.epoch_permutations(data_key, num_data, num_epochs)
-    idx = np.asarray(perms)[:, : per_epoch * batch_size].reshape((-1, batch_size))
-    if idx.shape[0] < chunk_len:
-        idx = np.concatenate([idx, np.zeros((chunk_len - idx.shape[0], batch_size), idx.dtype)])
-    return data_key, ops.from_numpy(idx[:chunk_len], ops.int_dtype, like)
+
+    def __init__(self, ops, key, num_data, batch_size, perm=None, offset=0):
+        self.ops, self.key, self.num_data, self.batch_size = ops, key, num_data, batch_size
+        self.perm, self.offset = perm, int(offset)
+        if perm is not None and len(perm) != num_data:  # other data: start a new epoch
+            self.perm, self.offset = None, 0
+
+    def take(self, num):
+        """``(num, batch_size)`` numpy indices of the next ``num`` updates."""
+        rows = []
+        for _ in range(num):
+            if self.perm is None or self.offset + self.batch_size > self.num_data:
+                self.key, perms = self.ops.epoch_permutations(self.key, self.num_data, 1)
+                self.perm, self.offset = np.asarray(perms[0]), 0
+            rows.append(self.perm[self.offset:self.offset + self.batch_size])
+            self.offset += self.batch_size
+        return np.stack(rows) if rows else np.zeros((0, self.batch_size), np.int64)
+
+    def state(self):
+        """A snapshot (the key as ``ops.key_state``) that :meth:`restore` returns to."""
+        return self.ops.key_state(self.key), self.perm, self.offset
+
+    def restore(self, state, like):
+        key, self.perm, self.offset = state
+        self.key = self.ops.key_from_state(key, like)
 
 
+class _ChunkSizer:
+    """Updates per call of the chunk runner, sized by measured time (about ``target_s``
+    per call, at most ``max_len``), so that an interrupt is honoured within a fraction of
+    a second on any model, while calls stay long enough for their Python overhead not to
+    count. Which updates a call runs does not change their results: the random streams
+    live in the carry, and every call runs the same compiled update."""
+
+    def __init__(self, max_len, target_s=0.2):
+        self.max_len, self.target_s, self.n = max_len, target_s, 1
+
+    def next(self, limit):
+        return max(1, min(self.n, limit))
+
+    def observe(self, n, seconds):
+        per_update = max(seconds, 1e-6) / max(n, 1)
+        self.n = int(max(1, min(self.max_len, 4 * n, self.target_s / per_update)))
+
+
+class _DeferredInterrupt:
+    """Within the block, SIGINT (Ctrl-C) sets ``pending`` instead of raising, so the fit
+    stops at the next point where its state is consistent (between calls of the chunk
+    runner); a second SIGINT raises KeyboardInterrupt at once. Only in the main thread and
+    only where SIGINT has Python's default handler (elsewhere a KeyboardInterrupt is
+    caught between chunks, see :func:`_fit_loop`)."""
+
+    def __init__(self):
+        self.pending, self.previous = False, None
+
+    def _handler(self, signum, frame):
+        self.pending = True
+        signal.signal(signal.SIGINT, self.previous)  # a second Ctrl-C interrupts at once
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.default_int_handler
+            signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _signature(info, opt):
+    """What ``resume=`` checks: parameters (structure, shapes, constraints), sites
+    (shapes, supports, dtypes) and the optimizer's kind; JSON-able, saved with the state."""
+    constraints = info.param_constraints or {}
+    params = {n: [[list(d) for d in describe(u)], constraints.get(n)] for n, u in info.init_params.items()}
+    sites = {n: [list(s.shape), s.support, str(s.dtype).replace("torch.", "")] for n, s in info.sites.items()}
+    return {"params": params, "sites": sites, "optimizer": opt.kind}
+
+
+def _first_difference(saved, wanted):
+    """The first leaf where two :func:`~ebm_ppl._tree.describe` lists differ, as text."""
+    saved, wanted = describe(saved), describe(wanted)
+    for (path_a, a), (path_b, b) in zip(saved, wanted):
+        if (path_a, a) != (path_b, b):
+            return f"at {path_a or 'the top'} the result has {a}, but at {path_b or 'the top'} this fit needs {b}"
+    if len(saved) != len(wanted):
+        return f"the result's state has {len(saved)} leaves, this fit's {len(wanted)}"
+    return None
+
+
+def _check_signature(saved, current):
+    if saved is None:
+        return
+    for kind in ("params", "sites"):
+        a, b = saved[kind], current[kind]
+        what = "parameters" if kind == "params" else "sites"
+        if sorted(a) != sorted(b):
+            raise ValueError(f"resume: the result's {what} {sorted(a)} are not the model's {sorted(b)}")
+        for n in sorted(a):
+            if a[n] != b[n]:
+                label = "parameter" if kind == "params" else "site"
+                if kind == "params" and a[n][0] != b[n][0]:
+                    raise ValueError(f"resume: {label} {n!r} has shape/structure {a[n][0]} in the result but "
+                                     f"{b[n][0]} in the model")
+                if kind == "params":
+                    raise ValueError(f"resume: {label} {n!r} has constraint {a[n][1]} in the result but "
+                                     f"{b[n][1]} in the model")
+                raise ValueError(f"resume: {label} {n!r} is (shape, support, dtype) {tuple(a[n])} in the result "
+                                 f"but {tuple(b[n])} in the model")
+    if saved.get("optimizer") and current.get("optimizer") and saved["optimizer"] != current["optimizer"]:
+        raise ValueError(f"resume: the result's optimizer state is from {saved['optimizer']}, but the optimizer "
+                         f"given is {current['optimizer']}: pass an optimizer of the same kind")
+
+
+def _check_resume(resume, ops, info, opt, estimator, init_chains, data_values, like, signature):
+    """Everything ``resume=`` must agree with, checked before anything changes."""
+    st = resume.state
+    if type(st.estimator) is not type(estimator) or vars(st.estimator) != vars(estimator):
+        raise ValueError(f"resume: the result was fitted with {st.estimator!r}, not {estimator!r}")
+    _check_signature(st.signature, signature)
+    if not isinstance(st.params, dict) or sorted(st.params) != sorted(info.init_params):
+        got = sorted(st.params) if isinstance(st.params, dict) else type(st.params).__name__
+        raise ValueError(f"resume: the result's parameters {got} are not the model's {sorted(info.init_params)}")
+    diff = _first_difference(st.params, info.init_params)
+    if diff:
+        raise ValueError(f"resume: the parameters do not fit the model: {diff}")
+    template = ops.eval_shape(init_chains, ops.seed(0, like), data_values)
+    diff = _first_difference(st.estimator_state, template)
+    if diff:
+        raise ValueError(f"resume: the chains do not fit this model and {estimator!r} (another batch_size, "
+                         f"sampler or model?): {diff}")
+    opt.check_state(st.optimizer_state, info.init_params)
+
+
+def _start_state(ops, be, info, opt, init_chains, data_values, like, rng_seed, resume):
+    """(params, optimizer state, estimator state, key, data key, updates done, epoch
+    permutation, offset) to start from: fresh, or the validated ``resume`` state."""
+    if resume is not None:
+        st = resume.state
+        params = be.restore_params(info, st.params)
+        opt_state = opt.init(params, state=st.optimizer_state)
+        est_state = ops.copy_tree(st.estimator_state)
+        key, data_key = ops.key_from_state(st.rng_key, like), ops.key_from_state(st.data_key, like)
+        perm = None if st.epoch_perm is None else np.array(st.epoch_perm)
+        return params, opt_state, est_state, key, data_key, st.num_updates, perm, st.epoch_offset
+    params = info.init_params
+    opt_state = opt.init(params)
+    key = ops.seed(rng_seed, like)
+    data_key = ops.fork(key)  # an independent stream for minibatch shuffling
+    key, key_init = ops.split(key, 2)
+    est_state = init_chains(key_init, data_values)
+    return params, opt_state, est_state, key, data_key, 0, None, 0
+
+
+class _Fit(NamedTuple):
+    """What a fit's loop and its results need (one per call)."""
+
+    ops: Any
+    be: Any
+    info: Any
+    problem: Any
+    opt: Any
+    estimator: Any
+    name: str
+    done: int  # updates before this call
+    signature: dict
+
+
+def _make_result(fit, carry, stats, num_applied, batches_state):
+    """The FitResult of the first ``num_applied`` updates of this call."""
+    ops, info = fit.ops, fit.info
+    params, opt_state, est_state, key = carry[:4]
+    history = {
+        name_: np.concatenate([s[i] for s in stats]).astype(float) if stats else np.zeros(0)
+        for i, name_ in enumerate(_HISTORY)
+    }
+    data_key, perm, offset = batches_state
+    state = FitState(
+        params=ops.copy_tree(params),
+        optimizer_state=fit.opt.get_state(opt_state),
+        estimator_state=ops.copy_tree(est_state),
+        rng_key=ops.key_state(key),
+        data_key=data_key,
+        num_updates=fit.done + num_applied,
+        estimator=fit.estimator,
+        epoch_perm=None if perm is None else np.array(perm),
+        epoch_offset=int(offset),
+        signature=fit.signature,
+    )
+    fit.be.store_params(info, params)
+    return FitResult(
+        params=ops.copy_tree(info.constrain(params)),
+        history=history,
+        chains=ops.copy_tree(fit.problem.from_internal(est_state.position)),
+        state=state,
+        backend=fit.name,
+    )
+
+
+class _Progress(NamedTuple):
+    """The last consistent point of a fit's loop (replaced as a whole after each chunk)."""
+
+    carry: Any
+    stats: list
+    num_applied: int
+    batches: Any  # _Minibatches.state()
+
+
+def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
+    """Run ``n`` updates from ``good``; returns (the new _Progress, failed?)."""
+    ops = fit.ops
+    idx = batches.take(n)
+    if n < chunk_len:
+        idx = np.concatenate([idx, np.zeros((chunk_len - n, idx.shape[1]), idx.dtype)])
+    active = ops.asarray(np.arange(chunk_len) < n, None, bool_=True)
+    carry, out = run_chunk(good.carry, data_values, (ops.from_numpy(idx, ops.int_dtype, like), active))
+    fail_at = int(ops.to_numpy(carry[5]))
+    k = n if fail_at < 0 else fail_at - good.num_applied
+    if k < n:  # the stream must stand after the updates that were applied
+        batches.restore(good.batches, like)
+        batches.take(k)
+    stats = [ops.to_numpy(o)[:k] for o in out]
+    return _Progress(carry, good.stats + [stats], good.num_applied + k, batches.state()), fail_at >= 0
+
+
+def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like, bar, checkpoint):
+    """Run ``total`` updates in chunks; returns (last _Progress, failed?, interrupted?).
+
+    Stops early at a non-finite update or at an interrupt (SIGINT deferred to the next
+    chunk boundary, or a KeyboardInterrupt raised in between: the state is then the last
+    consistent one). ``checkpoint = (every, path)`` saves the result every ``every``
+    updates (counted over resumed calls too)."""
+    from .checkpoint import save
+
+    sizer = _ChunkSizer(chunk_len)
+    failed = interrupted = False
+    with _DeferredInterrupt() as guard:
+        try:
+            while good.num_applied < total and not guard.pending:
+                limit = total - good.num_applied
+                if checkpoint is not None:
+                    limit = min(limit, checkpoint[0] - (fit.done + good.num_applied) % checkpoint[0])
+                n = sizer.next(limit)
+                start = time.perf_counter()
+                new, failed = _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like)
+                sizer.observe(n, time.perf_counter() - start)
+                good = new
+                _show(bar, good)
+                if failed:
+                    break
+                if checkpoint is not None and (fit.done + good.num_applied) % checkpoint[0] == 0:
+                    save(_make_result(fit, good.carry, good.stats, good.num_applied, good.batches), checkpoint[1])
+            interrupted = guard.pending
+        except KeyboardInterrupt:
+            interrupted = True
+            batches.restore(good.batches, like)
+    return good, failed, interrupted
+
+
+def _show(bar, good):
+    stats = good.stats[-1]
+    bar.update(len(stats[0]))
+    if len(stats[0]):
+        acc = stats[3]
+        acc = float(np.mean(acc[np.isfinite(acc)])) if np.isfinite(acc).any() else float("nan")
+        bar.set_postfix(loss=f"{stats[0][-1]:.4g}", acc=f"{acc:.3g}")
+
+
+@exclusive
 def fit_unnormalized(
     model,
     data,
@@ -232,6 +553,8 @@ def fit_unnormalized(
     resume=None,
     model_args=(),
     model_kwargs=None,
+    checkpoint_every=None,
+    checkpoint_path=None,
 ):
     """Fit the parameters of an unnormalized model by (stochastic) maximum likelihood.
 
@@ -264,12 +587,21 @@ def fit_unnormalized(
     backend : {"pyro", "numpyro"}, optional
         Default: from the data's array type (torch -> Pyro, jax -> NumPyro).
     rng_seed : int
+        In [0, 2**32).
     progress_bar : bool
         A tqdm bar with the loss and the acceptance rate.
     resume : FitResult, optional
-        Continue its chains, parameters, optimizer state and random streams.
+        Continue its chains, parameters, optimizer state, random streams and position in
+        the current epoch (also a result from :func:`ebm_ppl.load`). It is checked against
+        the model before anything changes: the same parameter names, shapes and
+        constraints, the same sites and shapes, the same estimator, chains that fit the
+        sampler and batch size, an optimizer of the same kind.
     model_args, model_kwargs
         Extra arguments passed to the model after the batch.
+    checkpoint_every, checkpoint_path : int and path, optional
+        Together: save the result with :func:`ebm_ppl.save` to ``checkpoint_path`` every
+        ``checkpoint_every`` updates (counted from the first call of a resumed fit),
+        atomically; ``ebm_ppl.load(checkpoint_path)`` resumes from the last one.
 
     Returns
     -------
@@ -280,19 +612,31 @@ def fit_unnormalized(
     ValueError, TypeError
         For bad input, before anything changes (the message names the site or argument).
     FloatingPointError
-        When an update meets a non-finite log density or gradient; parameters and chains
-        are left at their last finite values (also in ``err.result``).
+        When an update meets a non-finite log density, gradient or updated parameter; the
+        parameters, optimizer state and chains are left at their values before that update
+        (also in ``err.result``).
+    KeyboardInterrupt
+        On Ctrl-C (SIGINT), at the next chunk boundary (within about 0.2 s): ``err.result``
+        holds the last consistent state, and resuming from it equals the uninterrupted
+        fit. A second Ctrl-C interrupts at once, without a result.
+    RuntimeError
+        If another ebm_ppl call is running in another thread (fits are not thread-safe).
 
     Notes
     -----
-    On NumPyro the update is compiled once and an epoch is one ``lax.scan`` of it; the
-    compiled update is kept (up to 8 of them) for later calls with the same model object,
-    model arguments, estimator and sampler configuration, optimizer object and data shapes,
-    so resuming a fit, or fitting the same model again, does not compile again (a model
-    that reads mutable global state sees that state as it was when it was compiled, as
-    with ``jax.jit``). On Pyro the model's log density and the gradients the samplers and
-    the optimizer take run as TorchScript graphs traced once per input shape, where the
-    trace reproduces the eager model (see the README).
+    Any split of N updates into resumed calls (``resume=``, or checkpoints loaded in
+    another process) gives the same result as one call of N, bit for bit: the random
+    streams, the optimizer state and the position in the current epoch carry over, and
+    the number of updates per compiled call (sized by time) does not change any update.
+
+    On NumPyro the update is compiled once and a chunk of updates is one ``lax`` loop of
+    it; the compiled update is kept (up to 8 of them) for later calls with the same model
+    object, model arguments, estimator and sampler configuration, optimizer object and
+    data shapes, so resuming a fit, or fitting the same model again, does not compile
+    again (a model that reads mutable global state sees that state as it was when it was
+    compiled, as with ``jax.jit``). On Pyro the model's log density and the gradients the
+    samplers and the optimizer take run as TorchScript graphs traced once per input shape,
+    where the trace reproduces the eager model (see the README).
 
     Examples
     --------
@@ -304,14 +648,63 @@ def fit_unnormalized(
     Hinton (2002); Tieleman (2008); Goodfellow, Bengio & Courville (2016), ch. 18.
     """
     estimator = PCD() if estimator is None else estimator
-    _check_fit_args(estimator, num_epochs, num_steps, batch_size)
+    _check_fit_args(estimator, num_epochs, num_steps, batch_size, rng_seed, checkpoint_every, checkpoint_path)
     name = detect_backend(data, backend)
     if resume is not None:
         if not isinstance(resume, FitResult):
             raise TypeError(f"resume must be a FitResult, got {type(resume).__name__}")
         if resume.backend != name:
             raise ValueError(f"resume: a {resume.backend!r} result cannot resume a {name!r} fit")
+    _check_data(data)
     be = get_backend(name)
+    ops = be.ops
+    snapshot = be.snapshot_params()  # a rejected call leaves the Pyro param store as it was
+    try:
+        setup = _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args,
+                       model_kwargs, resume)
+    except BaseException:
+        be.restore_snapshot(snapshot)
+        raise
+    info, problem, opt, run_chunk, init_chains, data_values, batch_size, like, signature = setup
+    num_data = int(next(iter(data_values.values())).shape[0])
+    params, opt_state, est_state, key, data_key, done, perm, offset = _start_state(
+        ops, be, info, opt, init_chains, data_values, like, rng_seed, resume)
+    total = num_steps if num_steps is not None else num_epochs * (num_data // batch_size)
+    fit = _Fit(ops, be, info, problem, opt, estimator, name, done, signature)
+    batches = _Minibatches(ops, data_key, num_data, batch_size, perm, offset)
+    carry = (params, opt_state, est_state, key, ops.asarray(0, None, int_=True), ops.asarray(-1, None, int_=True))
+    good = _Progress(carry, [], 0, batches.state())
+    checkpoint = None if checkpoint_every is None else (int(checkpoint_every), os.fspath(checkpoint_path))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, disable=not progress_bar, desc="fit_unnormalized", leave=False)
+    try:
+        good, failed, interrupted = _fit_loop(fit, run_chunk, good, data_values, batches, total, _CHUNK_UPDATES,
+                                              like, bar, checkpoint)
+    finally:
+        bar.close()
+    result = _make_result(fit, good.carry, good.stats, good.num_applied, good.batches)
+    if failed:
+        err = FloatingPointError(
+            f"non-finite log density, gradient or parameter at update {result.state.num_updates} "
+            f"(update {good.num_applied} of this call); parameters, optimizer state and chains are left "
+            "at their values before that update (see err.result)"
+        )
+        err.result = result
+        raise err
+    if interrupted:
+        err = KeyboardInterrupt(
+            f"fit_unnormalized interrupted after {result.state.num_updates} updates ({good.num_applied} in this "
+            "call); err.result holds that state: fit_unnormalized(..., resume=err.result) continues it exactly"
+        )
+        err.result = result
+        raise err
+    return result
+
+
+def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args, model_kwargs, resume):
+    """Compile (or reuse) the model, kernels, optimizer and chunk runner, and check
+    ``resume``; raises before anything the caller can see changes."""
     ops = be.ops
     data = be.as_data(data)
     info = be.compile_model(model, data, model_args, model_kwargs or {})
@@ -321,11 +714,8 @@ def fit_unnormalized(
     if batch_size > num_data:
         raise ValueError(f"batch_size={batch_size} is larger than the data set ({num_data} examples)")
     like = next(iter(data_values.values()))
-    per_epoch = num_data // batch_size
-    epochs_per_chunk = max(1, math.ceil(_CHUNK_UPDATES / per_epoch))
-    chunk_len = epochs_per_chunk * per_epoch
     cache_key = _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer,
-                              batch_size, chunk_len) if ops.caches_compiled else None
+                              batch_size, _CHUNK_UPDATES) if ops.caches_compiled else None
     cached = _COMPILED.get(cache_key) if cache_key is not None else None
     if cached is not None:  # the same fit as before: its kernels and compiled update
         _COMPILED.move_to_end(cache_key)
@@ -339,97 +729,20 @@ def fit_unnormalized(
             positive = restrict_sampler(sampler, [s.name for s in latent])
             problem.positive_kernel = build_kernel(positive, ops, latent, probe=probe)
         opt = be.make_optimizer(optimizer)
-        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt), per_epoch)
+        opt.check(info.init_params)
+        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt))
         init_chains = ops.jit(lambda k, d: estimator.init(problem, k, d, batch_size))
         if cache_key is not None:
             _COMPILED[cache_key] = (problem, opt, run_chunk, init_chains)
             while len(_COMPILED) > _COMPILED_SIZE:
                 _COMPILED.popitem(last=False)
-
+    signature = _signature(info, opt)
     if resume is not None:
-        st = resume.state
-        if type(st.estimator) is not type(estimator) or vars(st.estimator) != vars(estimator):
-            raise ValueError(f"resume: the result was fitted with {st.estimator!r}, not {estimator!r}")
-        params = be.restore_params(info, st.params)
-        opt_state = opt.init(params, state=st.optimizer_state)
-        est_state = ops.copy_tree(st.estimator_state)
-        key, data_key = ops.key_from_state(st.rng_key, like), ops.key_from_state(st.data_key, like)
-        done = st.num_updates
-    else:
-        params = info.init_params
-        opt_state = opt.init(params)
-        key = ops.seed(rng_seed, like)
-        data_key = ops.fork(key)  # an independent stream for minibatch shuffling
-        key, key_init = ops.split(key, 2)
-        est_state = init_chains(key_init, data_values)
-        done = 0
-
-    total = num_steps if num_steps is not None else num_epochs * per_epoch
-
-    t = ops.asarray(0, None, int_=True)
-    failed = ops.asarray(-1, None, int_=True)
-    carry = (params, opt_state, est_state, key, t, failed)
-    stats = []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, disable=not progress_bar, desc="fit_unnormalized", leave=False)
-    remaining = total
-    try:
-        while remaining > 0:
-            data_key, idx = _batches(ops, data_key, num_data, batch_size, chunk_len, min(remaining, chunk_len), like)
-            active = ops.asarray(np.arange(chunk_len) < remaining, None, bool_=True)
-            carry, out = run_chunk(carry, data_values, (idx, active))
-            n_done = min(remaining, chunk_len)
-            fail_at = int(ops.to_numpy(carry[5]))
-            if fail_at >= 0:
-                n_done = fail_at - (total - remaining)
-            stats.append([ops.to_numpy(o)[:n_done] for o in out])
-            remaining -= n_done
-            bar.update(n_done)
-            if n_done:
-                acc = stats[-1][3]
-                acc = float(np.mean(acc[np.isfinite(acc)])) if np.isfinite(acc).any() else float("nan")
-                bar.set_postfix(loss=f"{stats[-1][0][-1]:.4g}", acc=f"{acc:.3g}")
-            if fail_at >= 0:
-                break
-    finally:
-        bar.close()
-
-    params, opt_state, est_state, key, t, failed = carry
-    history = {
-        name_: np.concatenate([s[i] for s in stats]).astype(float) if stats else np.zeros(0)
-        for i, name_ in enumerate(_HISTORY)
-    }
-    n_updates = int(ops.to_numpy(t))
-    state = FitState(
-        params=ops.copy_tree(params),
-        optimizer_state=opt.get_state(opt_state),
-        estimator_state=ops.copy_tree(est_state),
-        rng_key=ops.key_state(key),
-        data_key=ops.key_state(data_key),
-        num_updates=done + n_updates,
-        estimator=estimator,
-    )
-    be.store_params(info, params)
-    result = FitResult(
-        params=ops.copy_tree(info.constrain(params)),
-        history=history,
-        chains=ops.copy_tree(problem.from_internal(est_state.position)),
-        state=state,
-        backend=name,
-    )
-    fail_at = int(ops.to_numpy(failed))
-    if fail_at >= 0:
-        err = FloatingPointError(
-            f"non-finite log density or gradient at update {done + fail_at} "
-            f"(update {fail_at} of this call); parameters and chains are left at their values "
-            "before that update (see err.result)"
-        )
-        err.result = result
-        raise err
-    return result
+        _check_resume(resume, ops, info, opt, estimator, init_chains, data_values, like, signature)
+    return info, problem, opt, run_chunk, init_chains, data_values, batch_size, like, signature
 
 
+@exclusive
 def sample(
     model,
     params,
@@ -475,6 +788,7 @@ def sample(
     _check_positive_int("num_samples", num_samples, allow_none=False)
     _check_positive_int("num_chains", num_chains, allow_none=False)
     _check_positive_int("thinning", thinning, allow_none=False)
+    _check_rng_seed(rng_seed)
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
         raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
     problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs)

@@ -94,6 +94,9 @@ class ModelInfo(NamedTuple):
         ``weighted_param_grad(params, values, weights) -> (log_density, grads)``: the
         per-row log density and the gradient of Σ_rows weights · log_density with respect
         to ``params``, where the backend has a faster way (Pyro: one traced graph).
+    param_constraints : dict, optional
+        parameter name -> a text description of its constraint (``repr``), which
+        ``resume=`` compares with the result's.
     """
 
     sites: dict
@@ -108,20 +111,31 @@ class ModelInfo(NamedTuple):
     improper_sites: tuple = ()
     log_density_grad: Optional[Callable] = None
     weighted_param_grad: Optional[Callable] = None
+    param_constraints: Optional[dict] = None
 
 
 class Optimizer(NamedTuple):
     """A backend-native optimizer as a pure pair (optax-style).
 
-    ``init(params) -> opt_state`` and ``update(grads, opt_state, params, value) -> (params, opt_state)``
-    where ``params`` and ``grads`` are dicts of unconstrained arrays and ``grads`` is the
-    gradient of the loss to be minimized and ``value`` the loss. ``get_state(opt_state)`` returns something that
-    ``init(params, state=...)`` accepts to resume.
+    ``init(params) -> opt_state`` and
+    ``update(grads, opt_state, params, value) -> (params, opt_state, finite)`` where
+    ``params`` and ``grads`` are dicts of unconstrained arrays, ``grads`` is the gradient
+    of the loss to be minimized and ``value`` the loss; ``finite`` says whether the new
+    parameters are all finite (when it is False the caller keeps the old parameters and
+    state; Pyro's update, which steps in place, has already put them back).
+    ``get_state(opt_state)`` returns something that ``init(params, state=...)`` accepts to
+    resume. ``kind`` names the optimizer (``resume=`` checks it); ``check(params)`` raises
+    ``ValueError`` naming the learning rate when it is negative or not finite;
+    ``check_state(state, params)`` raises ``ValueError`` when a saved state does not fit
+    this optimizer and these parameters.
     """
 
     init: Callable
     update: Callable
     get_state: Callable
+    kind: str = ""
+    check: Callable = lambda params: None
+    check_state: Callable = lambda state, params: None
 
 
 def get_backend(name):

@@ -19,7 +19,7 @@ from numpyro.infer.util import log_density as _numpyro_log_density
 from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
-__all__ = ["compile_model", "as_data", "restore_params", "store_params"]
+__all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
 
 
 def as_data(data):
@@ -68,6 +68,9 @@ def _check_leaf(key, leaf, site):
     fn = site["fn"]
     if jnp.issubdtype(leaf.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(leaf))):
         raise ValueError(f"data leaf {key!r} (site {site['name']!r}) contains NaN or inf")
+    if not fn.support.is_discrete and not jnp.issubdtype(leaf.dtype, jnp.floating):
+        raise TypeError(f"data leaf {key!r} has dtype {leaf.dtype}, but site {site['name']!r} is continuous "
+                        f"(support {fn.support}): pass floating-point data")
     check_leaf_shape(key, leaf.shape, site["name"], tuple(fn.batch_shape) + tuple(fn.event_shape), fn.event_shape)
     if not bool(jnp.all(fn.support(leaf))):
         raise ValueError(f"data leaf {key!r} has values outside the support {fn.support} of site {site['name']!r}")
@@ -111,6 +114,10 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     try:
         trace = handlers.trace(traced).get_trace(data, *model_args, **model_kwargs)
     except Exception as e:  # often a data shape the model's own code cannot handle
+        if "Tensor" in str(e) or "torch" in str(e):
+            raise TypeError("data: the data are jax arrays (the NumPyro backend), but running the model "
+                            f"mixed them with torch tensors (a Pyro model?): {type(e).__name__}: {e}. Pass torch "
+                            "tensors to fit a Pyro model, or write the model with numpyro") from e
         _explain_failure(traced, data, model_args, model_kwargs, e)
     mapping = _match_leaves(trace, data)
     leaves = data if isinstance(data, dict) else {"data": data}
@@ -190,8 +197,10 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
         return out
 
     improper = tuple(n for n in sites if isinstance(_unwrap(trace[n]["fn"]), dist.ImproperUniform))
+    param_constraints = {n: repr(s["kwargs"].get("constraint", constraints.real)) for n, s in param_sites.items()}
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
-                     data_to_values, values_to_data, sample_base, log_density_parts, improper)
+                     data_to_values, values_to_data, sample_base, log_density_parts, improper,
+                     param_constraints=param_constraints)
 
 
 def _data_plate(trace, observed_names, latent_names, num_data):
@@ -250,4 +259,14 @@ def restore_params(info, saved_u):
 
 def store_params(info, params_u):
     """NumPyro keeps no parameter store; nothing to do."""
+    return None
+
+
+def snapshot_params():
+    """NumPyro keeps no parameter store: nothing to snapshot."""
+    return None
+
+
+def restore_snapshot(snapshot):
+    """NumPyro keeps no parameter store: nothing to restore."""
     return None

@@ -167,34 +167,32 @@ class JaxOps:
         on_true, on_false = true_fn(operand), false_fn(operand)
         return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
-    def make_chunk_runner(self, step, per_epoch):
-        """One jitted call for a chunk of whole epochs: each epoch is one ``lax.scan`` of
-        ``step`` over its updates, and a loop over the chunk's epochs stops after the last
-        epoch with an active update (the tail of a fit's last chunk costs nothing; inactive
-        updates inside a partly active epoch are masked by ``step``)."""
+    def make_chunk_runner(self, step):
+        """One jitted call for a chunk of updates: a ``lax.fori_loop`` of ``step`` over the
+        active updates (``active`` is a prefix mask), their statistics written into
+        buffers of the chunk's fixed length (NaN past the active ones). The chunk's length
+        is fixed, so the runner compiles once, and each update runs the same compiled
+        code whatever the number of active updates: results do not depend on how a fit is
+        cut into calls (the random keys live in the carry)."""
 
         @jax.jit
         def run(carry, data_values, xs):
             idx, active = xs
-            idx = idx.reshape((-1, per_epoch) + idx.shape[1:])
-            active = active.reshape((-1, per_epoch))
-
-            def epoch(c, xe):
-                return jax.lax.scan(lambda c_, x: step(data_values, c_, x), c, xe)
-
-            _, stats = jax.eval_shape(epoch, carry, (idx[0], active[0]))
+            _, stats = jax.eval_shape(lambda c, x: step(data_values, c, x), carry, (idx[0], active[0]))
             stats = jax.tree_util.tree_map(lambda s: jnp.full((idx.shape[0],) + s.shape, jnp.nan, s.dtype), stats)
 
-            def body(e, state):
+            def body(i, state):
                 c, buf = state
-                c, st = epoch(c, (idx[e], active[e]))
-                return c, jax.tree_util.tree_map(lambda b, s: b.at[e].set(s), buf, st)
+                c, st = step(data_values, c, (idx[i], active[i]))
+                return c, jax.tree_util.tree_map(lambda b, s: b.at[i].set(s), buf, st)
 
-            num_epochs = jnp.sum(jnp.any(active, axis=1))  # active epochs come first
-            carry, stats = jax.lax.fori_loop(0, num_epochs, body, (carry, stats))
-            return carry, jax.tree_util.tree_map(lambda s: s.reshape((-1,) + s.shape[2:]), stats)
+            return jax.lax.fori_loop(0, jnp.sum(active), body, (carry, stats))
 
         return run
+
+    def eval_shape(self, fn, *args):
+        """The shapes and dtypes of ``fn(*args)`` (``jax.eval_shape``: nothing is computed)."""
+        return jax.eval_shape(fn, *args)
 
     def make_sample_runner(self, kernel, logdensity, run_kernel):
         @jax.jit

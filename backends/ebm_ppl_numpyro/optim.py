@@ -1,10 +1,19 @@
 """``numpyro.optim`` optimizers and optax transformations as the (init, update) pair."""
 
+import jax
+import jax.numpy as jnp
 import numpyro.optim
 
+from ebm_ppl._tree import describe
 from ebm_ppl.backend import Optimizer
 
 __all__ = ["make_optimizer"]
+
+
+def _kind(optimizer, is_optax):
+    if is_optax:
+        return "optax.GradientTransformation"
+    return f"numpyro.optim.{type(optimizer).__name__}"
 
 
 def make_optimizer(optimizer=None):
@@ -12,6 +21,7 @@ def make_optimizer(optimizer=None):
     (default ``numpyro.optim.Adam(1e-2)``); the update is pure and jittable."""
     if optimizer is None:
         optimizer = numpyro.optim.Adam(step_size=1e-2)
+    is_optax = False
     if not isinstance(optimizer, numpyro.optim._NumPyroOptim):
         try:
             import optax
@@ -19,23 +29,49 @@ def make_optimizer(optimizer=None):
             optax = None
         if optax is not None and isinstance(optimizer, optax.GradientTransformation):
             optimizer = numpyro.optim.optax_to_numpyro(optimizer)
+            is_optax = True
         else:
             raise TypeError(
                 "optimizer: the NumPyro backend takes a numpyro.optim optimizer or an "
                 f"optax.GradientTransformation, got {type(optimizer).__name__}"
             )
+    kind = _kind(optimizer, is_optax)
 
     def init(params, state=None):
         return optimizer.init(params) if state is None else state
 
-    def update(grads, opt_state, params, value=None):
+    def raw_update(grads, opt_state, value):
         if getattr(optimizer, "update_with_value", False):
-            opt_state = optimizer.update(grads, opt_state, value=value)
-        else:
-            opt_state = optimizer.update(grads, opt_state)
-        return optimizer.get_params(opt_state), opt_state
+            return optimizer.update(grads, opt_state, value=value)
+        return optimizer.update(grads, opt_state)
+
+    def update(grads, opt_state, params, value=None):
+        new_state = raw_update(grads, opt_state, value)
+        new_params = optimizer.get_params(new_state)
+        leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(new_params)]
+        return new_params, new_state, jnp.all(jnp.stack(leaves))
 
     def get_state(opt_state):
         return opt_state
 
-    return Optimizer(init, update, get_state)
+    def check(params):
+        """A probe step from zero parameters with unit gradients must be finite and must not
+        go up the gradient (a negative or NaN learning rate), before any update is made."""
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        ones = jax.tree_util.tree_map(jnp.ones_like, params)
+        new = optimizer.get_params(raw_update(ones, optimizer.init(zeros), jnp.asarray(0.0)))
+        leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(new)]
+        if not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves):
+            raise ValueError("optimizer: its first step gives non-finite parameters (a learning rate that is "
+                             "NaN or inf?)")
+        if any(bool(jnp.any(x > 0)) for x in leaves):
+            raise ValueError("optimizer: its first step goes up the gradient (a negative learning rate?)")
+
+    def check_state(state, params):
+        fresh, saved = describe(optimizer.init(params)), describe(state)
+        if fresh != saved:
+            diff = next(((a, b) for a, b in zip(saved, fresh) if a != b), None)
+            where = f": at {diff[0][0] or 'the top'} the result has {diff[0][1]}, this optimizer {diff[1][1]}" if diff else ""
+            raise ValueError(f"resume: the result's optimizer state does not fit the optimizer given ({kind}){where}")
+
+    return Optimizer(init, update, get_state, kind, check, check_state)

@@ -1,7 +1,8 @@
 """The Pyro (PyTorch) backend of ebm_ppl."""
 
 from .ops import ops
-from .model import compile_model, as_data, restore_params, store_params
+from .model import compile_model, as_data, restore_params, store_params, snapshot_params, restore_snapshot
 from .optim import make_optimizer
 
-__all__ = ["ops", "compile_model", "as_data", "restore_params", "store_params", "make_optimizer"]
+__all__ = ["ops", "compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot",
+           "make_optimizer"]

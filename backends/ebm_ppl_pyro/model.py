@@ -21,7 +21,7 @@ from torch.distributions import biject_to
 from ebm_ppl._sites import Same, Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
-__all__ = ["compile_model", "as_data", "restore_params", "store_params"]
+__all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
 
 
 def as_data(data):
@@ -65,6 +65,11 @@ def _check_leaf(key, leaf, site):
     fn = site["fn"]
     if leaf.is_floating_point() and not torch.isfinite(leaf).all():
         raise ValueError(f"data leaf {key!r} (site {site['name']!r}) contains NaN or inf")
+    if not leaf.is_floating_point() and (not fn.support.is_discrete
+                                         or base_constraint(fn.support) is constraints.boolean):
+        what = "continuous" if not fn.support.is_discrete else "a Bernoulli/boolean site, whose values Pyro keeps as floats"
+        raise TypeError(f"data leaf {key!r} has dtype {leaf.dtype}, but site {site['name']!r} is {what} "
+                        f"(support {fn.support}): pass floating-point data, e.g. x.float()")
     check_leaf_shape(key, leaf.shape, site["name"], tuple(fn.batch_shape) + tuple(fn.event_shape), fn.event_shape)
     ok = fn.support.check(leaf)
     if not bool(torch.as_tensor(ok).all()):
@@ -90,6 +95,10 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     try:
         trace = _run(traced, (data,) + tuple(model_args), model_kwargs)
     except Exception as e:  # often a data shape the model's own code cannot handle
+        if "jax" in str(e) or "ArrayImpl" in str(e):
+            raise TypeError("data: the data are torch tensors (the Pyro backend), but running the model "
+                            f"mixed them with jax arrays (a NumPyro model?): {type(e).__name__}: {e}. Pass jax "
+                            "arrays to fit a NumPyro model, or write the model with pyro") from e
         _explain_failure(traced, data, model_args, model_kwargs, e)
     mapping = _match_leaves(trace, data)
     leaves = data if isinstance(data, dict) else {"data": data}
@@ -205,9 +214,10 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
         return {k: v.to(sites[k].dtype).detach() for k, v in out.items()}
 
     improper = tuple(n for n in sites if _is_improper(trace.nodes[n]["fn"]))
+    param_constraints = {n: repr(_constraint(n)) for n in param_names}
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base, log_density_parts, improper,
-                     log_density_grad, weighted_param_grad)
+                     log_density_grad, weighted_param_grad, param_constraints)
 
 
 _TRACE_AFTER = 2
@@ -442,3 +452,30 @@ def restore_params(info, saved_u):
 def store_params(info, params_u):
     """Pyro's parameters already live in the param store; nothing to do."""
     return None
+
+
+def snapshot_params():
+    """The param store's names, constraints and (copies of the) unconstrained values."""
+    store = pyro.get_param_store()
+    return {name: (store._params[name], store._params[name].detach().clone(), store._constraints.get(name))
+            for name in list(store._params)}
+
+
+def restore_snapshot(snapshot):
+    """Put the param store back as :func:`snapshot_params` found it: parameters a rejected
+    call added are removed, values and constraints of the others restored (in place)."""
+    store = pyro.get_param_store()
+    for name in [n for n in store._params if n not in snapshot]:
+        del store[name]
+    with torch.no_grad():
+        for name, (tensor, value, constraint) in snapshot.items():
+            if store._params.get(name) is not tensor:
+                old = store._params.get(name)
+                if old is not None:
+                    store._param_to_name.pop(old, None)
+                store._params[name] = tensor
+                store._param_to_name[tensor] = name
+            if tensor.shape == value.shape:
+                tensor.copy_(value)
+            if constraint is not None:
+                store._constraints[name] = constraint

@@ -155,8 +155,8 @@ class TorchOps:
     def cond(self, pred, true_fn, false_fn, operand):
         return true_fn(operand) if bool(pred) else false_fn(operand)
 
-    def make_chunk_runner(self, step, per_epoch):
-        """Run ``step`` over a chunk of updates, stopping at the first failure."""
+    def make_chunk_runner(self, step):
+        """Run ``step`` over the active updates of a chunk, stopping at the first failure."""
 
         def run(carry, data_values, xs):
             idx, active = xs
@@ -175,6 +175,10 @@ class TorchOps:
                                 for j in range(4))
 
         return run
+
+    def eval_shape(self, fn, *args):
+        """``fn(*args)`` (eager PyTorch has no abstract evaluation; used to compare structures)."""
+        return fn(*args)
 
     def make_sample_runner(self, kernel, logdensity, run_kernel):
         def run(key, position, aux, num_steps):

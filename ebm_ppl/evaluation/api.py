@@ -4,6 +4,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._exclusive import exclusive
 from .._problem import PROBE_SEED, compile_problem
 from ..samplers.base import build_kernel
 from .ais import ais_log_weights, log_mean_exp_with_stderr, temperature_schedule
@@ -34,6 +35,7 @@ def _check_count(name, value):
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+@exclusive
 def log_partition(
     model,
     params,
@@ -144,6 +146,7 @@ def _log_z_value(log_z):
     return float(value.reshape(()))
 
 
+@exclusive
 def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=(), model_kwargs=None):
     """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z) − log Z.
 
