@@ -15,6 +15,8 @@ from .api import fit_unnormalized
 from .api import log_likelihood
 from .api import log_partition
 from .api import sample
+from .checkpoint import load
+from .checkpoint import save
 from .estimators import CD
 from .estimators import PCD
 from .primitives import energy
@@ -33,8 +35,10 @@ __all__ = [
     "evaluation",
     "factor",
     "fit_unnormalized",
+    "load",
     "log_likelihood",
     "log_partition",
     "sample",
     "samplers",
+    "save",
 ]

@@ -76,7 +76,7 @@ def encode(tree, arrays, where="state"):
     out = {"array": len(arrays), "kind": kind}
     if kind == "torch":
         out["device"] = str(tree.device)
-    arrays.append(np.ascontiguousarray(_to_numpy(tree, kind)))
+    arrays.append(np.array(_to_numpy(tree, kind), order="C"))  # 0-d arrays stay 0-d
     return out
 
 

@@ -147,7 +147,7 @@ def save(result, path):
 
 def _read(path):
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             names = set(z.files)
             if "metadata" not in names or "checksum" not in names:
                 raise ValueError(f"{path!r} is not an ebm_ppl checkpoint (no metadata)")
@@ -155,9 +155,9 @@ def _read(path):
             checksum = str(z["checksum"])
             num = sum(1 for n in names if n.startswith("a") and n[1:].isdigit())
             arrays = [z[f"a{i}"] for i in range(num)]
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, zipfile.LargeZipFile) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
         raise ValueError(f"checkpoint {path!r} is truncated or corrupt: {type(e).__name__}: {e}") from None
     except ValueError as e:
         if "ebm_ppl checkpoint" in str(e):

@@ -38,7 +38,12 @@ def make_optimizer(optimizer=None):
     kind = _kind(optimizer, is_optax)
 
     def init(params, state=None):
-        return optimizer.init(params) if state is None else state
+        """A fresh state, or the saved leaves (``get_state``) put back into the tree of a
+        fresh state (its structure holds a ``PyTreeDef``, which is not data to save)."""
+        fresh = optimizer.init(params)
+        if state is None:
+            return fresh
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh), list(state))
 
     def raw_update(grads, opt_state, value):
         if getattr(optimizer, "update_with_value", False):
@@ -52,7 +57,8 @@ def make_optimizer(optimizer=None):
         return new_params, new_state, jnp.all(jnp.stack(leaves))
 
     def get_state(opt_state):
-        return opt_state
+        """The state's leaves, a list of arrays (``init(params, state=...)`` rebuilds it)."""
+        return list(jax.tree_util.tree_leaves(opt_state))
 
     def check(params):
         """A probe step from zero parameters with unit gradients must be finite and must not
@@ -68,7 +74,9 @@ def make_optimizer(optimizer=None):
             raise ValueError("optimizer: its first step goes up the gradient (a negative learning rate?)")
 
     def check_state(state, params):
-        fresh, saved = describe(optimizer.init(params)), describe(state)
+        if not isinstance(state, (list, tuple)):
+            raise ValueError(f"resume: the result's optimizer state is not a NumPyro optimizer state ({kind})")
+        fresh, saved = describe(list(jax.tree_util.tree_leaves(optimizer.init(params)))), describe(list(state))
         if fresh != saved:
             diff = next(((a, b) for a, b in zip(saved, fresh) if a != b), None)
             where = f": at {diff[0][0] or 'the top'} the result has {diff[0][1]}, this optimizer {diff[1][1]}" if diff else ""

@@ -6,6 +6,7 @@ Hinton (2002), Training products of experts by minimizing contrastive divergence
 Carreira-Perpiñán & Hinton (2005), On contrastive divergence learning (its bias).
 """
 
+import numbers
 from typing import Any, NamedTuple
 
 from .._problem import run_kernel
@@ -48,9 +49,9 @@ class CD:
     """
 
     def __init__(self, num_steps=1):
-        if isinstance(num_steps, bool) or not (isinstance(num_steps, int) and num_steps >= 1):
+        if isinstance(num_steps, bool) or not (isinstance(num_steps, numbers.Integral) and num_steps >= 1):
             raise ValueError(f"CD: num_steps must be an integer >= 1, got {num_steps!r}")
-        self.num_steps = num_steps
+        self.num_steps = int(num_steps)
 
     def __repr__(self):
         return f"CD(num_steps={self.num_steps})"

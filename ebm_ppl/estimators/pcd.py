@@ -11,6 +11,8 @@ Tieleman (2008), Training restricted Boltzmann machines using approximations to 
 likelihood gradient.
 """
 
+import numbers
+
 from .._problem import run_kernel
 from .cd import CDState
 
@@ -46,14 +48,14 @@ class PCD:
     """
 
     def __init__(self, num_chains=100, num_steps=1, init="base"):
-        if isinstance(num_chains, bool) or not (isinstance(num_chains, int) and num_chains >= 1):
+        if isinstance(num_chains, bool) or not (isinstance(num_chains, numbers.Integral) and num_chains >= 1):
             raise ValueError(f"PCD: num_chains must be an integer >= 1, got {num_chains!r}")
-        if isinstance(num_steps, bool) or not (isinstance(num_steps, int) and num_steps >= 1):
+        if isinstance(num_steps, bool) or not (isinstance(num_steps, numbers.Integral) and num_steps >= 1):
             raise ValueError(f"PCD: num_steps must be an integer >= 1, got {num_steps!r}")
         if init not in _INITS:
             raise ValueError(f"PCD: init must be one of {_INITS}, got {init!r}")
-        self.num_chains = num_chains
-        self.num_steps = num_steps
+        self.num_chains = int(num_chains)
+        self.num_steps = int(num_steps)
         self.init_method = init
 
     def __repr__(self):

@@ -29,6 +29,25 @@ class Kernel(NamedTuple):
     step: Callable
 
 
+def check_number(owner, name, value, low=0.0, low_inclusive=False, high=None, high_inclusive=False):
+    """``float(value)`` when it is a real number in the range, else ``ValueError`` naming
+    ``owner`` and the argument ``name`` (NaN and infinities are rejected)."""
+    import math
+    import numbers
+
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    if ok:
+        v = float(value)
+        ok = (v >= low if low_inclusive else v > low) if low is not None else True
+        if ok and high is not None:
+            ok = v <= high if high_inclusive else v < high
+    if not ok:
+        lo = "" if low is None else ("[" if low_inclusive else "(") + f"{low:g}"
+        hi = "inf)" if high is None else f"{high:g}" + ("]" if high_inclusive else ")")
+        raise ValueError(f"{owner}: {name} must be a finite number in {lo}, {hi}, got {value!r}")
+    return float(value)
+
+
 class Sampler:
     """Base class: subclasses say which sites they move and build their kernel."""
 

@@ -17,7 +17,7 @@ Hamiltonian dynamics, Handbook of MCMC. Beskos, Pillai, Roberts, Sanz-Serna & St
 import math
 from typing import Any, NamedTuple
 
-from .base import Sampler, Kernel
+from .base import Sampler, Kernel, check_number
 from .langevin import logdensity_and_grad, per_chain_sum
 
 __all__ = ["HMC", "HMCAux", "leapfrog"]
@@ -81,12 +81,14 @@ class HMC(Sampler):
     site_kind = "continuous"
 
     def __init__(self, step_size, num_leapfrog, adapt=False, target_accept=0.651, adapt_rate=0.05):
-        if not step_size > 0:
-            raise ValueError(f"step_size must be positive, got {step_size!r}")
-        if isinstance(num_leapfrog, bool) or not int(num_leapfrog) == num_leapfrog or num_leapfrog < 1:
-            raise ValueError(f"num_leapfrog must be a positive integer, got {num_leapfrog!r}")
-        if not 0 < target_accept < 1:
-            raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
+        step_size = check_number("HMC", "step_size", step_size)
+        check_number("HMC", "target_accept", target_accept, high=1.0)
+        adapt_rate = check_number("HMC", "adapt_rate", adapt_rate, low_inclusive=True)
+        import numbers
+
+        if (isinstance(num_leapfrog, bool) or not isinstance(num_leapfrog, numbers.Real)
+                or not math.isfinite(num_leapfrog) or int(num_leapfrog) != num_leapfrog or num_leapfrog < 1):
+            raise ValueError(f"HMC: num_leapfrog must be a positive integer, got {num_leapfrog!r}")
         self.step_size = float(step_size)
         self.num_leapfrog = int(num_leapfrog)
         self.adapt = bool(adapt)

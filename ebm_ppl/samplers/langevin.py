@@ -12,7 +12,7 @@ Du & Mordatch (2019), Implicit generation and generalization in energy-based mod
 
 import math
 
-from .base import Sampler, Kernel, nan_acceptance
+from .base import Sampler, Kernel, check_number, nan_acceptance
 
 __all__ = ["Langevin", "logdensity_and_grad", "differentiate", "per_chain_sum"]
 
@@ -63,10 +63,9 @@ class Langevin(Sampler):
     site_kind = "continuous"
 
     def __init__(self, step_size, noise_scale=None):
-        if not step_size > 0:
-            raise ValueError(f"step_size must be positive, got {step_size!r}")
-        self.step_size = float(step_size)
-        self.noise_scale = None if noise_scale is None else float(noise_scale)
+        self.step_size = check_number("Langevin", "step_size", step_size)
+        self.noise_scale = None if noise_scale is None else check_number("Langevin", "noise_scale", noise_scale,
+                                                                         low_inclusive=True)
 
     def build(self, ops, sites):
         names = tuple(s.name for s in sites)

@@ -15,7 +15,7 @@ approximations to Langevin diffusions.
 
 from typing import Any, NamedTuple
 
-from .base import Sampler, Kernel
+from .base import Sampler, Kernel, check_number
 from .langevin import logdensity_and_grad
 
 __all__ = ["MALA", "MALAAux"]
@@ -67,10 +67,9 @@ class MALA(Sampler):
     site_kind = "continuous"
 
     def __init__(self, step_size, adapt=False, target_accept=0.574, adapt_rate=0.05):
-        if not step_size > 0:
-            raise ValueError(f"step_size must be positive, got {step_size!r}")
-        if not 0 < target_accept < 1:
-            raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
+        step_size = check_number("MALA", "step_size", step_size)
+        check_number("MALA", "target_accept", target_accept, high=1.0)
+        adapt_rate = check_number("MALA", "adapt_rate", adapt_rate, low_inclusive=True)
         self.step_size = float(step_size)
         self.adapt = bool(adapt)
         self.target_accept = float(target_accept)
