@@ -4,6 +4,7 @@ import copy
 import math
 
 import torch
+import pyro
 import pyro.optim
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
@@ -78,6 +79,10 @@ def make_optimizer(optimizer=None):
     kind = _kind(optimizer)
 
     def init(params, state=None):
+        store = pyro.get_param_store()
+        for p in [p for p in optimizer.optim_objs if store.param_name(p) is None]:  # from a cleared store
+            del optimizer.optim_objs[p]
+            optimizer.grad_clip.pop(p, None)
         if state is not None:  # resume: fresh torch optimizers, loaded with the saved state
             optimizer.optim_objs.clear()
             optimizer.grad_clip.clear()
@@ -100,7 +105,7 @@ def make_optimizer(optimizer=None):
         return params, opt_state, True
 
     def get_state(opt_state):
-        return copy.deepcopy(opt_state.get_state())
+        return {k: v for k, v in copy.deepcopy(opt_state.get_state()).items() if k is not None}
 
     def check(params):
         _check_lr(optimizer)
