@@ -3,7 +3,10 @@
 
 The fit is written once over the backend contract (``ebm_ppl.backend``): one parameter
 update is a pure function ``step(carry, (batch_indices, active)) -> (carry, stats)`` that
-NumPyro's backend jits and scans over an epoch, and Pyro's backend runs in a plain loop.
+NumPyro's backend jits and loops over a chunk of updates, and Pyro's backend runs in a
+plain loop. The loop around the chunks (``_fit_loop``) sizes them by time, defers Ctrl-C
+to the next chunk boundary, writes checkpoints and keeps the last consistent state
+(``_Progress``) that ``err.result`` and checkpoints are made from (``_make_result``).
 """
 
 import collections

@@ -514,20 +514,28 @@ def test_soak_sigkill_and_restart_from_checkpoint(fw, tmp_path):
     script.write_text(SOAK.format(root=ROOT, backends=os.path.join(ROOT, "backends"),
                                   tests=os.path.join(ROOT, "tests"), backend=fw.name))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    start = time.perf_counter()
-    subprocess.run([sys.executable, str(script), str(total), str(tmp_path / "a.ckpt"), str(tmp_path / "a.npz")],
-                   check=True, env=env)
-    seconds = time.perf_counter() - start
+
+    def start(name):
+        return subprocess.Popen([sys.executable, str(script), str(total), str(tmp_path / f"{name}.ckpt"),
+                                 str(tmp_path / f"{name}.npz")], env=env)
+
+    def wait_for_first_checkpoint(proc, name):
+        while not (tmp_path / f"{name}.ckpt").exists():
+            assert proc.poll() is None, "the run ended without writing a checkpoint"
+            time.sleep(0.005)
+        return time.perf_counter()
+
+    proc = start("a")  # uninterrupted; times the part after the first checkpoint
+    first = wait_for_first_checkpoint(proc, "a")
+    assert proc.wait() == 0
+    seconds = time.perf_counter() - first
     rng = np.random.default_rng()  # a random moment, on purpose: any moment must do
-    proc = subprocess.Popen([sys.executable, str(script), str(total), str(tmp_path / "b.ckpt"),
-                             str(tmp_path / "b.npz")], env=env)
-    deadline = time.perf_counter() + rng.uniform(0.3, 0.9) * seconds
+    proc = start("b")
+    deadline = wait_for_first_checkpoint(proc, "b") + rng.uniform(0.0, 0.8) * seconds
     while time.perf_counter() < deadline and proc.poll() is None:
-        time.sleep(0.01)
+        time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    if not (tmp_path / "b.ckpt").exists():
-        pytest.fail("killed before the first checkpoint: the run is too short to soak")
     killed_at = ebm_ppl.load(tmp_path / "b.ckpt").state.num_updates
     subprocess.run([sys.executable, str(script), str(total), str(tmp_path / "b.ckpt"), str(tmp_path / "b.npz"),
                     "resume"], check=True, env=env)

@@ -1,7 +1,7 @@
 """JAX implementations of the ops the algorithms need (keys, gradients, loops).
 
-The chunk runner jits one scan over a chunk of parameter updates: an epoch (or several) is
-one compiled ``lax.scan`` call, compiled once per fit.
+The chunk runner jits one loop over a chunk of parameter updates (of a fixed length, the
+active ones run): a chunk is one compiled call, compiled once per fit configuration.
 """
 
 import contextlib
