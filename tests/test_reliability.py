@@ -452,7 +452,7 @@ def test_load_executes_nothing_and_round_trips(fw, tmp_path, monkeypatch):
     assert loaded.state.signature == result.state.signature
 
 
-def test_damaged_checkpoints_raise_clearly(fw, tmp_path):
+def test_damaged_checkpoints_raise_clearly(fw, tmp_path, monkeypatch):
     result = ebm_ppl.fit_unnormalized(ising_model(fw), fw.array(X), num_steps=3, **_kw(fw))
     path = tmp_path / "fit.npz"
     ebm_ppl.save(result, path)
@@ -468,6 +468,13 @@ def test_damaged_checkpoints_raise_clearly(fw, tmp_path):
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="not an ebm_ppl checkpoint"):
         ebm_ppl.load(tmp_path / "other.npz")
+    import ebm_ppl.checkpoint
+
+    monkeypatch.setattr(ebm_ppl.checkpoint, "VERSION", 99)  # a file from a later version
+    ebm_ppl.save(result, tmp_path / "v99.npz")
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="format version 99.*reads version 1"):
+        ebm_ppl.load(tmp_path / "v99.npz")
 
 
 def test_checkpoint_every_writes_resumable_checkpoints(fw, tmp_path):
