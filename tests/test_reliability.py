@@ -468,9 +468,9 @@ def test_damaged_checkpoints_raise_clearly(fw, tmp_path, monkeypatch):
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="not an ebm_ppl checkpoint"):
         ebm_ppl.load(tmp_path / "other.npz")
-    import ebm_ppl.checkpoint
+    from ebm_ppl import checkpoint
 
-    monkeypatch.setattr(ebm_ppl.checkpoint, "VERSION", 99)  # a file from a later version
+    monkeypatch.setattr(checkpoint, "VERSION", 99)  # a file from a later version
     ebm_ppl.save(result, tmp_path / "v99.npz")
     monkeypatch.undo()
     with pytest.raises(ValueError, match="format version 99.*reads version 1"):
