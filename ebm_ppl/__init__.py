@@ -16,7 +16,10 @@ from .api import log_likelihood
 from .api import log_partition
 from .api import sample
 from .estimators import CD
+from .estimators import FPCD
 from .estimators import PCD
+from .estimators import PT
+from .estimators import ReplayBuffer
 from .primitives import energy
 from .primitives import factor
 
@@ -24,10 +27,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CD",
+    "FPCD",
     "FitResult",
     "FitState",
     "LogZ",
     "PCD",
+    "PT",
+    "ReplayBuffer",
     "energy",
     "estimators",
     "evaluation",

@@ -104,7 +104,15 @@ def _check_fit_args(estimator, num_epochs, num_steps, batch_size):
     _check_positive_int("num_steps", num_steps)
     _check_positive_int("batch_size", batch_size)
     if not (hasattr(estimator, "update") and hasattr(estimator, "init")):
-        raise TypeError(f"estimator must be ebm_ppl.CD(...) or ebm_ppl.PCD(...), got {estimator!r}")
+        raise TypeError("estimator must be one of ebm_ppl.CD, PCD, PT, FPCD, ReplayBuffer (an object with "
+                        f"init and update), got {estimator!r}")
+
+
+def _negative_chains(estimator, est_state):
+    """The estimator's negative-phase chains (sampler space): PT's β = 1 replicas, else ``position``."""
+    if hasattr(estimator, "negative_chains"):
+        return estimator.negative_chains(est_state)
+    return est_state.position
 
 
 def _make_step(problem, estimator, optimizer):
@@ -119,8 +127,9 @@ def _make_step(problem, estimator, optimizer):
         key, key_neg = ops.split(key, 2)
         batch = {k: v[idx] for k, v in data_values.items()}
         with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
-            new_est, positive, negative, rate = estimator.update(key_neg, problem, est_state,
-                                                                 ops.stop_gradient(params), batch)
+            out = estimator.update(key_neg, problem, est_state, ops.stop_gradient(params), batch, batch_index=idx)
+        new_est, positive, negative, rate = out[:4]
+        extra = tuple(out[4]) if len(out) > 4 else ()  # the estimator's own history entries
         positive = problem.from_internal(ops.stop_gradient(positive))
         negative = problem.from_internal(ops.stop_gradient(negative))
 
@@ -148,6 +157,8 @@ def _make_step(problem, estimator, optimizer):
 
         def apply(_):
             new_params, new_opt = optimizer.update(grads, opt_state, params, loss)
+            if hasattr(estimator, "after_gradient"):  # e.g. FPCD's fast weights
+                return new_params, new_opt, estimator.after_gradient(new_est, grads)
             return new_params, new_opt, new_est
 
         def skip(_):
@@ -157,7 +168,7 @@ def _make_step(problem, estimator, optimizer):
         key = ops.select_key(active, key, old_key)
         failed = xp.where(active & ~ok & (failed < 0), t, failed)
         t = t + xp.where(active, 1, 0)
-        stats = (loss, pos, neg, rate)
+        stats = (loss, pos, neg, rate) + extra
         return (params2, opt2, est2, key, t, failed), stats
 
     return step
@@ -398,7 +409,7 @@ def fit_unnormalized(
     params, opt_state, est_state, key, t, failed = carry
     history = {
         name_: np.concatenate([s[i] for s in stats]).astype(float) if stats else np.zeros(0)
-        for i, name_ in enumerate(_HISTORY)
+        for i, name_ in enumerate(_HISTORY + tuple(getattr(estimator, "history_names", ())))
     }
     n_updates = int(ops.to_numpy(t))
     state = FitState(
@@ -414,7 +425,7 @@ def fit_unnormalized(
     result = FitResult(
         params=ops.copy_tree(info.constrain(params)),
         history=history,
-        chains=ops.copy_tree(problem.from_internal(est_state.position)),
+        chains=ops.copy_tree(problem.from_internal(_negative_chains(estimator, est_state))),
         state=state,
         backend=name,
     )
