@@ -20,6 +20,7 @@ from .estimators import FPCD
 from .estimators import PCD
 from .estimators import PT
 from .estimators import ReplayBuffer
+from .monitor import Monitor
 from .primitives import energy
 from .primitives import factor
 
@@ -31,6 +32,7 @@ __all__ = [
     "FitResult",
     "FitState",
     "LogZ",
+    "Monitor",
     "PCD",
     "PT",
     "ReplayBuffer",

@@ -16,6 +16,7 @@ from ._problem import PROBE_SEED, Problem, compile_problem, run_kernel
 from ._sites import Same as _Same
 from .backend import detect_backend, get_backend
 from .estimators import PCD
+from .monitor import MonitorRun, as_monitors
 from .evaluation import LogZ, log_likelihood, log_partition
 from .samplers.base import build_kernel, is_adaptive, restrict_sampler
 
@@ -243,6 +244,7 @@ def fit_unnormalized(
     resume=None,
     model_args=(),
     model_kwargs=None,
+    monitor=None,
 ):
     """Fit the parameters of an unnormalized model by (stochastic) maximum likelihood.
 
@@ -281,6 +283,12 @@ def fit_unnormalized(
         Continue its chains, parameters, optimizer state and random streams.
     model_args, model_kwargs
         Extra arguments passed to the model after the batch.
+    monitor : Monitor or list of callables, optional
+        What to evaluate between updates (:class:`ebm_ppl.Monitor`: held-out exact / AIS
+        log-likelihood, pseudo-likelihood, split R-hat and ESS of the chains; or callables
+        ``f(step, params, chains) -> dict``, evaluated once per epoch). Values land in
+        ``history`` (NaN between evaluations) and on the progress bar; ``Monitor.every``
+        must be a multiple of the updates per epoch.
 
     Returns
     -------
@@ -316,6 +324,7 @@ def fit_unnormalized(
     """
     estimator = PCD() if estimator is None else estimator
     _check_fit_args(estimator, num_epochs, num_steps, batch_size)
+    monitor = as_monitors(monitor)
     name = detect_backend(data, backend)
     if resume is not None:
         if not isinstance(resume, FitResult):
@@ -335,6 +344,11 @@ def fit_unnormalized(
     per_epoch = num_data // batch_size
     epochs_per_chunk = max(1, math.ceil(_CHUNK_UPDATES / per_epoch))
     chunk_len = epochs_per_chunk * per_epoch
+    if monitor is not None:  # evaluations fall between compiled chunks: chunks of `every` updates
+        every = monitor.every or per_epoch
+        if every % per_epoch:
+            raise ValueError(f"monitor: every={every} must be a multiple of the updates per epoch ({per_epoch})")
+        chunk_len = every
     cache_key = _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer,
                               batch_size, chunk_len) if ops.caches_compiled else None
     cached = _COMPILED.get(cache_key) if cache_key is not None else None
@@ -384,6 +398,11 @@ def fit_unnormalized(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, disable=not progress_bar, desc="fit_unnormalized", leave=False)
+    watch = None
+    if monitor is not None:
+        ctx = dict(problem=problem, model=model, backend=name, model_args=model_args, model_kwargs=model_kwargs,
+                   data_to_values=lambda d: info.data_to_values(be.as_data(d)))
+        watch = MonitorRun(monitor, every, ctx, done)
     remaining = total
     try:
         while remaining > 0:
@@ -403,6 +422,9 @@ def fit_unnormalized(
                 bar.set_postfix(loss=f"{stats[-1][0][-1]:.4g}", acc=f"{acc:.3g}")
             if fail_at >= 0:
                 break
+            if watch is not None and watch.after_chunk(total - remaining, carry[0],
+                                                       _negative_chains(estimator, carry[2]), bar):
+                break  # early stop
     finally:
         bar.close()
 
@@ -412,6 +434,8 @@ def fit_unnormalized(
         for i, name_ in enumerate(_HISTORY + tuple(getattr(estimator, "history_names", ())))
     }
     n_updates = int(ops.to_numpy(t))
+    if watch is not None:
+        history.update(watch.history(len(history["loss"])))
     state = FitState(
         params=ops.copy_tree(params),
         optimizer_state=opt.get_state(opt_state),
