@@ -14,7 +14,7 @@ EDGES = [(SIDE * r + c, SIDE * r + c + 1) for r in range(SIDE) for c in range(SI
 ]
 I = [e[0] for e in EDGES]
 K = [e[1] for e in EDGES]
-J_TRUE = np.full(len(EDGES), float(__import__("os").environ.get("LAT_J", "0.8")))
+J_TRUE = np.full(len(EDGES), float(__import__("os").environ.get("LAT_J", "0.9")))
 H_TRUE = np.full(D, 0.05)  # the all-up mode carries about 4/5 of the mass
 
 
