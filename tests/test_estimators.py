@@ -198,3 +198,21 @@ def test_lattice_pt_mixes_where_pcd_does_not(fw):
     print(f"{fw.name}: 4x4 lattice gaps to the exact MLE (nats/example): {gaps}")
     assert 0 <= gaps["pt"] < 0.02, gaps
     assert gaps["pcd"] > gaps["pt"] + 0.02, gaps
+
+
+@pytest.mark.slow
+def test_gaussians8_pt_recovers_mode_weights(fw):
+    """A 2-D MLP energy on 8 well-separated Gaussians (radius 4, sd 0.3, weights 1/36 ... 8/36):
+    PT's fit puts each mode's mass (grid-normalized density, Voronoi cells) within 0.05 of
+    its weight. PCD + MALA with the same chain transitions: benchmarks/mixing.py."""
+    from gaussians8 import WEIGHTS, mixture_data, mlp_energy_model, mode_weights, numpy_log_density
+
+    model, _ = mlp_energy_model(fw)
+    result = ebm_ppl.fit_unnormalized(
+        model, fw.array(mixture_data()), estimator=ebm_ppl.PT(num_chains=200, num_temperatures=8, num_steps=2),
+        optimizer=fw.adam_decay(0.005, 0.9995), num_steps=6000, batch_size=200, rng_seed=0, progress_bar=False,
+    )
+    P = {k: fw.to_numpy(v).astype(np.float64) for k, v in result.params.items()}
+    w = mode_weights(lambda pts: numpy_log_density(P, pts))
+    print(f"{fw.name}: 8 Gaussians, PT mode weights {w.round(3)}, true {WEIGHTS.round(3)}")
+    assert np.abs(w - WEIGHTS).max() < 0.05, (w, WEIGHTS)
