@@ -261,8 +261,9 @@ def fit_unnormalized(
         examples on axis 0, or a dict of such arrays).
     data : array or dict of arrays
         The training set; it is never modified.
-    estimator : CD or PCD, optional
-        Default ``PCD(num_chains=100, num_steps=1)``.
+    estimator : CD, PCD, PT, FPCD or ReplayBuffer, optional
+        Default ``PCD(num_chains=100, num_steps=1)``. An estimator may add entries to
+        ``history`` (PT: ``"swap_rate"``).
     sampler : "auto" or a sampler from ``ebm_ppl.samplers``
         ``"auto"``: Gibbs on discrete sites, MALA (adapted step size) on continuous ones.
     optimizer : optional
