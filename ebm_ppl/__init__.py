@@ -18,7 +18,11 @@ from .api import sample
 from .checkpoint import load
 from .checkpoint import save
 from .estimators import CD
+from .estimators import FPCD
 from .estimators import PCD
+from .estimators import PT
+from .estimators import ReplayBuffer
+from .monitor import Monitor
 from .primitives import energy
 from .primitives import factor
 
@@ -26,10 +30,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CD",
+    "FPCD",
     "FitResult",
     "FitState",
     "LogZ",
+    "Monitor",
     "PCD",
+    "PT",
+    "ReplayBuffer",
     "energy",
     "estimators",
     "evaluation",

@@ -83,13 +83,14 @@ class Problem:
             return ()
         return self.positive_kernel.init(self.init_position(rng_key, batch_size, "base"))
 
-    def positive(self, rng_key, aux, params, batch_values, num_steps):
+    def positive(self, rng_key, aux, params, batch_values, num_steps, start=None):
         """The positive phase: latent sites drawn given the batch (observed sites clamped).
 
-        Latent chains start from the sites' base distributions at every update and run
-        ``num_steps`` transitions of the positive kernel (one exact block-Gibbs step
-        already draws an RBM's hidden layer from p(h | v)). Returns the sampler-space
-        position (batch + latents) and the kernel's adapted state.
+        Latent chains start from the sites' base distributions at every update, or from
+        ``start`` (latent site -> sampler-space values, one row per example: persistent
+        per-example chains), and run ``num_steps`` transitions of the positive kernel (one
+        exact block-Gibbs step already draws an RBM's hidden layer from p(h | v)). Returns
+        the sampler-space position (batch + latents) and the kernel's adapted state.
         """
         observed = self.to_internal(batch_values)
         if not self.latent_names:
@@ -97,7 +98,9 @@ class Problem:
         key_init, key_run = self.ops.split(rng_key, 2)
         like = next(iter(batch_values.values()))
         num = like.shape[0]
-        if getattr(self.positive_kernel.step, "redraws_all", False):
+        if start is not None:
+            position = dict(start)
+        elif getattr(self.positive_kernel.step, "redraws_all", False):
             # the first step draws every latent coordinate afresh given the batch, whatever
             # its current value (one block-Gibbs block): a draw from the base is wasted work
             position = {n: self.ops.zeros((num,) + tuple(self.sites[n].shape), self.sites[n].dtype, like)

@@ -24,6 +24,7 @@ from ._sites import Same as _Same
 from ._tree import describe
 from .backend import detect_backend, get_backend
 from .estimators import PCD
+from .monitor import MonitorRun, as_monitors
 from .evaluation import LogZ, log_likelihood, log_partition
 from .samplers.base import build_kernel, is_adaptive, restrict_sampler
 
@@ -131,7 +132,8 @@ def _check_fit_args(estimator, num_epochs, num_steps, batch_size, rng_seed=0, ch
     _check_positive_int("batch_size", batch_size)
     _check_rng_seed(rng_seed)
     if not (hasattr(estimator, "update") and hasattr(estimator, "init")):
-        raise TypeError(f"estimator must be ebm_ppl.CD(...) or ebm_ppl.PCD(...), got {estimator!r}")
+        raise TypeError("estimator must be one of ebm_ppl.CD, PCD, PT, FPCD, ReplayBuffer (an object with "
+                        f"init and update), got {estimator!r}")
     _check_positive_int("checkpoint_every", checkpoint_every)
     if (checkpoint_every is None) != (checkpoint_path is None):
         raise ValueError("pass checkpoint_every and checkpoint_path together, got "
@@ -161,6 +163,13 @@ def _check_data(data):
         raise ValueError(f"data leaves have different numbers of examples on axis 0: {counts}")
 
 
+def _negative_chains(estimator, est_state):
+    """The estimator's negative-phase chains (sampler space): PT's β = 1 replicas, else ``position``."""
+    if hasattr(estimator, "negative_chains"):
+        return estimator.negative_chains(est_state)
+    return est_state.position
+
+
 def _make_step(problem, estimator, optimizer):
     """One parameter update as a pure function of (carry, (indices, active)).
 
@@ -177,8 +186,9 @@ def _make_step(problem, estimator, optimizer):
         key, key_neg = ops.split(key, 2)
         batch = {k: v[idx] for k, v in data_values.items()}
         with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
-            new_est, positive, negative, rate = estimator.update(key_neg, problem, est_state,
-                                                                 ops.stop_gradient(params), batch)
+            out = estimator.update(key_neg, problem, est_state, ops.stop_gradient(params), batch, batch_index=idx)
+        new_est, positive, negative, rate = out[:4]
+        extra = tuple(out[4]) if len(out) > 4 else ()  # the estimator's own history entries
         positive = problem.from_internal(ops.stop_gradient(positive))
         negative = problem.from_internal(ops.stop_gradient(negative))
 
@@ -206,6 +216,8 @@ def _make_step(problem, estimator, optimizer):
 
         def apply(_):  # the optimizer says whether its new parameters are all finite
             new_params, new_opt, finite = optimizer.update(grads, opt_state, params, loss)
+            if hasattr(estimator, "after_gradient"):  # e.g. FPCD's fast weights
+                return new_params, new_opt, estimator.after_gradient(new_est, grads), finite
             return new_params, new_opt, new_est, finite
 
         def skip(_):
@@ -218,7 +230,7 @@ def _make_step(problem, estimator, optimizer):
         key = ops.select_key(active, key, old_key)
         failed = xp.where(active & ~ok & (failed < 0), t, failed)
         t = t + xp.where(active, 1, 0)
-        stats = (loss, pos, neg, rate)
+        stats = (loss, pos, neg, rate) + extra
         return (params2, opt2, est2, key, t, failed), stats
 
     return step
@@ -438,6 +450,7 @@ class _Fit(NamedTuple):
     name: str
     done: int  # updates before this call
     signature: dict
+    watch: Any = None  # the monitor bound to this call (monitor.MonitorRun), or None
 
 
 def _make_result(fit, carry, stats, num_applied, batches_state):
@@ -446,8 +459,10 @@ def _make_result(fit, carry, stats, num_applied, batches_state):
     params, opt_state, est_state, key = carry[:4]
     history = {
         name_: np.concatenate([s[i] for s in stats]).astype(float) if stats else np.zeros(0)
-        for i, name_ in enumerate(_HISTORY)
+        for i, name_ in enumerate(_HISTORY + tuple(getattr(fit.estimator, "history_names", ())))
     }
+    if fit.watch is not None:
+        history.update(fit.watch.history(num_applied))
     data_key, perm, offset = batches_state
     state = FitState(
         params=ops.copy_tree(params),
@@ -465,7 +480,7 @@ def _make_result(fit, carry, stats, num_applied, batches_state):
     return FitResult(
         params=ops.copy_tree(info.constrain(params)),
         history=history,
-        chains=ops.copy_tree(fit.problem.from_internal(est_state.position)),
+        chains=ops.copy_tree(fit.problem.from_internal(_negative_chains(fit.estimator, est_state))),
         state=state,
         backend=fit.name,
     )
@@ -503,7 +518,9 @@ def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like
     Stops early at a non-finite update or at an interrupt (SIGINT deferred to the next
     chunk boundary, or a KeyboardInterrupt raised in between: the state is then the last
     consistent one). ``checkpoint = (every, path)`` saves the result every ``every``
-    updates (counted over resumed calls too)."""
+    updates (counted over resumed calls too). A monitor (``fit.watch``) is evaluated
+    after every ``fit.watch.every`` updates of the call (chunks end there) and may stop
+    the fit early."""
     from .checkpoint import save
 
     sizer = _ChunkSizer(chunk_len)
@@ -514,6 +531,8 @@ def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like
                 limit = total - good.num_applied
                 if checkpoint is not None:
                     limit = min(limit, checkpoint[0] - (fit.done + good.num_applied) % checkpoint[0])
+                if fit.watch is not None:
+                    limit = min(limit, fit.watch.every - good.num_applied % fit.watch.every)
                 n = sizer.next(limit)
                 start = time.perf_counter()
                 new, failed = _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like)
@@ -524,6 +543,9 @@ def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like
                     break
                 if checkpoint is not None and (fit.done + good.num_applied) % checkpoint[0] == 0:
                     save(_make_result(fit, good.carry, good.stats, good.num_applied, good.batches), checkpoint[1])
+                if fit.watch is not None and fit.watch.after_chunk(
+                        good.num_applied, good.carry[0], _negative_chains(fit.estimator, good.carry[2]), bar):
+                    break  # early stop
             interrupted = guard.pending
         except KeyboardInterrupt:
             interrupted = True
@@ -556,6 +578,7 @@ def fit_unnormalized(
     resume=None,
     model_args=(),
     model_kwargs=None,
+    monitor=None,
     checkpoint_every=None,
     checkpoint_path=None,
 ):
@@ -574,8 +597,9 @@ def fit_unnormalized(
         examples on axis 0, or a dict of such arrays).
     data : array or dict of arrays
         The training set; it is never modified.
-    estimator : CD or PCD, optional
-        Default ``PCD(num_chains=100, num_steps=1)``.
+    estimator : CD, PCD, PT, FPCD or ReplayBuffer, optional
+        Default ``PCD(num_chains=100, num_steps=1)``. An estimator may add entries to
+        ``history`` (PT: ``"swap_rate"``).
     sampler : "auto" or a sampler from ``ebm_ppl.samplers``
         ``"auto"``: Gibbs on discrete sites, MALA (adapted step size) on continuous ones.
     optimizer : optional
@@ -601,6 +625,11 @@ def fit_unnormalized(
         sampler and batch size, an optimizer of the same kind.
     model_args, model_kwargs
         Extra arguments passed to the model after the batch.
+    monitor : Monitor or list of callables, optional
+        What to evaluate between updates (:class:`ebm_ppl.Monitor`: held-out exact / AIS
+        log-likelihood, pseudo-likelihood, split R-hat and ESS of the chains; or callables
+        ``f(step, params, chains) -> dict``, evaluated once per epoch). Values land in
+        ``history`` (NaN between evaluations) and on the progress bar.
     checkpoint_every, checkpoint_path : int and path, optional
         Together: save the result with :func:`ebm_ppl.save` to ``checkpoint_path`` every
         ``checkpoint_every`` updates (counted from the first call of a resumed fit),
@@ -652,6 +681,7 @@ def fit_unnormalized(
     """
     estimator = PCD() if estimator is None else estimator
     _check_fit_args(estimator, num_epochs, num_steps, batch_size, rng_seed, checkpoint_every, checkpoint_path)
+    monitor = as_monitors(monitor)
     name = detect_backend(data, backend)
     if resume is not None:
         if not isinstance(resume, FitResult):
@@ -673,7 +703,12 @@ def fit_unnormalized(
     params, opt_state, est_state, key, data_key, done, perm, offset = _start_state(
         ops, be, info, opt, init_chains, data_values, like, rng_seed, resume)
     total = num_steps if num_steps is not None else num_epochs * (num_data // batch_size)
-    fit = _Fit(ops, be, info, problem, opt, estimator, name, done, signature)
+    watch = None
+    if monitor is not None:  # evaluated every `every` updates of the call (callables: every epoch)
+        ctx = dict(problem=problem, model=model, backend=name, model_args=model_args, model_kwargs=model_kwargs,
+                   data_to_values=lambda d: info.data_to_values(be.as_data(d)))
+        watch = MonitorRun(monitor, monitor.every or num_data // batch_size, ctx, done)
+    fit = _Fit(ops, be, info, problem, opt, estimator, name, done, signature, watch)
     batches = _Minibatches(ops, data_key, num_data, batch_size, perm, offset)
     carry = (params, opt_state, est_state, key, ops.asarray(0, None, int_=True), ops.asarray(-1, None, int_=True))
     good = _Progress(carry, [], 0, batches.state())

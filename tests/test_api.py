@@ -19,7 +19,8 @@ def test_import_pulls_no_framework():
 
 
 def test_public_names():
-    for name in ["fit_unnormalized", "sample", "factor", "energy", "CD", "PCD", "FitResult", "samplers", "estimators"]:
+    for name in ["fit_unnormalized", "sample", "factor", "energy", "CD", "PCD", "PT", "FPCD", "ReplayBuffer",
+                 "Monitor", "FitResult", "samplers", "estimators"]:
         assert name in ebm_ppl.__all__ and hasattr(ebm_ppl, name)
     for name in ["Gibbs", "MALA", "Langevin"]:
         assert hasattr(ebm_ppl.samplers, name)

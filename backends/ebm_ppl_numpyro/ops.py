@@ -123,6 +123,10 @@ class JaxOps:
     def set_column(self, x, i, v):
         return x.at[:, i].set(v.astype(x.dtype))
 
+    def set_rows(self, x, idx, v):
+        """A copy of ``x`` with rows ``idx`` (distinct integers) set to ``v``."""
+        return x.at[idx].set(v.astype(x.dtype))
+
     def logsumexp(self, x, axis=-1):
         """log Σ exp(x) along ``axis`` (stable; -inf entries allowed)."""
         return jax.nn.logsumexp(x, axis=axis)

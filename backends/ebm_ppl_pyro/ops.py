@@ -102,6 +102,12 @@ class TorchOps:
         y[:, i] = v
         return y
 
+    def set_rows(self, x, idx, v):
+        """A copy of ``x`` with rows ``idx`` (distinct integers) set to ``v``."""
+        y = x.clone()
+        y[idx] = v.to(x.dtype)
+        return y
+
     def logsumexp(self, x, axis=-1):
         """log Σ exp(x) along ``axis`` (stable; -inf entries allowed)."""
         return torch.logsumexp(x, dim=axis)
@@ -172,7 +178,7 @@ class TorchOps:
                 nan = torch.full((0,), float("nan"))
                 return carry, (nan, nan, nan, nan)
             return carry, tuple(torch.stack([torch.as_tensor(o[j]).detach().float() for o in outs])
-                                for j in range(4))
+                                for j in range(len(outs[0])))
 
         return run
 

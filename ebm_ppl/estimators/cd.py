@@ -6,10 +6,10 @@ Hinton (2002), Training products of experts by minimizing contrastive divergence
 Carreira-Perpiñán & Hinton (2005), On contrastive divergence learning (its bias).
 """
 
-import numbers
 from typing import Any, NamedTuple
 
 from .._problem import run_kernel
+from ._common import check_int, check_positive_args, init_positive, positive_repr, run_positive
 
 __all__ = ["CD", "CDState"]
 
@@ -25,7 +25,9 @@ class CDState(NamedTuple):
     aux : Any
         The negative-phase sampler's adapted state (step sizes), carried across updates.
     positive_aux : Any
-        The positive-phase sampler's adapted state (models with latent sites).
+        The positive-phase state (models with latent sites): the sampler's adapted state,
+        or :class:`~ebm_ppl.estimators._common.PersistentLatents` with
+        ``positive="persistent"``.
     """
 
     position: Any
@@ -36,11 +38,23 @@ class CDState(NamedTuple):
 class CD:
     """CD-k: each update runs ``num_steps`` transitions from the current batch.
 
-    With latent sites, the positive phase first draws them given the batch (``num_steps``
-    transitions of the sampler restricted to the latent sites, from their base
-    distributions), and the negative chains start from that joint state, as in Hinton's
-    CD for restricted Boltzmann machines. Cheap and low-variance, but biased: its fixed
-    point is not the maximum-likelihood estimate unless the chains mix in ``num_steps``.
+    With latent sites, the positive phase first draws them given the batch
+    (``positive_steps`` transitions of the sampler restricted to the latent sites, from
+    their base distributions, or continuing per-example chains with
+    ``positive="persistent"``), and the negative chains start from that joint state, as in
+    Hinton's CD for restricted Boltzmann machines. Cheap and low-variance, but biased: its
+    fixed point is not the maximum-likelihood estimate unless the chains mix in
+    ``num_steps``.
+
+    Parameters
+    ----------
+    num_steps : int
+        Sampler transitions per parameter update.
+    positive : {"base", "persistent"}
+        Latent sites of the positive phase: redrawn from their base distributions at every
+        update, or one persistent chain per training example.
+    positive_steps : int, optional
+        Transitions of the positive phase (default ``num_steps``).
 
     Examples
     --------
@@ -48,25 +62,29 @@ class CD:
     CD(num_steps=5)
     """
 
-    def __init__(self, num_steps=1):
-        if isinstance(num_steps, bool) or not (isinstance(num_steps, numbers.Integral) and num_steps >= 1):
-            raise ValueError(f"CD: num_steps must be an integer >= 1, got {num_steps!r}")
+    def __init__(self, num_steps=1, positive="base", positive_steps=None):
+        check_int("CD", "num_steps", num_steps)
+        check_positive_args("CD", positive, positive_steps)
         self.num_steps = int(num_steps)
+        self.positive = positive
+        self.positive_steps = None if positive_steps is None else int(positive_steps)
 
     def __repr__(self):
-        return f"CD(num_steps={self.num_steps})"
+        return f"CD(num_steps={self.num_steps}{positive_repr(self)})"
 
     def init(self, problem, rng_key, data_values, batch_size):
         key_neg, key_pos = problem.ops.split(rng_key, 2)
         first = {k: v[:batch_size] for k, v in data_values.items()}
         position = problem.init_position(key_neg, batch_size, "base")
         position.update(problem.to_internal(first))
-        return CDState(position, problem.kernel.init(position), problem.init_positive_aux(key_pos, batch_size))
+        return CDState(position, problem.kernel.init(position),
+                       init_positive(self, problem, key_pos, data_values, batch_size))
 
-    def update(self, rng_key, problem, state, params, batch_values):
+    def update(self, rng_key, problem, state, params, batch_values, batch_index=None):
         """One update's samples: (state, positive position, negative position, acceptance)."""
         key_pos, key_neg = problem.ops.split(rng_key, 2)
-        positive, pos_aux = problem.positive(key_pos, state.positive_aux, params, batch_values, self.num_steps)
+        positive, pos_aux = run_positive(self, problem, key_pos, state.positive_aux, params, batch_values,
+                                         batch_index)
         position, aux, rate = run_kernel(
             problem.ops, problem.kernel, key_neg, positive, state.aux, problem.logdensity_fn(params), self.num_steps
         )

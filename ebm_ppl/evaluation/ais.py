@@ -24,6 +24,9 @@ averaging moments. *NIPS* (the sigmoid schedule).
 
 import numpy as np
 
+from .._tempered import parts_fn as _parts_fn
+from .._tempered import tempered as _tempered
+
 __all__ = ["SCHEDULES", "temperature_schedule", "ais_log_weights", "log_mean_exp_with_stderr"]
 
 SCHEDULES = ("sigmoid", "linear", "geometric")
@@ -52,26 +55,6 @@ def temperature_schedule(schedule, num_temperatures):
     if schedule == "geometric":
         return np.concatenate([[0.0], np.geomspace(1e-4, 1.0, k)]) if k > 1 else np.array([0.0, 1.0])
     raise ValueError(f"schedule={schedule!r} is not one of {SCHEDULES} or an array of inverse temperatures")
-
-
-def _parts_fn(problem, params):
-    """position -> (log p̃, log p₀) in sampler space (the Jacobians of continuous sites in both)."""
-    info = problem.info
-
-    def parts(position):
-        values, log_jac = problem.from_internal(position, with_jacobian=True)
-        ld, lb = info.log_density_parts(params, values)
-        return ld + log_jac, lb + log_jac
-
-    return parts
-
-
-def _tempered(parts, beta):
-    def logdensity(position):
-        ld, lb = parts(position)
-        return lb + beta * (ld - lb)
-
-    return logdensity
 
 
 def _make_annealer(problem, kernel, num_steps):
