@@ -67,18 +67,21 @@ def test_pt_with_improper_base_raises_before_anything_changes(fw):
 
 
 @pytest.mark.parametrize("kind", sorted(NEW))
-def test_resume_continues_exactly(fw, kind):
-    """40 + resumed 40 updates == one fit of 80, bit for bit (chains, history, parameters)."""
+def test_resume_continues_exactly(fw, kind, tmp_path):
+    """37 + 43 updates, resumed from a checkpoint saved and loaded in between (mid-epoch),
+    == one fit of 80, bit for bit (chains, history, parameters)."""
     kw = dict(estimator=NEW[kind](), optimizer=fw.adam(0.05), progress_bar=False, rng_seed=3, batch_size=150)
-    first = ebm_ppl.fit_unnormalized(ising_model(fw), fw.array(X), num_steps=40, **kw)
-    resumed = ebm_ppl.fit_unnormalized(ising_model(fw), fw.array(X), num_steps=40, resume=first, **kw)
+    first = ebm_ppl.fit_unnormalized(ising_model(fw), fw.array(X), num_steps=37, **kw)
+    ebm_ppl.save(first, tmp_path / "first.ebm")
+    loaded = ebm_ppl.load(tmp_path / "first.ebm")
+    resumed = ebm_ppl.fit_unnormalized(ising_model(fw), fw.array(X), num_steps=43, resume=loaded, **kw)
     fw.clear()
     if fw.name == "pyro":  # torch optimizers hold state; NumPyro's are pure (and keep the compiled update)
         kw["optimizer"] = fw.adam(0.05)
     whole = ebm_ppl.fit_unnormalized(ising_model(fw), fw.array(X), num_steps=80, **kw)
     assert set(whole.history) == set(resumed.history)
     for name, values in whole.history.items():
-        np.testing.assert_array_equal(resumed.history[name], values[40:], err_msg=name)
+        np.testing.assert_array_equal(resumed.history[name], values[37:], err_msg=name)
     for name in ("J", "h"):
         np.testing.assert_array_equal(fw.to_numpy(resumed.params[name]), fw.to_numpy(whole.params[name]))
     np.testing.assert_array_equal(fw.to_numpy(resumed.chains["x"]), fw.to_numpy(whole.chains["x"]))
