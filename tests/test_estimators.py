@@ -6,7 +6,6 @@ import pytest
 
 import ebm_ppl
 from models import ising_model, ising_sample
-from test_bad_input import _rejected, previous  # noqa: F401  (fixture)
 from test_fit_accuracy import X_ISING, _fitted_loglik, gaussian_model, ising_exact  # noqa: F401
 
 X = ising_sample(np.full(12, 0.3), np.zeros(9), 300, seed=3)
