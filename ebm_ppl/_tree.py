@@ -146,7 +146,7 @@ def describe(tree, path="", out=None):
     if isinstance(tree, dict):
         if not tree:
             out.append((path, "{}"))
-        for k, v in tree.items():
+        for k, v in sorted(tree.items(), key=lambda kv: str(kv[0])):  # jax reorders dict keys
             describe(v, f"{path}[{k!r}]", out)
     elif _is_namedtuple(tree):
         out.append((path, type(tree).__name__))

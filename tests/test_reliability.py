@@ -551,3 +551,12 @@ def test_soak_sigkill_and_restart_from_checkpoint(fw, tmp_path):
     _assert_same(fw, a, b)
     for k in a.state.params:
         np.testing.assert_array_equal(fw.to_numpy(a.state.params[k]), fw.to_numpy(b.state.params[k]))
+
+
+def test_structure_comparison_ignores_dict_order():
+    """JAX returns dict pytrees with sorted keys (module parameters): resume must not care."""
+    from ebm_ppl._tree import describe
+
+    a = {"w0": np.zeros((2, 3)), "b0": np.zeros(3)}
+    assert describe(a) == describe({"b0": np.zeros(3), "w0": np.zeros((2, 3))})
+    assert describe(a) != describe({"b0": np.zeros(4), "w0": np.zeros((2, 3))})
