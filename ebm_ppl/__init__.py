@@ -5,6 +5,7 @@ and fit its parameters by maximum likelihood with :func:`fit_unnormalized` (CD-k
 estimates of the negative phase). Importing ebm_ppl imports neither torch nor jax.
 """
 
+from . import datasets
 from . import estimators
 from . import evaluation
 from . import samplers
@@ -17,6 +18,7 @@ from .api import log_partition
 from .api import sample
 from .estimators import CD
 from .estimators import PCD
+from .evaluation import EstimateWarning
 from .primitives import energy
 from .primitives import factor
 
@@ -24,10 +26,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CD",
+    "EstimateWarning",
     "FitResult",
     "FitState",
     "LogZ",
     "PCD",
+    "datasets",
     "energy",
     "estimators",
     "evaluation",
