@@ -23,7 +23,8 @@ Run (about 45 minutes on a quiet 2-core machine):
 
     OMP_NUM_THREADS=1 python benchmarks/mnist_rbm.py --seconds 180 --temperatures 3000
 
-``--quick`` runs everything at toy sizes (a smoke test).
+``--quick`` runs everything at toy sizes (a smoke test). ``--reevaluate --temperatures K``
+evaluates the saved models again with K temperatures.
 """
 
 import argparse
@@ -179,6 +180,9 @@ def main():
     parser.add_argument("--temperatures", type=int, default=3000)
     parser.add_argument("--chains", type=int, default=100)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="only evaluate the saved 784 x 500 model(s) (benchmarks/mnist_rbm_*.npz) "
+                             "with --temperatures, appending to the results")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     from ebm_ppl.datasets import load_mnist5k
@@ -195,11 +199,17 @@ def main():
         print(name, json.dumps(value, default=float), flush=True)
         Path(args.out).write_text(json.dumps(results, indent=1, default=float))
 
+    if args.reevaluate:
+        results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else results
+        for path in sorted((ROOT / "benchmarks").glob("mnist_rbm_*.npz")):
+            params = dict(np.load(path))
+            report(f"{path.stem}_eval_K{K}", evaluate(params, x_train, x_test, K, args.chains))
+        return
     r20, _ = exact_20(x_train, x_test, 3.0 if args.quick else 60.0, args.quick)
     report("ebm_ppl_784x20_exact", r20)
 
     params, times = train_ebm_ppl(x_train, 500, seconds, 1e-3, 100)
-    np.savez(ROOT / "benchmarks" / "mnist_rbm_500.npz", **params)
+    np.savez(ROOT / "benchmarks" / "mnist_rbm_ebm_ppl_500.npz", **params)
     report("ebm_ppl_784x500_training", {"epochs": len(times), "epoch_seconds": times,
                                         "total_seconds": float(np.sum(times))})
     report("ebm_ppl_784x500_eval", evaluate(params, x_train, x_test, K, args.chains))
@@ -211,6 +221,7 @@ def main():
         for batch in ((100,) if args.quick else (20, 100)):
             p_sk, t_sk = train_sklearn(x_train, 500, seconds, lr, batch)
             name = f"sklearn_lr{lr}_batch{batch}"
+            np.savez(ROOT / "benchmarks" / f"mnist_rbm_{name}.npz", **p_sk)
             report(name + "_training", {"epochs": len(t_sk), "epoch_seconds": t_sk,
                                         "total_seconds": float(np.sum(t_sk))})
             report(name + "_eval", evaluate(p_sk, x_train, x_test, K, args.chains))

@@ -1,7 +1,9 @@
 """Annealed importance sampling (AIS) for log Z, written once over the backend ops.
 
-The chains start at the sites' base distributions p₀ (the product of the sample sites'
-own distributions, normalized) and anneal along the geometric path
+The chains start at p₀, the sites' base distributions (the product of the sample sites'
+own distributions, normalized) or that with the binary observed sites redrawn from a
+factorized base-rate distribution fitted to data (:func:`base_rate_start`), and anneal
+along the geometric path
 
     log f_β(x) = (1 − β) log p₀(x) + β log p̃(x) = log p₀(x) + β (log p̃(x) − log p₀(x)),
 
@@ -9,6 +11,12 @@ with one transition of the chosen sampler leaving f_β invariant at each interme
 temperature. Each chain's log weight is Σ_t (β_t − β_{t−1}) (log p̃ − log p₀)(x_{t−1}), so
 Z = E[w] (Z₀ = 1) and log Ẑ = log mean w. The standard error of log Ẑ is the delta-method
 one, sd(w) / (√n mean(w)), computed from the weights scaled by their maximum.
+
+Reverse AIS runs the same path from β = 1 to 0, started at model samples: its mean
+weight estimates 1/Z, so −log of it is a stochastic upper bound on log Z (Grosse et al.
+2015; Burda et al. 2015). A latent binary layer that is conditionally independent given
+the rest is summed out of every f_β analytically and redrawn exactly before each
+transition (Rao-Blackwellized weights, as Salakhutdinov & Murray 2008 do for an RBM).
 
 On NumPyro the whole annealing loop is one jitted ``fori_loop``; on PyTorch it is a plain
 loop under ``torch.no_grad``.
@@ -18,6 +26,10 @@ References
 Neal, R. M. (2001). Annealed importance sampling. *Statistics and Computing* 11, 125–139.
 Salakhutdinov, R. & Murray, I. (2008). On the quantitative analysis of deep belief
 networks. *ICML*.
+Grosse, R., Ghahramani, Z. & Adams, R. P. (2015). Sandwiching the marginal likelihood
+using bidirectional Monte Carlo. arXiv:1511.02543.
+Burda, Y., Grosse, R. & Salakhutdinov, R. (2015). Accurate and conservative estimates of
+MRF log-likelihood using reverse annealing. *AISTATS*.
 Grosse, R., Maddison, C. & Salakhutdinov, R. (2013). Annealing between distributions by
 averaging moments. *NIPS* (the sigmoid schedule).
 """
@@ -26,7 +38,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SCHEDULES", "temperature_schedule", "ais_log_weights", "log_mean_exp_with_stderr"]
+__all__ = ["SCHEDULES", "Start", "BASE_START", "base_rate_start", "sample_start", "rb_config", "temperature_schedule",
+           "ais_log_weights", "equilibrate", "log_mean_exp_with_stderr"]
 
 SCHEDULES = ("sigmoid", "linear", "geometric")
 

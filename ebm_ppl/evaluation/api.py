@@ -86,7 +86,8 @@ def log_partition(
     model_args=(),
     model_kwargs=None,
 ):
-    """log Z(θ), the log normalizer of the model at ``params``, exactly or by AIS.
+    """log Z(θ), the log normalizer of the model at ``params``: exactly, by AIS, or bracketed
+    by forward and reverse AIS.
 
     Z(θ) is the integral (sum) of p̃ over every site whose value is not fixed by data:
     the observed sites and the latent ones, base measures included.
@@ -98,20 +99,35 @@ def log_partition(
         name -> array of constrained values, as in ``FitResult.params``.
     example : array or dict
         One batch of data (one row is enough): it fixes the shapes and dtypes of the
-        observed sites; its values are not used.
-    method : {"exact", "ais"}
+        observed sites. For AIS its distinct rows also give the rigorous lower bound
+        log Z ≥ log Σ_x p̃(x) that the estimate is checked against (pass the training set
+        to make the check bite).
+    method : {"exact", "ais", "bidirectional"}
         ``"exact"`` enumerates the joint states of every site (discrete sites with a finite
-        support only, at most 2**24 states, evaluated in chunks of 2**16). ``"ais"`` is
-        annealed importance sampling from the sites' base distributions along the geometric
-        path to p̃.
+        support only, at most 2**24 states, in chunks); where a binary site is measured to
+        be conditionally independent given the rest (an RBM layer), it is summed out
+        analytically and the other sites enumerated (at most 2**25 states). ``"ais"`` is
+        annealed importance sampling from ``init`` along the geometric path to p̃ (a
+        stochastic lower bound: E log Ẑ ≤ log Z). ``"bidirectional"`` adds reverse AIS from
+        model samples (a stochastic upper bound), exact draws where the sites can be
+        enumerated with one layer summed out, else ``num_temperatures`` transitions at
+        β = 1 from the ``init`` data (or from the start distribution).
     num_chains : int
         AIS chains (independent importance weights).
     num_temperatures : int
         K, the number of annealing steps: K + 1 inverse temperatures from 0 to 1 and K − 1
         transitions per chain.
+    init : "base" or array or dict
+        The AIS start: ``"base"``, the sites' base distributions; or a batch of data, to
+        which a factorized Bernoulli (base-rate) distribution over the binary observed
+        sites is fitted (Salakhutdinov & Murray 2008), the latent sites keeping their
+        base distributions: much closer to a trained model, and recommended for one.
     sampler : "auto" or a sampler from ``ebm_ppl.samplers``
         The AIS transition at each intermediate temperature (``"auto"``: Gibbs on discrete
-        sites, MALA on continuous ones).
+        sites, MALA on continuous ones; an RBM, every site a measured conditionally
+        independent binary layer, gets block Gibbs over its layers whatever their size).
+        A latent binary layer that can be summed out is summed out of the weights and
+        redrawn exactly before each transition (Rao-Blackwellized AIS).
     schedule : {"sigmoid", "linear", "geometric"} or array
         The inverse temperatures: ``"sigmoid"`` (Grosse et al. 2013, dense at both ends),
         ``"linear"``, ``"geometric"`` (dense near 0), or an explicit increasing sequence
@@ -124,11 +140,24 @@ def log_partition(
     Returns
     -------
     LogZ
-        ``(estimate, stderr)``; ``stderr`` is 0.0 for ``"exact"`` and the delta-method
-        standard error sd(w) / (√n mean(w)) of the AIS weights for ``"ais"``.
+        ``(estimate, stderr, lower, upper, ...)``: exact: ``stderr`` 0.0 and
+        ``lower = upper = estimate``; ``"ais"``: the forward estimate with the delta-method
+        standard error sd(w) / (√n mean(w)), ``lower = estimate``, ``upper = inf``;
+        ``"bidirectional"``: ``lower`` (forward) and ``upper`` (reverse) with their standard
+        errors, ``estimate`` their midpoint. ``data_bound`` is the rigorous lower bound
+        from ``example``.
+
+    Warns
+    -----
+    EstimateWarning
+        Where an AIS side lies below ``data_bound`` by more than 3 standard errors, or the
+        two sides differ by more than 3 combined standard errors: the estimate is not to
+        be trusted; the message says what to change.
 
     Raises
     ------
+    NotImplementedError
+        ``init=<data>`` for an observed site that is not binary.
     TypeError
         ``"exact"`` with a continuous site (the message names it).
     ValueError
@@ -148,12 +177,18 @@ def log_partition(
     >>> log_z = ebm_ppl.log_partition(ising, result.params, data[:1])  # doctest: +SKIP
     >>> log_z.estimate, log_z.stderr  # doctest: +SKIP
     >>> ebm_ppl.log_partition(rbm, params, data[:1], method="ais", num_chains=200)  # doctest: +SKIP
+    >>> lz = ebm_ppl.log_partition(rbm, params, x_train, method="bidirectional", init=x_train)  # doctest: +SKIP
+    >>> lz.lower, lz.upper, lz.data_bound  # doctest: +SKIP
 
     References
     ----------
     Neal, R. M. (2001). Annealed importance sampling. *Statistics and Computing* 11, 125–139.
     Salakhutdinov, R. & Murray, I. (2008). On the quantitative analysis of deep belief
     networks. *ICML*.
+    Grosse, R., Ghahramani, Z. & Adams, R. P. (2015). Sandwiching the marginal likelihood
+    using bidirectional Monte Carlo. arXiv:1511.02543.
+    Burda, Y., Grosse, R. & Salakhutdinov, R. (2015). Accurate and conservative estimates
+    of MRF log-likelihood using reverse annealing. *AISTATS*.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
@@ -359,7 +394,11 @@ def _log_z_value(log_z):
 def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=(), model_kwargs=None):
     """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z) − log Z.
 
-    Latent sites (unobserved sample sites) are summed out by enumeration, in chunks.
+    Latent sites (unobserved sample sites) are summed out: a binary site measured to be
+    conditionally independent given the rest (an RBM's hidden layer, any width)
+    analytically (the free energy, a softplus per unit), the others by enumeration.
+    A discrete model's log-likelihood above 0 (a ``log_z`` too small) warns with
+    :class:`EstimateWarning`. For a bracket, pass ``log_z=lz.upper`` and ``lz.lower``.
 
     Parameters
     ----------
