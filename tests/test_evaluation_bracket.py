@@ -142,15 +142,16 @@ def test_forward_ais_below_data_bound_warns(fw):
 
 
 def test_bidirectional_disagreement_warns(fw):
-    """Too few temperatures on a peaked RBM: the forward and reverse sides disagree and a
-    warning names the gap."""
-    W, b, c = peaked_rbm(seed=7, scale=5.0)
+    """Plain importance sampling both ways (schedule [0, 1]) on a sharply peaked RBM: the
+    forward side misses the modes, the reverse side overshoots, and the warning names the
+    gap (it fires exactly when the sides are 3 combined standard errors apart)."""
+    W, b, c = peaked_rbm(seed=7, nv=16, nh=4, scale=8.0)
     log_z, caught = run(ebm_ppl.log_partition, rbm_model(fw, W, b, c), rbm_params(fw, W, b, c),
-                        fw.array(np.zeros((1, 12))), method="bidirectional", num_chains=20, num_temperatures=2)
+                        fw.array(np.zeros((1, 16))), method="bidirectional", num_chains=20, schedule=[0.0, 1.0])
     gap = log_z.upper - log_z.lower
     assert (abs(gap) > 3 * np.hypot(log_z.lower_stderr, log_z.upper_stderr)) == any(
         "disagree" in str(w.message) for w in caught)
-    assert gap > 0.5  # both sides are poor with two temperatures
+    assert caught, log_z
 
 
 def test_log_likelihood_above_zero_warns(fw):
