@@ -182,6 +182,9 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ebm-only", default=None, metavar="OPTIMIZER,LR,BATCH",
                         help="only train and evaluate ebm_ppl's 784 x 500 with this setting, e.g. sgd,0.01,20")
+    parser.add_argument("--sklearn-only", default=None, metavar="LR,BATCH",
+                        help="only train and evaluate scikit-learn's BernoulliRBM with this setting, e.g. 0.01,100 "
+                             "(run it at the same time as --ebm-only to share the machine's load fairly)")
     parser.add_argument("--reevaluate", action="store_true",
                         help="only evaluate the saved 784 x 500 model(s) (benchmarks/mnist_rbm_*.npz) "
                              "with --temperatures, appending to the results")
@@ -206,6 +209,14 @@ def main():
         for path in sorted((ROOT / "benchmarks").glob("mnist_rbm_*.npz")):
             params = dict(np.load(path))
             report(f"{path.stem}_eval_K{K}", evaluate(params, x_train, x_test, K, args.chains))
+        return
+    if args.sklearn_only:
+        results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else results
+        lr, batch = args.sklearn_only.split(",")
+        params, times = train_sklearn(x_train, 500, seconds, float(lr), int(batch))
+        name = f"sklearn_lr{lr}_batch{batch}"
+        report(name + "_training", {"epochs": len(times), "epoch_seconds": times, "total_seconds": float(np.sum(times))})
+        report(name + "_eval", evaluate(params, x_train, x_test, K, args.chains))
         return
     if args.ebm_only:
         results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else results
