@@ -5,6 +5,7 @@ and fit its parameters by maximum likelihood with :func:`fit_unnormalized` (CD-k
 estimates of the negative phase). Importing ebm_ppl imports neither torch nor jax.
 """
 
+from . import datasets
 from . import estimators
 from . import evaluation
 from . import samplers
@@ -22,6 +23,7 @@ from .estimators import FPCD
 from .estimators import PCD
 from .estimators import PT
 from .estimators import ReplayBuffer
+from .evaluation import EstimateWarning
 from .monitor import Monitor
 from .primitives import energy
 from .primitives import factor
@@ -30,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CD",
+    "EstimateWarning",
     "FPCD",
     "FitResult",
     "FitState",
@@ -38,6 +41,7 @@ __all__ = [
     "PCD",
     "PT",
     "ReplayBuffer",
+    "datasets",
     "energy",
     "estimators",
     "evaluation",

@@ -14,17 +14,44 @@ Delalleau (2010), Tempered Markov chain Monte Carlo for training of restricted B
 machines.
 """
 
-__all__ = ["parts_fn", "tempered"]
+from typing import NamedTuple
+
+__all__ = ["Start", "BASE_START", "parts_fn", "tempered"]
 
 
-def parts_fn(problem, params):
-    """position -> (log p̃, log p₀) in sampler space (the Jacobians of continuous sites in both)."""
-    info = problem.info
+class Start(NamedTuple):
+    """The initial distribution p₀ of AIS: the sites' base distributions, with the binary
+    observed sites in ``logits`` redrawn from a factorized base-rate distribution
+    (Salakhutdinov & Murray 2008). See :func:`ebm_ppl.evaluation.ais.base_rate_start`.
+
+    log p₀(x) = log base(x) + Σ_s [(x_s − lo_s) / (hi_s − lo_s)] · shift_s + const.
+    """
+
+    logits: dict  # site -> numpy logits of P(x_i = hi) under p₀
+    shift: dict  # site -> numpy (logits − the base's own logits)
+    const: float  # Σ softplus(base logits) − Σ softplus(logits)
+
+
+BASE_START = Start({}, {}, 0.0)
+
+
+def parts_fn(problem, params, start=BASE_START):
+    """position -> (log p̃, log p₀) in sampler space (the Jacobians of continuous sites in both).
+
+    p₀ is the sites' base measure, or with ``start`` a base-rate start
+    (:func:`ebm_ppl.evaluation.ais.base_rate_start`) replacing binary observed sites' bases."""
+    info, ops = problem.info, problem.ops
+    shifts = {n: ops.from_numpy(d, problem.ops.asarray(0.0, None).dtype) for n, d in start.shift.items()}
+    bounds = {n: tuple(float(v) for v in problem.sites[n].values) for n in start.shift}
 
     def parts(position):
         values, log_jac = problem.from_internal(position, with_jacobian=True)
         ld, lb = info.log_density_parts(params, values)
-        return ld + log_jac, lb + log_jac
+        for n, d in shifts.items():
+            lo, hi = bounds[n]
+            x = ops.astype(values[n], d.dtype)
+            lb = lb + (((x - lo) / (hi - lo)).reshape((x.shape[0], -1)) * d).sum(-1)
+        return ld + log_jac, lb + start.const + log_jac
 
     return parts
 

@@ -1,7 +1,9 @@
 """Annealed importance sampling (AIS) for log Z, written once over the backend ops.
 
-The chains start at the sites' base distributions p₀ (the product of the sample sites'
-own distributions, normalized) and anneal along the geometric path
+The chains start at p₀, the sites' base distributions (the product of the sample sites'
+own distributions, normalized) or that with the binary observed sites redrawn from a
+factorized base-rate distribution fitted to data (:func:`base_rate_start`), and anneal
+along the geometric path
 
     log f_β(x) = (1 − β) log p₀(x) + β log p̃(x) = log p₀(x) + β (log p̃(x) − log p₀(x)),
 
@@ -9,6 +11,12 @@ with one transition of the chosen sampler leaving f_β invariant at each interme
 temperature. Each chain's log weight is Σ_t (β_t − β_{t−1}) (log p̃ − log p₀)(x_{t−1}), so
 Z = E[w] (Z₀ = 1) and log Ẑ = log mean w. The standard error of log Ẑ is the delta-method
 one, sd(w) / (√n mean(w)), computed from the weights scaled by their maximum.
+
+Reverse AIS runs the same path from β = 1 to 0, started at model samples: its mean
+weight estimates 1/Z, so −log of it is a stochastic upper bound on log Z (Grosse et al.
+2015; Burda et al. 2015). A latent binary layer that is conditionally independent given
+the rest is summed out of every f_β analytically and redrawn exactly before each
+transition (Rao-Blackwellized weights, as Salakhutdinov & Murray 2008 do for an RBM).
 
 On NumPyro the whole annealing loop is one jitted ``fori_loop``; on PyTorch it is a plain
 loop under ``torch.no_grad``.
@@ -18,16 +26,22 @@ References
 Neal, R. M. (2001). Annealed importance sampling. *Statistics and Computing* 11, 125–139.
 Salakhutdinov, R. & Murray, I. (2008). On the quantitative analysis of deep belief
 networks. *ICML*.
+Grosse, R., Ghahramani, Z. & Adams, R. P. (2015). Sandwiching the marginal likelihood
+using bidirectional Monte Carlo. arXiv:1511.02543.
+Burda, Y., Grosse, R. & Salakhutdinov, R. (2015). Accurate and conservative estimates of
+MRF log-likelihood using reverse annealing. *AISTATS*.
 Grosse, R., Maddison, C. & Salakhutdinov, R. (2013). Annealing between distributions by
 averaging moments. *NIPS* (the sigmoid schedule).
 """
 
 import numpy as np
 
+from .._tempered import BASE_START, Start
 from .._tempered import parts_fn as _parts_fn
 from .._tempered import tempered as _tempered
 
-__all__ = ["SCHEDULES", "temperature_schedule", "ais_log_weights", "log_mean_exp_with_stderr"]
+__all__ = ["SCHEDULES", "Start", "BASE_START", "base_rate_start", "sample_start", "rb_config", "temperature_schedule",
+           "ais_log_weights", "equilibrate", "log_mean_exp_with_stderr"]
 
 SCHEDULES = ("sigmoid", "linear", "geometric")
 
@@ -57,34 +71,173 @@ def temperature_schedule(schedule, num_temperatures):
     raise ValueError(f"schedule={schedule!r} is not one of {SCHEDULES} or an array of inverse temperatures")
 
 
-def _make_annealer(problem, kernel, num_steps):
-    """``run(params, rng_key, position, aux, betas) -> log weights`` (num_steps = K)."""
+def base_rate_start(problem, params, data_values, like, pseudo_count=1.0):
+    """A factorized Bernoulli start fitted to ``data_values`` (observed site -> array).
+
+    P(x_i = hi) = (count of hi + pseudo_count) / (N + 2 pseudo_count) for each coordinate
+    of each observed site; every observed site must be binary, and its base distribution a
+    product over coordinates (checked: single-coordinate changes of log base must add up
+    at random states). Latent sites keep their base distributions.
+    """
+    ops, info = problem.ops, problem.info
+    logits, shift, const = {}, {}, 0.0
+    rng = np.random.default_rng(0)
+    for name, x in data_values.items():
+        site = problem.sites[name]
+        if not site.is_discrete or site.values is None or len(site.values) != 2:
+            raise NotImplementedError(
+                f"log_partition(init=<data>): site {name!r} (support {site.support}) is not binary; "
+                "a base-rate start is implemented for binary observed sites only; use init='base'")
+        lo, hi = (float(v) for v in site.values)
+        ones = (np.asarray(ops.to_numpy(x), np.float64).reshape((x.shape[0], -1)) - lo) / (hi - lo)
+        p = (ones.sum(0) + pseudo_count) / (ones.shape[0] + 2 * pseudo_count)
+        a = np.log(p) - np.log1p(-p)
+        ell = _base_logits(problem, params, name, lo, hi, like, rng)
+        logits[name], shift[name] = a, a - ell
+        const += float(np.logaddexp(0, ell).sum() - np.logaddexp(0, a).sum())
+    return Start(logits, shift, const)
+
+
+def _base_logits(problem, params, name, lo, hi, like, rng):
+    """The logits of a binary site's base distribution, one per coordinate, from single
+    coordinate changes of log base; checked to be a product over coordinates."""
+    ops, info = problem.ops, problem.info
+    site = info.sites[name]
+    size = int(np.prod(site.shape, dtype=int))
+    other = info.sample_base(ops.seed(0, like), 1)
+    rows = np.full((size + 1 + 4, size), lo)
+    rows[1:size + 1][np.arange(size), np.arange(size)] = hi
+    rows[size + 1:] = np.where(rng.random((4, size)) < 0.5, hi, lo)
+    values = {k: ops.xp.concatenate([v] * rows.shape[0], axis=0) for k, v in other.items()}
+    values[name] = ops.from_numpy(rows.reshape((-1,) + tuple(site.shape)), site.dtype, like)
+    with ops.no_grad():
+        lb = np.asarray(ops.to_numpy(info.log_density_parts(params, values)[1]), np.float64)
+    ell = lb[1:size + 1] - lb[0]
+    predicted = lb[0] + (rows[size + 1:] - lo) / (hi - lo) @ ell
+    if not np.allclose(predicted, lb[size + 1:], rtol=1e-4, atol=1e-3 * (1 + np.abs(lb[0]))):
+        raise NotImplementedError(
+            f"log_partition(init=<data>): the base distribution of site {name!r} is not a product "
+            "over its coordinates, so a factorized base-rate start cannot replace it; use init='base'")
+    return ell
+
+
+def sample_start(problem, rng_key, num_chains, start=BASE_START):
+    """Sampler-space positions drawn from p₀."""
+    ops, info = problem.ops, problem.info
+    key_base, key_rate = ops.split(rng_key, 2)
+    values = info.sample_base(key_base, num_chains)
+    keys = ops.split(key_rate, max(1, len(start.logits)))
+    for key, (n, a) in zip(keys, start.logits.items()):
+        site = info.sites[n]
+        lo, hi = (float(v) for v in site.values)
+        like = ops.asarray(0.0, None)
+        logits = ops.from_numpy(np.tile(a, (num_chains, 1)), like.dtype) * (values[n][:1].reshape((1, -1)) * 0 + 1)
+        draw = ops.xp.where(ops.bernoulli_logits(key, logits), hi, lo)
+        values[n] = ops.astype(draw, values[n].dtype).reshape((num_chains,) + tuple(site.shape))
+    return problem.to_internal(values)
+
+
+def _marginal_parts(ops, parts, summed, lo, hi):
+    """position -> (log p̃, log p₀, g) at x_summed = lo, with g = (hi − lo) ∂ log p̃ / ∂x_summed
+    (the summed site's coordinates are affine and independent given the rest: see
+    :mod:`ebm_ppl.evaluation.analytic`)."""
+
+    def mparts(position):
+        x = position[summed]
+        low = {**position, summed: ops.astype(x * 0 + lo, ops.asarray(0.0, None).dtype)}
+
+        def total(sub):
+            ld, lb = parts({**low, **sub})
+            return ld.sum(), (ld, lb)
+
+        (_, (ld, lb)), grads = ops.value_and_grad(total, has_aux=True)({summed: low[summed]})
+        return ld, lb, (hi - lo) * grads[summed]
+
+    return mparts
+
+
+def _make_annealer(problem, kernel, num_steps, start, rb):
+    """``run(params, rng_key, position, aux, betas) -> log weights`` (num_steps = K).
+
+    ``betas`` may run from 0 to 1 (forward AIS) or from 1 to 0 (reverse AIS): either way
+    the log weight is Σ_t log f_{β_t}(x_{t−1}) − log f_{β_{t−1}}(x_{t−1}), with one
+    transition leaving f_{β_t} invariant between steps. With ``rb = (site, lo, hi, gb)``
+    that site is summed out of every f_β (Rao-Blackwellized weights, as Salakhutdinov &
+    Murray 2008 sum out an RBM's hidden units) and redrawn exactly from f_β(site | rest)
+    before each transition; ``gb`` is the logits of p₀ for that site.
+    """
     ops = problem.ops
+    xp = ops.xp
 
     def run(params, rng_key, position, aux, betas):
-        parts = _parts_fn(problem, params)
+        parts = _parts_fn(problem, params, start)
+        if rb is None:
+            def log_f(position, beta):
+                ld, lb = parts(position)
+                return lb + beta * (ld - lb)
+
+            def increment(position, b_new, b_old):
+                ld, lb = parts(position)
+                return (b_new - b_old) * (ld - lb), position
+        else:
+            summed, lo, hi, gb = rb
+            mparts = _marginal_parts(ops, parts, summed, lo, hi)
+
+            def soft(z):
+                return xp.logaddexp(z * 0, z).reshape((z.shape[0], -1)).sum(-1)
+
+            def increment(position, b_new, b_old):
+                ld, lb, gd = mparts(position)
+                new = b_new * (ld - lb) + soft(gb + b_new * (gd - gb))
+                old = b_old * (ld - lb) + soft(gb + b_old * (gd - gb))
+                return new - old, (gd, position)
 
         def body(t, carry):
             position, aux, key, log_w = carry
-            ld, lb = parts(position)
-            log_w = log_w + (betas[t] - betas[t - 1]) * (ld - lb)
-            key, sub = ops.split(key, 2)
+            inc, extra = increment(position, betas[t], betas[t - 1])
+            log_w = log_w + inc
+            key, sub, sub_h = ops.split(key, 3)
+            if rb is not None:
+                gd, _ = extra
+                logits = gb + betas[t] * (gd - gb)
+                x = sample_site_value(ops, sub_h, logits, lo, hi, position[summed].dtype)
+                position = {**position, summed: x}
             position, aux, _ = kernel.step(sub, position, aux, _tempered(parts, betas[t]))
             return position, aux, key, log_w
 
-        ld, lb = parts(position)
-        carry = (position, aux, rng_key, 0.0 * ld)
+        first, _ = increment(position, betas[0], betas[0])
+        carry = (position, aux, rng_key, first)
         position, aux, _, log_w = ops.fori_loop(1, num_steps, body, carry)
-        ld, lb = parts(position)  # the last step needs no transition at β_K = 1
-        return log_w + (betas[num_steps] - betas[num_steps - 1]) * (ld - lb)
+        last, _ = increment(position, betas[num_steps], betas[num_steps - 1])  # no transition at the end
+        return log_w + last
 
     return run
 
 
-def ais_log_weights(problem, kernel, rng_key, params, betas, num_chains):
+def sample_site_value(ops, rng_key, logits, lo, hi, dtype):
+    return ops.astype(ops.xp.where(ops.bernoulli_logits(rng_key, logits), hi, lo), dtype)
+
+
+def rb_config(problem, params, summed, start, like):
+    """``(site, lo, hi, gb)`` for :func:`_make_annealer`: gb, the logits of p₀ for the summed
+    site (its base logits; the site's base does not depend on other sites)."""
+    ops = problem.ops
+    site = problem.sites[summed]
+    lo, hi = (float(v) for v in site.values)
+    rng = np.random.default_rng(1)
+    ell = _base_logits(problem, params, summed, lo, hi, like, rng)
+    gb = ops.from_numpy(ell[None, :], ops.asarray(0.0, None).dtype).reshape((1,) + tuple(site.shape))
+    return summed, lo, hi, gb
+
+
+def ais_log_weights(problem, kernel, rng_key, params, betas, num_chains, start=BASE_START, rb=None,
+                    position=None):
     """The AIS log weights of ``num_chains`` chains (numpy float64, shape ``(num_chains,)``).
 
-    ``params`` are unconstrained; ``betas`` is a float64 numpy schedule from 0 to 1.
+    ``params`` are unconstrained; ``betas`` is a float64 numpy schedule from 0 to 1 (forward:
+    chains start at p₀, drawn here) or from 1 to 0 (reverse: pass ``position``, the chains'
+    starting states, ideally exact draws from p̃ / Z). ``start`` is p₀ (:class:`Start`);
+    ``rb`` a summed-out site (:func:`rb_config`) or None.
     """
     ops, info = problem.ops, problem.info
     if info.improper_sites:
@@ -95,13 +248,39 @@ def ais_log_weights(problem, kernel, rng_key, params, betas, num_chains):
         )
     key_init, key_run = ops.split(rng_key, 2)
     with ops.no_grad():
-        position = problem.to_internal(info.sample_base(key_init, num_chains))
+        if position is None:
+            position = sample_start(problem, key_init, num_chains, start)
         aux = kernel.init(position)
-        like = ops.stop_gradient(_parts_fn(problem, params)(position)[0])
+        like = ops.stop_gradient(_parts_fn(problem, params, start)(position)[0])
         betas_arr = ops.from_numpy(betas, like.dtype, like)
-        run = ops.jit(_make_annealer(problem, kernel, len(betas) - 1))
+        run = ops.jit(_make_annealer(problem, kernel, len(betas) - 1, start, rb))
         log_w = run(params, key_run, position, aux, betas_arr)
     return np.asarray(ops.to_numpy(log_w), dtype=np.float64)
+
+
+def equilibrate(problem, kernel, rng_key, params, position, num_steps, rb=None):
+    """``num_steps`` transitions at β = 1 (the summed site redrawn exactly first): the
+    approximate model samples that reverse AIS starts from when exact ones are out of reach."""
+    ops = problem.ops
+
+    def run(params, position, aux, key):
+        parts = _parts_fn(problem, params)
+        target = _tempered(parts, 1.0)
+
+        def body(i, carry):
+            position, aux, key = carry
+            key, sub, sub_h = ops.split(key, 3)
+            if rb is not None:
+                summed, lo, hi, _ = rb
+                _, _, gd = _marginal_parts(ops, parts, summed, lo, hi)(position)
+                position = {**position, summed: sample_site_value(ops, sub_h, gd, lo, hi, position[summed].dtype)}
+            position, aux, _ = kernel.step(sub, position, aux, target)
+            return position, aux, key
+
+        return ops.fori_loop(0, num_steps, body, (position, aux, key))[0]
+
+    with ops.no_grad():
+        return ops.jit(run)(params, position, kernel.init(position), rng_key)
 
 
 def log_mean_exp_with_stderr(log_w):

@@ -1,5 +1,6 @@
 """The user-facing evaluation functions: ``log_partition`` and ``log_likelihood``."""
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -7,27 +8,62 @@ import numpy as np
 from .._exclusive import exclusive
 from .._problem import PROBE_SEED, compile_problem
 from ..samplers.base import build_kernel
-from .ais import ais_log_weights, log_mean_exp_with_stderr, temperature_schedule
-from .exact import log_marginal_exact, log_partition_exact
+from .ais import (BASE_START, _parts_fn, ais_log_weights, base_rate_start, equilibrate, log_mean_exp_with_stderr,
+                  rb_config, sample_start, temperature_schedule)
+from .analytic import summable_sites
+from .exact import (MAX_STATES_SUMMED, count_states, log_marginal_exact, log_partition_exact,
+                    sample_exact)
 
-__all__ = ["LogZ", "log_partition", "log_likelihood"]
+__all__ = ["EstimateWarning", "LogZ", "log_partition", "log_likelihood"]
 
-METHODS = ("exact", "ais")
+METHODS = ("exact", "ais", "bidirectional")
+
+
+class EstimateWarning(UserWarning):
+    """An estimate contradicts what can be proven or checked, so it is not to be trusted.
+
+    Raised (as a warning) by :func:`log_partition` when an AIS log Z falls below the
+    rigorous lower bound log Σ_{rows of example} p̃(x), or when the forward (stochastic
+    lower bound) and reverse (stochastic upper bound) estimates disagree by more than
+    their standard errors, and by :func:`log_likelihood` when a purely discrete model gets
+    a log-likelihood above 0. The message says what to change.
+    """
 
 
 class LogZ(NamedTuple):
-    """An estimate of log Z(θ) and its standard error.
+    """An estimate of log Z(θ), its standard error, and a bracket.
 
     Attributes
     ----------
     estimate : float
         log Z in nats (base measures included: Z is the integral of p̃ over every site).
+        For ``method="bidirectional"`` the midpoint of ``lower`` and ``upper``.
     stderr : float
         Monte Carlo standard error of ``estimate`` (0.0 for ``method="exact"``).
+    lower : float
+        A lower bound: exact (``lower = upper = estimate``), or a *stochastic* lower bound
+        (forward AIS: E[log Ẑ] ≤ log Z by Jensen's inequality).
+    upper : float
+        A stochastic upper bound (reverse AIS; ``inf`` for ``method="ais"``).
+    lower_stderr, upper_stderr : float
+        Monte Carlo standard errors of ``lower`` and ``upper``.
+    data_bound : float
+        log Σ_{distinct rows of example} p̃(x), a rigorous lower bound on log Z for a
+        model with discrete observed sites (NaN where it was not computed).
+    upper_is_exact_start : bool
+        Whether the reverse chains started from exact draws of the model (then ``upper``
+        is a stochastic upper bound); if False they started from long runs of the sampler
+        and ``upper`` is only approximately an upper bound.
     """
 
     estimate: float
     stderr: float
+    lower: float = float("nan")
+    upper: float = float("nan")
+    lower_stderr: float = float("nan")
+    upper_stderr: float = float("nan")
+    data_bound: float = float("nan")
+    upper_is_exact_start: bool = False
 
 
 def _check_count(name, value):
@@ -45,13 +81,15 @@ def log_partition(
     num_chains=100,
     num_temperatures=1000,
     sampler="auto",
+    init="base",
     schedule="sigmoid",
     rng_seed=0,
     backend=None,
     model_args=(),
     model_kwargs=None,
 ):
-    """log Z(θ), the log normalizer of the model at ``params``, exactly or by AIS.
+    """log Z(θ), the log normalizer of the model at ``params``: exactly, by AIS, or bracketed
+    by forward and reverse AIS.
 
     Z(θ) is the integral (sum) of p̃ over every site whose value is not fixed by data:
     the observed sites and the latent ones, base measures included.
@@ -63,20 +101,35 @@ def log_partition(
         name -> array of constrained values, as in ``FitResult.params``.
     example : array or dict
         One batch of data (one row is enough): it fixes the shapes and dtypes of the
-        observed sites; its values are not used.
-    method : {"exact", "ais"}
+        observed sites. For AIS its distinct rows also give the rigorous lower bound
+        log Z ≥ log Σ_x p̃(x) that the estimate is checked against (pass the training set
+        to make the check bite).
+    method : {"exact", "ais", "bidirectional"}
         ``"exact"`` enumerates the joint states of every site (discrete sites with a finite
-        support only, at most 2**24 states, evaluated in chunks of 2**16). ``"ais"`` is
-        annealed importance sampling from the sites' base distributions along the geometric
-        path to p̃.
+        support only, at most 2**24 states, in chunks); where a binary site is measured to
+        be conditionally independent given the rest (an RBM layer), it is summed out
+        analytically and the other sites enumerated (at most 2**25 states). ``"ais"`` is
+        annealed importance sampling from ``init`` along the geometric path to p̃ (a
+        stochastic lower bound: E log Ẑ ≤ log Z). ``"bidirectional"`` adds reverse AIS from
+        model samples (a stochastic upper bound), exact draws where the sites can be
+        enumerated with one layer summed out, else ``num_temperatures`` transitions at
+        β = 1 from the ``init`` data (or from the start distribution).
     num_chains : int
         AIS chains (independent importance weights).
     num_temperatures : int
         K, the number of annealing steps: K + 1 inverse temperatures from 0 to 1 and K − 1
         transitions per chain.
+    init : "base" or array or dict
+        The AIS start: ``"base"``, the sites' base distributions; or a batch of data, to
+        which a factorized Bernoulli (base-rate) distribution over the binary observed
+        sites is fitted (Salakhutdinov & Murray 2008), the latent sites keeping their
+        base distributions: much closer to a trained model, and recommended for one.
     sampler : "auto" or a sampler from ``ebm_ppl.samplers``
         The AIS transition at each intermediate temperature (``"auto"``: Gibbs on discrete
-        sites, MALA on continuous ones).
+        sites, MALA on continuous ones; an RBM, every site a measured conditionally
+        independent binary layer, gets block Gibbs over its layers whatever their size).
+        A latent binary layer that can be summed out is summed out of the weights and
+        redrawn exactly before each transition (Rao-Blackwellized AIS).
     schedule : {"sigmoid", "linear", "geometric"} or array
         The inverse temperatures: ``"sigmoid"`` (Grosse et al. 2013, dense at both ends),
         ``"linear"``, ``"geometric"`` (dense near 0), or an explicit increasing sequence
@@ -89,11 +142,24 @@ def log_partition(
     Returns
     -------
     LogZ
-        ``(estimate, stderr)``; ``stderr`` is 0.0 for ``"exact"`` and the delta-method
-        standard error sd(w) / (√n mean(w)) of the AIS weights for ``"ais"``.
+        ``(estimate, stderr, lower, upper, ...)``: exact: ``stderr`` 0.0 and
+        ``lower = upper = estimate``; ``"ais"``: the forward estimate with the delta-method
+        standard error sd(w) / (√n mean(w)), ``lower = estimate``, ``upper = inf``;
+        ``"bidirectional"``: ``lower`` (forward) and ``upper`` (reverse) with their standard
+        errors, ``estimate`` their midpoint. ``data_bound`` is the rigorous lower bound
+        from ``example``.
+
+    Warns
+    -----
+    EstimateWarning
+        Where an AIS side lies below ``data_bound`` by more than 3 standard errors, or the
+        two sides differ by more than 3 combined standard errors: the estimate is not to
+        be trusted; the message says what to change.
 
     Raises
     ------
+    NotImplementedError
+        ``init=<data>`` for an observed site that is not binary.
     TypeError
         ``"exact"`` with a continuous site (the message names it).
     ValueError
@@ -113,28 +179,209 @@ def log_partition(
     >>> log_z = ebm_ppl.log_partition(ising, result.params, data[:1])  # doctest: +SKIP
     >>> log_z.estimate, log_z.stderr  # doctest: +SKIP
     >>> ebm_ppl.log_partition(rbm, params, data[:1], method="ais", num_chains=200)  # doctest: +SKIP
+    >>> lz = ebm_ppl.log_partition(rbm, params, x_train, method="bidirectional", init=x_train)  # doctest: +SKIP
+    >>> lz.lower, lz.upper, lz.data_bound  # doctest: +SKIP
 
     References
     ----------
     Neal, R. M. (2001). Annealed importance sampling. *Statistics and Computing* 11, 125–139.
     Salakhutdinov, R. & Murray, I. (2008). On the quantitative analysis of deep belief
     networks. *ICML*.
+    Grosse, R., Ghahramani, Z. & Adams, R. P. (2015). Sandwiching the marginal likelihood
+    using bidirectional Monte Carlo. arXiv:1511.02543.
+    Burda, Y., Grosse, R. & Salakhutdinov, R. (2015). Accurate and conservative estimates
+    of MRF log-likelihood using reverse annealing. *AISTATS*.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
     _check_count("num_chains", num_chains)
     _check_count("num_temperatures", num_temperatures)
-    betas = temperature_schedule(schedule, num_temperatures) if method == "ais" else None
+    if not (isinstance(init, str) and init == "base") and (isinstance(init, str) or init is None):
+        raise ValueError(f"init={init!r}: pass 'base' or a batch of data to fit a base-rate start to")
+    betas = temperature_schedule(schedule, num_temperatures) if method != "exact" else None
     problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs)
     ops, info = problem.ops, problem.info
-    like = next(iter(info.data_to_values(example).values()))
+    params_u = info.init_params
+    example_values = info.data_to_values(example)
+    like = next(iter(example_values.values()))
+    probe = problem.probe(ops.seed(PROBE_SEED, like))
     if method == "exact":
-        return LogZ(log_partition_exact(problem, info.init_params, like), 0.0)
-    probe = problem.probe(ops.seed(PROBE_SEED, like))  # "auto" blocks stay valid when tempered
+        summed = _exact_plan(problem, params_u, probe(), "log_partition(method='exact')")
+        value = log_partition_exact(problem, params_u, like, summed=summed)
+        return LogZ(value, 0.0, value, value, 0.0, 0.0, float("nan"), True)
+    start = BASE_START
+    if not isinstance(init, str):
+        init_values = _data_values(problem, init, backend, "init")
+        start = base_rate_start(problem, params_u, init_values, like)
+    kernel, rb = _ais_kernel(problem, params_u, sampler, probe, start, like)
+    key_fwd, key_rev, key_eq = ops.split(ops.seed(rng_seed, like), 3)
+    log_w = ais_log_weights(problem, kernel, key_fwd, params_u, betas, num_chains, start, rb)
+    lower, lower_se = log_mean_exp_with_stderr(log_w)
+    bound = _data_bound(problem, params_u, example_values)
+    upper, upper_se, exact_start = float("inf"), float("nan"), False
+    if method == "bidirectional":
+        position, exact_start = _model_draws(problem, params_u, kernel, rb, key_eq, num_chains, rng_seed,
+                                             num_temperatures, start, like,
+                                             None if isinstance(init, str) else init_values)
+        log_w_rev = ais_log_weights(problem, kernel, key_rev, params_u, betas[::-1].copy(), num_chains,
+                                    start, rb, position=position)
+        neg, upper_se = log_mean_exp_with_stderr(log_w_rev)
+        upper = -neg
+    result = _result(lower, lower_se, upper, upper_se, bound, exact_start, method)
+    _check_estimate(result, method, init)
+    return result
+
+
+def _data_values(problem, data, backend, what):
+    from ..backend import get_backend
+
+    be = get_backend(problem.ops.name)
+    try:
+        values = problem.info.data_to_values(be.as_data(data))
+    except Exception as e:
+        raise ValueError(f"{what}: expected a batch of data like `example` ({e})") from e
+    return values
+
+
+def _result(lower, lower_se, upper, upper_se, bound, exact_start, method):
+    if method == "ais":
+        return LogZ(lower, lower_se, lower, float("inf"), lower_se, float("nan"), bound, False)
+    estimate = 0.5 * (lower + upper)
+    stderr = 0.5 * float(np.hypot(lower_se, upper_se))
+    return LogZ(estimate, stderr, lower, upper, lower_se, upper_se, bound, exact_start)
+
+
+ADVICE = ("start from a base-rate distribution fitted to the training data (init=x_train), use "
+          "more num_temperatures (e.g. 10x) and more num_chains, and compare forward and reverse "
+          "estimates with method='bidirectional'")
+
+
+def _check_estimate(result, method, init):
+    """Warn (:class:`EstimateWarning`) where the estimate contradicts a bound or its other side."""
+    bound = result.data_bound
+    if np.isfinite(bound) and result.lower + 3 * result.lower_stderr < bound:
+        warnings.warn(
+            f"log_partition: the AIS estimate log Z = {result.lower:.2f} ± {result.lower_stderr:.2f} is "
+            f"below log Σ_{{rows of example}} p̃(x) = {bound:.2f}, a rigorous lower bound on log Z: "
+            f"the estimate is not to be trusted (AIS missed most of the model's mass). To fix it, {ADVICE}"
+            + ("" if not isinstance(init, str) else "; init='base' is a poor start for a trained model"),
+            EstimateWarning, stacklevel=3)
+    if method != "bidirectional":
+        return
+    if np.isfinite(bound) and result.upper + 3 * result.upper_stderr < bound:
+        warnings.warn(
+            f"log_partition: the reverse AIS estimate log Z = {result.upper:.2f} is below the rigorous "
+            f"lower bound {bound:.2f}: the reverse chains did not start at the model; the upper "
+            f"side is not to be trusted. To fix it, {ADVICE}", EstimateWarning, stacklevel=3)
+    combined = float(np.hypot(result.lower_stderr, result.upper_stderr))
+    gap = result.upper - result.lower
+    if not abs(gap) <= 3 * combined:
+        side = ("the forward (lower) estimate lies above the reverse (upper) one" if gap < 0
+                else "the true value may lie anywhere between them")
+        warnings.warn(
+            f"log_partition: forward AIS gives {result.lower:.3f} ± {result.lower_stderr:.3f} (a stochastic "
+            f"lower bound) and reverse AIS {result.upper:.3f} ± {result.upper_stderr:.3f} (a stochastic upper "
+            f"bound{'' if result.upper_is_exact_start else ', approximate: its chains did not start from exact draws'}): "
+            f"they disagree by {gap:.3f} nats, more than 3 standard errors ({3 * combined:.3f}); {side}, "
+            f"so neither is to be trusted to better than the gap. To narrow it, {ADVICE}",
+            EstimateWarning, stacklevel=3)
+
+
+def _exact_plan(problem, params, probes, what):
+    """The site to sum out analytically for exact evaluation (None: plain enumeration)."""
+    sites = list(problem.sites.values())
+    for name in summable_sites(problem, params, probes):
+        rest = [s for s in sites if s.name != name]
+        try:
+            count_states(rest, what, MAX_STATES_SUMMED)
+        except (TypeError, ValueError):
+            continue
+        return name
+    count_states(sites, what)  # raises, naming the sites, where plain enumeration fails too
+    return None
+
+
+def _latent_plan(problem, params, probes, what):
+    """The latent site to sum out analytically in log p̃(x) (None: enumerate every latent)."""
+    latent = [s for s in problem.sites.values() if not s.is_observed]
+    names = [s.name for s in latent]
+    for name in summable_sites(problem, params, probes, names):
+        try:
+            count_states([s for s in latent if s.name != name], what)
+        except (TypeError, ValueError):
+            continue
+        return name
+    return None
+
+
+def _data_bound(problem, params, example_values):
+    """log Σ over the distinct rows x of ``example`` of p̃(x) (latent sites summed out): a
+    rigorous lower bound on log Z when every observed site is discrete; NaN where it cannot
+    be computed (continuous observed sites, latent sites that cannot be summed out)."""
+    ops = problem.ops
+    if any(not problem.sites[n].is_discrete for n in example_values):
+        return float("nan")
+    flat = np.concatenate([np.asarray(ops.to_numpy(v), np.float64).reshape((v.shape[0], -1))
+                           for v in example_values.values()], axis=1)
+    _, first = np.unique(flat, axis=0, return_index=True)
+    idx = ops.asarray(np.sort(first), None, int_=True)
+    rows = {k: v[idx] for k, v in example_values.items()}
+    try:
+        like = next(iter(example_values.values()))
+        probes = problem.probe(ops.seed(PROBE_SEED, like))()
+        summed = _latent_plan(problem, params, probes, "the data bound")
+        log_p = log_marginal_exact(problem, params, rows, summed=summed)
+    except (TypeError, ValueError):
+        return float("nan")
+    return float(np.logaddexp.reduce(log_p))
+
+
+def _ais_kernel(problem, params, sampler, probe, start, like):
+    """The AIS transition and, where a latent binary site can be summed out, its
+    Rao-Blackwellization (:func:`~ebm_ppl.evaluation.ais.rb_config`)."""
+    ops, info = problem.ops, problem.info
+    probes = probe()
+    latent = [n for n, s in problem.sites.items() if not s.is_observed]
+    summable = summable_sites(problem, params, probes)
+    rb_site = None
+    for name in summable:
+        if name in latent and name in summable_sites(problem, params, probes, [name], logdensity_of=lambda p: (
+                lambda pos: _parts_fn(problem, p)(pos)[1]), tag="log_base"):
+            rb_site = name
+            break
+    rb = rb_config(problem, params, rb_site, start, like) if rb_site is not None else None
+    if isinstance(sampler, str) and sampler == "auto" and set(summable) >= set(problem.sites) and len(summable) > 1:
+        # every site a conditionally independent binary layer (an RBM): one block each,
+        # whatever their size ("auto" probes sites of at most 128 coordinates)
+        from ..samplers import BlockGibbs
+
+        order = sorted(summable, key=lambda n: (n != rb_site, list(problem.sites).index(n)))
+        sampler = BlockGibbs(order)
     kernel = build_kernel(sampler, ops, list(info.sites.values()), probe=probe)
-    key = ops.seed(rng_seed, like)
-    log_w = ais_log_weights(problem, kernel, key, info.init_params, betas, num_chains)
-    return LogZ(*log_mean_exp_with_stderr(log_w))
+    return kernel, rb
+
+
+def _model_draws(problem, params, kernel, rb, rng_key, num_chains, rng_seed, num_steps, start, like, init_values):
+    """Starting states for reverse AIS: exact draws from p̃ / Z where the sites can be
+    enumerated (one of them summed out analytically), else ``num_steps`` transitions at
+    β = 1 from the training rows (``init`` data) or from p₀. Returns (position, is_exact)."""
+    ops = problem.ops
+    probes = problem.probe(ops.seed(PROBE_SEED, like))()
+    try:
+        summed = _exact_plan(problem, params, probes, "reverse AIS from exact draws")
+    except (TypeError, ValueError):
+        summed = False
+    if summed is not False:
+        draws = sample_exact(problem, params, like, num_chains, rng_seed + 1, summed=summed)
+        return problem.to_internal(draws), True
+    key_start, key_pick, key_run = ops.split(rng_key, 3)
+    position = sample_start(problem, key_start, num_chains, start)
+    if init_values is not None:
+        num_data = next(iter(init_values.values())).shape[0]
+        rows = np.random.default_rng(rng_seed + 2).integers(0, num_data, size=num_chains)
+        idx = ops.asarray(rows, None, int_=True)
+        position.update(problem.to_internal({k: v[idx] for k, v in init_values.items()}))
+    return equilibrate(problem, kernel, key_run, params, position, num_steps, rb), False
 
 
 def _log_z_value(log_z):
@@ -150,7 +397,11 @@ def _log_z_value(log_z):
 def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=(), model_kwargs=None):
     """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z) − log Z.
 
-    Latent sites (unobserved sample sites) are summed out by enumeration, in chunks.
+    Latent sites (unobserved sample sites) are summed out: a binary site measured to be
+    conditionally independent given the rest (an RBM's hidden layer, any width)
+    analytically (the free energy, a softplus per unit), the others by enumeration.
+    A discrete model's log-likelihood above 0 (a ``log_z`` too small) warns with
+    :class:`EstimateWarning`. For a bracket, pass ``log_z=lz.upper`` and ``lz.lower``.
 
     Parameters
     ----------
@@ -191,14 +442,26 @@ def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=
     problem, data = compile_problem(model, params, data, backend, model_args, model_kwargs)
     ops, info = problem.ops, problem.info
     data_values = info.data_to_values(data)
-    log_p = log_marginal_exact(problem, info.init_params, data_values)
+    like = next(iter(data_values.values()))
+    probes = problem.probe(ops.seed(PROBE_SEED, like))()
+    summed = _latent_plan(problem, info.init_params, probes, "log_likelihood: summing out the latent sites")
+    log_p = log_marginal_exact(problem, info.init_params, data_values, summed=summed)
+    estimated = log_z is not None
     if log_z is None:
-        like = next(iter(data_values.values()))
         try:
-            log_z = log_partition_exact(problem, info.init_params, like)
+            exact = _exact_plan(problem, info.init_params, probes, "log_partition(method='exact')")
+            log_z = log_partition_exact(problem, info.init_params, like, summed=exact)
         except (TypeError, ValueError) as e:
             raise ValueError(
                 f"log_likelihood: log Z cannot be computed exactly ({e}); pass log_z=, e.g. "
-                "ebm_ppl.log_partition(model, params, data[:1], method='ais')"
+                "ebm_ppl.log_partition(model, params, data[:1], method='bidirectional', init=x_train)"
             ) from e
-    return ops.asarray(log_p - _log_z_value(log_z), None)
+    out = log_p - _log_z_value(log_z)
+    if estimated and all(s.is_discrete for s in info.sites.values()):
+        tol = 1e-4 * (1.0 + np.abs(log_p))
+        if np.any(out > tol):
+            warnings.warn(
+                f"log_likelihood: {int(np.sum(out > tol))} of {out.size} examples get a log-likelihood "
+                f"above 0 (up to {out.max():.2f}), impossible for a discrete model: the log_z passed is "
+                f"too small and not to be trusted. To fix it, {ADVICE}", EstimateWarning, stacklevel=2)
+    return ops.asarray(out, None)
