@@ -40,9 +40,10 @@ def check_int(owner, name, value, minimum=1, allow_none=False):
 
 
 def check_positive_args(owner, positive, positive_steps):
+    """``(positive, positive_steps)`` checked, ``positive_steps`` as a Python int or None."""
     if positive not in POSITIVE:
         raise ValueError(f"{owner}: positive must be one of {POSITIVE}, got {positive!r}")
-    check_int(owner, "positive_steps", positive_steps, allow_none=True)
+    return positive, check_int(owner, "positive_steps", positive_steps, allow_none=True)
 
 
 def init_positive(estimator, problem, rng_key, data_values, batch_size):

@@ -64,10 +64,10 @@ class CD:
 
     def __init__(self, num_steps=1, positive="base", positive_steps=None):
         check_int("CD", "num_steps", num_steps)
-        check_positive_args("CD", positive, positive_steps)
+        positive, positive_steps = check_positive_args("CD", positive, positive_steps)
         self.num_steps = int(num_steps)
         self.positive = positive
-        self.positive_steps = None if positive_steps is None else int(positive_steps)
+        self.positive_steps = positive_steps
 
     def __repr__(self):
         return f"CD(num_steps={self.num_steps}{positive_repr(self)})"

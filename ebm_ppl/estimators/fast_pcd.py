@@ -85,14 +85,14 @@ class FPCD:
             raise ValueError(f"FPCD: fast_decay must be in [0, 1), got {fast_decay!r}")
         if init not in _INITS:
             raise ValueError(f"FPCD: init must be one of {_INITS}, got {init!r}")
-        check_positive_args("FPCD", positive, positive_steps)
+        positive, positive_steps = check_positive_args("FPCD", positive, positive_steps)
         self.num_chains = int(num_chains)
         self.num_steps = int(num_steps)
         self.fast_lr = float(fast_lr)
         self.fast_decay = float(fast_decay)
         self.init_method = init
         self.positive = positive
-        self.positive_steps = None if positive_steps is None else int(positive_steps)
+        self.positive_steps = positive_steps
 
     def __repr__(self):
         init = "" if self.init_method == "base" else f", init={self.init_method!r}"

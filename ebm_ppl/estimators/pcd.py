@@ -56,12 +56,12 @@ class PCD:
         check_int("PCD", "num_steps", num_steps)
         if init not in _INITS:
             raise ValueError(f"PCD: init must be one of {_INITS}, got {init!r}")
-        check_positive_args("PCD", positive, positive_steps)
+        positive, positive_steps = check_positive_args("PCD", positive, positive_steps)
         self.num_chains = int(num_chains)
         self.num_steps = int(num_steps)
         self.init_method = init
         self.positive = positive
-        self.positive_steps = None if positive_steps is None else int(positive_steps)
+        self.positive_steps = positive_steps
 
     def __repr__(self):
         return (f"PCD(num_chains={self.num_chains}, num_steps={self.num_steps}, init={self.init_method!r}"

@@ -80,14 +80,14 @@ class ReplayBuffer:
         check_int("ReplayBuffer", "num_steps", num_steps)
         if init not in _INITS:
             raise ValueError(f"ReplayBuffer: init must be one of {_INITS}, got {init!r}")
-        check_positive_args("ReplayBuffer", positive, positive_steps)
+        positive, positive_steps = check_positive_args("ReplayBuffer", positive, positive_steps)
         self.buffer_size = int(buffer_size)
         self.num_chains = int(num_chains)
         self.reinit = float(reinit)
         self.num_steps = int(num_steps)
         self.init_method = init
         self.positive = positive
-        self.positive_steps = None if positive_steps is None else int(positive_steps)
+        self.positive_steps = positive_steps
 
     def __repr__(self):
         return (f"ReplayBuffer(buffer_size={self.buffer_size}, num_chains={self.num_chains}, "

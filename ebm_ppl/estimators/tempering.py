@@ -104,7 +104,7 @@ class PT:
         check_int("PT", "num_temperatures", num_temperatures, minimum=2)
         check_int("PT", "num_steps", num_steps)
         check_int("PT", "swap_every", swap_every)
-        check_positive_args("PT", positive, positive_steps)
+        positive, positive_steps = check_positive_args("PT", positive, positive_steps)
         if betas is None:
             betas = np.linspace(0.0, 1.0, num_temperatures)
         elif isinstance(betas, str):
@@ -115,7 +115,7 @@ class PT:
         self.num_steps = int(num_steps)
         self.swap_every = int(swap_every)
         self.positive = positive
-        self.positive_steps = None if positive_steps is None else int(positive_steps)
+        self.positive_steps = positive_steps
 
     def __repr__(self):
         betas = tuple(round(b, 6) for b in self.betas)

@@ -79,7 +79,7 @@ def base_rate_start(problem, params, data_values, like, pseudo_count=1.0):
     product over coordinates (checked: single-coordinate changes of log base must add up
     at random states). Latent sites keep their base distributions.
     """
-    ops, info = problem.ops, problem.info
+    ops = problem.ops
     logits, shift, const = {}, {}, 0.0
     rng = np.random.default_rng(0)
     for name, x in data_values.items():
