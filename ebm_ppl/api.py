@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+import types
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -237,31 +238,54 @@ def _make_step(problem, estimator, optimizer):
 
 
 # Compiled updates (NumPyro) kept across calls, so that resuming a fit, or fitting the same
-# model again, does not trace and compile again. The key holds the model, its arguments and
-# the optimizer by identity, the estimator and sampler by configuration, and the data by
-# shapes and dtypes (see _compiled_key).
+# model again, does not trace and compile again. The key holds the model and its arguments by
+# identity, the estimator, sampler and optimizer by configuration (a new but identical
+# optimizer object reuses the compiled update), and the data by shapes and dtypes.
 _COMPILED = collections.OrderedDict()
 _COMPILED_SIZE = 8
 
 
-def _config_key(obj):
-    """A hashable key of a configuration value (samplers, estimators, masks, numbers)."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
+_CONFIG_MODULES = ("ebm_ppl.", "optax", "numpyro.optim", "jax.example_libraries.optimizers")
+
+
+def _config_key(obj, depth=0):
+    """A hashable key of a configuration value (samplers, estimators, optimizers, masks,
+    numbers): equal keys mean equal behaviour. Functions compare by their code, defaults
+    and closure contents (so ``optax.adam(1e-2)`` made twice gives one key: optax and
+    numpyro.optim optimizers are closures over their hyperparameters); anything else that
+    cannot be compared by value compares by identity."""
+    if depth > 12:
+        return _Same(obj)
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
         return (type(obj).__name__, obj)
     if isinstance(obj, (list, tuple)):
-        return (type(obj).__name__,) + tuple(_config_key(v) for v in obj)
+        return (type(obj).__name__,) + tuple(_config_key(v, depth + 1) for v in obj)
     if isinstance(obj, dict):
-        return ("dict",) + tuple((k, _config_key(v)) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0])))
+        items = sorted(obj.items(), key=lambda kv: str(kv[0]))
+        return ("dict",) + tuple((k, _config_key(v, depth + 1)) for k, v in items)
     if isinstance(obj, np.ndarray):
         return ("ndarray", obj.dtype.str, obj.shape, obj.tobytes())
-    if hasattr(obj, "__dict__") and type(obj).__module__.startswith("ebm_ppl."):
-        return (type(obj),) + _config_key(vars(obj))
+    if isinstance(obj, types.FunctionType):
+        cells = tuple(_config_key(c.cell_contents, depth + 1) if _cell_full(c) else ("empty",)
+                      for c in obj.__closure__ or ())
+        return ("function", obj.__code__, _config_key(obj.__defaults__, depth + 1),
+                _config_key(obj.__kwdefaults__, depth + 1), cells)
+    if hasattr(obj, "__dict__") and type(obj).__module__.startswith(_CONFIG_MODULES):
+        return (type(obj),) + _config_key(vars(obj), depth + 1)
     if hasattr(obj, "shape") and hasattr(obj, "dtype") and getattr(obj, "size", 1 << 20) <= 1 << 16:
         try:  # a small array (e.g. a block mask): by value
             return ("array", str(obj.dtype), tuple(obj.shape), np.asarray(obj).tobytes())
         except Exception:
             pass
     return _Same(obj)
+
+
+def _cell_full(cell):
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
 
 
 def _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer, batch_size,

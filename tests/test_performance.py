@@ -136,6 +136,29 @@ def test_numpyro_reuses_the_compiled_update(fw):
     assert len(ebm_ppl.api._COMPILED) == 2
 
 
+def test_a_new_but_identical_optimizer_does_not_compile_again(fw):
+    """Compiled updates are keyed by the optimizer's configuration, not its identity: a
+    second fit with ``optax.adam(0.01)`` written again traces the model once (to validate the
+    data) and compiles nothing; another learning rate is another update."""
+    if fw.name != "numpyro":
+        pytest.skip("compiled updates are kept across calls on NumPyro (Pyro runs eagerly)")
+    import optax
+
+    x = fw.array((np.random.default_rng(1).random((120, 6)) < 0.5).astype(np.float32))
+    model, calls = _counting(rbm_model(fw, 6, 3))
+    kwargs = dict(estimator=ebm_ppl.PCD(20, 1), sampler=BlockGibbs(["h", "v"]), batch_size=40,
+                  num_steps=6, progress_bar=False)
+    first = ebm_ppl.fit_unnormalized(model, x, optimizer=optax.adam(0.01), **kwargs)
+    before = calls[0]
+    again = ebm_ppl.fit_unnormalized(model, x, optimizer=optax.adam(0.01), **kwargs)
+    assert calls[0] - before == 1  # the validating trace only: no new trace of the update
+    np.testing.assert_array_equal(np.asarray(first.params["W"]), np.asarray(again.params["W"]))
+    before = calls[0]
+    other = ebm_ppl.fit_unnormalized(model, x, optimizer=optax.adam(0.02), **kwargs)
+    assert calls[0] - before > 1  # another learning rate: traced and compiled again
+    assert not np.array_equal(np.asarray(first.params["W"]), np.asarray(other.params["W"]))
+
+
 def test_pyro_trace_is_used_only_where_it_agrees(fw):
     if fw.name != "pyro":
         pytest.skip("the traced log density is the Pyro backend's")
