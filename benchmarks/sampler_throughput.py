@@ -19,7 +19,7 @@ import numpy as np
 import ebm_ppl
 from ebm_ppl._problem import Problem, run_kernel
 from ebm_ppl.backend import get_backend
-from ebm_ppl.samplers.base import build_kernel
+from ebm_ppl.samplers import build_kernel
 
 
 def lattice(size, seed=0):

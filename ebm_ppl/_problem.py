@@ -9,7 +9,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .samplers.langevin import differentiate
+from .backend import detect_backend, get_backend
+from .samplers._numerics import differentiate
 
 __all__ = ["Problem", "Probes", "run_kernel", "compile_problem", "PROBE_SEED"]
 
@@ -234,8 +235,6 @@ def _check_finite_params(params):
 def compile_problem(model, params, data, backend, model_args, model_kwargs):
     """The backend for ``data``, the model compiled at fixed ``params`` (constrained), and
     the data as that backend's arrays: the preamble of ``sample`` and the evaluation API."""
-    from .backend import detect_backend, get_backend
-
     be = get_backend(detect_backend(data, backend))
     _check_finite_params(params)
     data = be.as_data(data)

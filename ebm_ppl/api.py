@@ -21,13 +21,16 @@ import numpy as np
 
 from ._problem import PROBE_SEED, Problem, compile_problem, run_kernel
 from ._exclusive import exclusive
+from ._result import FitResult, FitState
 from ._sites import Same as _Same
+from .checkpoint import save
 from ._tree import describe
 from .backend import detect_backend, get_backend
 from .estimators import PCD
 from .monitor import MonitorRun, as_monitors
 from .evaluation import LogZ, log_likelihood, log_partition
-from .samplers.base import build_kernel, is_adaptive, restrict_sampler
+from .samplers.auto import build_kernel
+from .samplers.base import is_adaptive, restrict_sampler
 
 __all__ = ["fit_unnormalized", "sample", "log_partition", "log_likelihood", "FitResult", "FitState", "LogZ"]
 
@@ -38,75 +41,6 @@ __all__ = ["fit_unnormalized", "sample", "log_partition", "log_likelihood", "Fit
 _CHUNK_UPDATES = 256
 
 _HISTORY = ("loss", "positive_log_density", "negative_log_density", "acceptance_rate")
-
-
-class FitState(NamedTuple):
-    """Everything ``resume=`` needs to continue a fit exactly where it stopped.
-
-    Attributes
-    ----------
-    params : dict
-        Unconstrained parameters (copies).
-    optimizer_state : Any
-        The optimizer's state (Pyro: ``PyroOptim.get_state()``; NumPyro: its pytree).
-    estimator_state : Any
-        Chains (sampler space) and the sampler's adapted step sizes.
-    rng_key : Any
-        The key of the sampling stream (Pyro: a ``torch.Generator`` state).
-    data_key : Any
-        The key of the minibatch-shuffling stream.
-    num_updates : int
-        Parameter updates done so far.
-    estimator : Any
-        The estimator object that produced ``estimator_state``.
-    epoch_perm : numpy.ndarray or None
-        The current epoch's permutation of the examples (None before the first update).
-    epoch_offset : int
-        How many examples of ``epoch_perm`` the updates so far have used: a resumed fit
-        continues the epoch there, so any split of N updates equals one call of N.
-    signature : dict or None
-        The model's parameters (shapes, constraints), sites (shapes, supports) and the
-        optimizer's kind, which ``resume=`` checks against the model it is given.
-    """
-
-    params: Any
-    optimizer_state: Any
-    estimator_state: Any
-    rng_key: Any
-    data_key: Any
-    num_updates: int
-    estimator: Any
-    epoch_perm: Any = None
-    epoch_offset: int = 0
-    signature: Any = None
-
-
-class FitResult(NamedTuple):
-    """What :func:`fit_unnormalized` returns.
-
-    Attributes
-    ----------
-    params : dict
-        name -> array (``torch.Tensor`` / ``jax.Array``), constrained values. On Pyro they
-        are also left in ``pyro.get_param_store()``.
-    history : dict
-        name -> 1-D ``numpy.ndarray`` with one entry per update: ``loss`` (the surrogate
-        mean log p̃(negative) − mean log p̃(positive), whose gradient is the estimator; it
-        is *not* the negative log-likelihood), ``positive_log_density``,
-        ``negative_log_density`` and ``acceptance_rate`` (NaN where the sampler has none).
-    chains : dict
-        site name -> array: the negative-phase chain state at the end (constrained values).
-    state : FitState
-        What ``resume=`` needs.
-    backend : str
-        ``"pyro"`` or ``"numpyro"``.
-    """
-
-    params: dict
-    history: dict
-    chains: dict
-    state: FitState
-    backend: str
 
 
 def _check_positive_int(name, value, allow_none=True):
@@ -545,7 +479,6 @@ def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like
     updates (counted over resumed calls too). A monitor (``fit.watch``) is evaluated
     after every ``fit.watch.every`` updates of the call (chunks end there) and may stop
     the fit early."""
-    from .checkpoint import save
 
     sizer = _ChunkSizer(chunk_len)
     failed = interrupted = False

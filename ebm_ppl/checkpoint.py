@@ -20,7 +20,9 @@ import zipfile
 
 import numpy as np
 
-from . import _tree
+from . import _tree, estimators
+from ._result import FitResult, FitState
+from .backend import get_backend
 
 __all__ = ["save", "load"]
 
@@ -30,8 +32,6 @@ VERSION = 1
 
 def _estimators():
     """Class name -> estimator class, for every estimator ebm_ppl exports."""
-    from . import estimators
-
     out = {}
     for name in getattr(estimators, "__all__", ()):
         cls = getattr(estimators, name, None)
@@ -110,8 +110,6 @@ def save(result, path):
     >>> ebm_ppl.save(result, "fit.npz")  # doctest: +SKIP
     >>> more = ebm_ppl.fit_unnormalized(model, data, num_steps=1000, resume=ebm_ppl.load("fit.npz"))  # doctest: +SKIP
     """
-    from .api import FitResult
-
     if not isinstance(result, FitResult):
         raise TypeError(f"save: result must be a FitResult, got {type(result).__name__}")
     path = os.fspath(path)
@@ -191,8 +189,6 @@ def load(path):
     --------
     >>> result = ebm_ppl.load("fit.npz")  # doctest: +SKIP
     """
-    from .api import FitResult, FitState
-
     path = os.fspath(path)
     meta, arrays = _read(path)
     if meta.get("format") != FORMAT:
@@ -201,8 +197,6 @@ def load(path):
         raise ValueError(f"checkpoint {path!r} has format version {meta.get('version')!r}; this version of "
                          f"ebm_ppl reads version {VERSION}")
     backend = meta["backend"]
-    from .backend import get_backend
-
     get_backend(backend)  # the framework must be installed to hold the arrays
     s = meta["state"]
     state = FitState(

@@ -15,6 +15,8 @@ Statistical analysis of non-lattice data (pseudo-likelihood). Salakhutdinov & Mu
 
 import numpy as np
 
+from .evaluation import log_likelihood, log_partition
+
 __all__ = ["Monitor", "as_monitors"]
 
 DIAGNOSTIC_SEED = 7_919  # diagnostics draw from their own stream: the fit is unaffected
@@ -85,8 +87,6 @@ class Monitor:
 
     def evaluate(self, ctx, step, params_u, position):
         """The values at update ``step`` (``params_u`` unconstrained, ``position`` sampler space)."""
-        from .api import log_likelihood, log_partition
-
         problem, ops = ctx["problem"], ctx["problem"].ops
         params = ops.copy_tree(problem.info.constrain(params_u))
         kw = dict(backend=ctx["backend"], model_args=ctx["model_args"], model_kwargs=ctx["model_kwargs"])

@@ -20,7 +20,7 @@ import ebm_ppl.api
 from ebm_ppl._problem import PROBE_SEED, Problem
 from ebm_ppl.backend import get_backend
 from ebm_ppl.samplers import BlockGibbs
-from ebm_ppl.samplers.base import build_kernel
+from ebm_ppl.samplers import build_kernel
 from models import I, K, STATES, ising_log_unnorm, ising_model, ising_sample
 from test_latent import rbm_model
 

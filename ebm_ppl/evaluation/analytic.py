@@ -24,7 +24,7 @@ states (a structure that cancels at every probe is as unlikely here as for ``"au
 
 import numpy as np
 
-from ..samplers.langevin import logdensity_and_grad
+from ..samplers._numerics import logdensity_and_grad
 
 __all__ = ["summable_sites", "sum_out", "sample_site"]
 

@@ -7,7 +7,9 @@ import numpy as np
 
 from .._exclusive import exclusive
 from .._problem import PROBE_SEED, compile_problem
-from ..samplers.base import build_kernel
+from ..backend import get_backend
+from ..samplers.auto import build_kernel
+from ..samplers.block_gibbs import BlockGibbs
 from .ais import (BASE_START, _parts_fn, ais_log_weights, base_rate_start, equilibrate, log_mean_exp_with_stderr,
                   rb_config, sample_start, temperature_schedule)
 from .analytic import summable_sites
@@ -233,8 +235,6 @@ def log_partition(
 
 
 def _data_values(problem, data, backend, what):
-    from ..backend import get_backend
-
     be = get_backend(problem.ops.name)
     try:
         values = problem.info.data_to_values(be.as_data(data))
@@ -353,8 +353,6 @@ def _ais_kernel(problem, params, sampler, probe, start, like):
     if isinstance(sampler, str) and sampler == "auto" and set(summable) >= set(problem.sites) and len(summable) > 1:
         # every site a conditionally independent binary layer (an RBM): one block each,
         # whatever their size ("auto" probes sites of at most 128 coordinates)
-        from ..samplers import BlockGibbs
-
         order = sorted(summable, key=lambda n: (n != rb_site, list(problem.sites).index(n)))
         sampler = BlockGibbs(order)
     kernel = build_kernel(sampler, ops, list(info.sites.values()), probe=probe)

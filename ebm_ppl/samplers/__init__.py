@@ -8,7 +8,8 @@ step size adapted toward 0.574 acceptance on continuous sites, in each step. Ada
 ``sample``'s warm-up only (and at every step of a fit, where parameters keep changing).
 """
 
-from .base import Sampler, Kernel, auto_plan, build_kernel
+from .base import Sampler, Kernel
+from .auto import auto_plan, build_kernel
 from .block_gibbs import BlockGibbs
 from .gibbs import Gibbs
 from .gwg import GibbsWithGradients

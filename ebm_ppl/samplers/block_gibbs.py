@@ -38,8 +38,8 @@ contrastive divergence (block Gibbs in RBMs).
 
 import numpy as np
 
-from .base import Sampler, Kernel, categorical, nan_acceptance
-from .langevin import logdensity_and_grad
+from ._numerics import categorical, logdensity_and_grad, nan_acceptance
+from .base import Kernel, Sampler
 
 __all__ = ["BlockGibbs", "block_update"]
 

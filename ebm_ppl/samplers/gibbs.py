@@ -6,7 +6,8 @@ compared with the cached log density of the current state, so a sweep over D bin
 coordinates costs D + 1 evaluations of C chains. Geman & Geman (1984).
 """
 
-from .base import Sampler, Kernel, categorical, nan_acceptance
+from ._numerics import categorical, nan_acceptance
+from .base import Kernel, Sampler
 
 __all__ = ["Gibbs", "gibbs_site_update"]
 

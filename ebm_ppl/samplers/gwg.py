@@ -29,9 +29,9 @@ MCMC in discrete spaces, JASA.
 
 import numpy as np
 
-from .base import Sampler, Kernel, categorical
+from ._numerics import categorical, logdensity_and_grad, mh_accept, select_rows
+from .base import Kernel, Sampler
 from .block_gibbs import _variants
-from .langevin import logdensity_and_grad
 
 __all__ = ["GibbsWithGradients"]
 
@@ -115,14 +115,10 @@ def _mh_move(ops, sites, logdensity_fn, carry):
     ld_new, logits_new = _proposal(ops, sites, proposal, logdensity_fn)
     log_forward = ops.pick(logits, index) - ops.logsumexp(logits, -1)
     log_reverse = ops.pick(logits_new, reverse) - ops.logsumexp(logits_new, -1)
-    log_alpha = ld_new - ld + log_reverse - log_forward
-    log_alpha = xp.where(xp.isfinite(log_alpha), log_alpha, -float("inf"))
-    accept = xp.log(ops.uniform(key_accept, tuple(ld.shape), ld)) < log_alpha
-    position = {n: xp.where(accept.reshape((-1,) + (1,) * (len(v.shape) - 1)), proposal[n], v)
-                for n, v in position.items()}
+    accept, rate = mh_accept(ops, key_accept, ld_new - ld + log_reverse - log_forward, ld)
+    position = select_rows(ops, accept, proposal, position, list(position))
     ld = xp.where(accept, ld_new, ld)
     logits = xp.where(accept[:, None], logits_new, logits)
-    rate = xp.mean(xp.exp(xp.clip(log_alpha, None, 0.0)))
     return position, ld, logits, key, total + rate
 
 

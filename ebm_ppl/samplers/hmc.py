@@ -17,8 +17,8 @@ Hamiltonian dynamics, Handbook of MCMC. Beskos, Pillai, Roberts, Sanz-Serna & St
 import math
 from typing import Any, NamedTuple
 
-from .base import Sampler, Kernel, check_number
-from .langevin import logdensity_and_grad, per_chain_sum
+from ._numerics import adapt_log_step, check_number, logdensity_and_grad, mh_accept, per_chain_sum, select_rows
+from .base import Kernel, Sampler
 
 __all__ = ["HMC", "HMCAux", "leapfrog"]
 
@@ -111,15 +111,10 @@ class HMC(Sampler):
             x, p, ld_new, _ = leapfrog(ops, position, momentum, grad, eps, self.num_leapfrog,
                                        names, logdensity_fn)
             log_alpha = ld_new - _kinetic(ops, p) - ld + _kinetic(ops, momentum)
-            log_alpha = xp.where(xp.isfinite(log_alpha), log_alpha, -float("inf"))
-            accept = xp.log(ops.uniform(key_accept, tuple(ld.shape), ld)) < log_alpha
-            new = dict(position)
-            for n in names:
-                mask = accept.reshape((-1,) + (1,) * (len(position[n].shape) - 1))
-                new[n] = xp.where(mask, x[n], position[n])
-            rate = xp.mean(xp.exp(xp.clip(log_alpha, None, 0.0)))
+            accept, rate = mh_accept(ops, key_accept, log_alpha, ld)
+            new = select_rows(ops, accept, x, position, names)
             if self.adapt:
-                aux = HMCAux(aux.log_step_size + self.adapt_rate * (rate - self.target_accept))
+                aux = HMCAux(adapt_log_step(aux.log_step_size, rate, self.target_accept, self.adapt_rate))
             return new, aux, rate
 
         return Kernel(names, init, step)

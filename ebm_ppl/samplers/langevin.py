@@ -12,36 +12,10 @@ Du & Mordatch (2019), Implicit generation and generalization in energy-based mod
 
 import math
 
-from .base import Sampler, Kernel, check_number, nan_acceptance
+from ._numerics import check_number, logdensity_and_grad, nan_acceptance
+from .base import Kernel, Sampler
 
-__all__ = ["Langevin", "logdensity_and_grad", "differentiate", "per_chain_sum"]
-
-
-def per_chain_sum(ops, tree):
-    """Sum every array of ``tree`` over all axes but the first (chains)."""
-    total = 0.0
-    for v in tree.values():
-        total = total + v.reshape((v.shape[0], -1)).sum(-1)
-    return total
-
-
-def logdensity_and_grad(ops, position, names, logdensity_fn):
-    """Per-chain log density and its gradient with respect to the sites ``names``."""
-    if hasattr(logdensity_fn, "value_and_grad"):  # the backend's faster gradient (Pyro: a traced graph)
-        return logdensity_fn.value_and_grad(position, list(names))
-    return differentiate(ops, logdensity_fn, position, names)
-
-
-def differentiate(ops, logdensity_fn, position, names):
-    """:func:`logdensity_and_grad` by differentiating ``logdensity_fn`` (no fast path)."""
-    moved = {n: position[n] for n in names}
-
-    def total(sub):
-        ld = logdensity_fn(dict(position, **sub))
-        return ld.sum(), ld
-
-    (_, ld), grad = ops.value_and_grad(total, has_aux=True)(moved)
-    return ld, grad
+__all__ = ["Langevin"]
 
 
 class Langevin(Sampler):

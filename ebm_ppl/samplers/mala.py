@@ -13,10 +13,11 @@ discrete approximations. Roberts & Rosenthal (1998), Optimal scaling of discrete
 approximations to Langevin diffusions.
 """
 
+import math
 from typing import Any, NamedTuple
 
-from .base import Sampler, Kernel, check_number
-from .langevin import logdensity_and_grad
+from ._numerics import adapt_log_step, check_number, logdensity_and_grad, mh_accept, select_rows
+from .base import Kernel, Sampler
 
 __all__ = ["MALA", "MALAAux"]
 
@@ -38,10 +39,6 @@ def _sq_norm(ops, tree):
     for v in tree.values():
         total = total + (v * v).reshape((v.shape[0], -1)).sum(-1)
     return total
-
-
-def _broadcast(mask, x):
-    return mask.reshape((mask.shape[0],) + (1,) * (len(x.shape) - 1))
 
 
 class MALA(Sampler):
@@ -76,8 +73,6 @@ class MALA(Sampler):
         self.adapt_rate = float(adapt_rate)
 
     def build(self, ops, sites):
-        import math
-
         names = tuple(s.name for s in sites)
         xp = ops.xp
 
@@ -100,16 +95,10 @@ class MALA(Sampler):
             backward = {n: (position[n] - proposal[n] - eps * grad_new[n]) for n in names}
             # log q(x | x') - log q(x' | x), with q = N(x + ε∇, 2ε): the forward residual is √(2ε) ξ
             log_ratio = (_sq_norm(ops, forward) / 2.0) - _sq_norm(ops, backward) / (4 * eps)
-            log_alpha = ld_new - ld + log_ratio
-            log_alpha = xp.where(xp.isfinite(log_alpha), log_alpha, -float("inf"))
-            u = ops.uniform(key_accept, tuple(ld.shape), ld)
-            accept = xp.log(u) < log_alpha
-            new = dict(position)
-            for n in names:
-                new[n] = xp.where(_broadcast(accept, position[n]), proposal[n], position[n])
-            rate = xp.mean(xp.exp(xp.clip(log_alpha, None, 0.0)))
+            accept, rate = mh_accept(ops, key_accept, ld_new - ld + log_ratio, ld)
+            new = select_rows(ops, accept, proposal, position, names)
             if self.adapt:
-                aux = MALAAux(aux.log_step_size + self.adapt_rate * (rate - self.target_accept))
+                aux = MALAAux(adapt_log_step(aux.log_step_size, rate, self.target_accept, self.adapt_rate))
             return new, aux, rate
 
         return Kernel(names, init, step)

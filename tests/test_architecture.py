@@ -1,0 +1,103 @@
+"""The package's shape (issue 11): no import cycle among its modules, counting imports
+made inside functions (which would otherwise hide a cycle), and the layering of the
+samplers (numerics <- base <- kernels <- auto)."""
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGES = {"ebm_ppl": ROOT / "ebm_ppl", "ebm_ppl_pyro": ROOT / "backends" / "ebm_ppl_pyro",
+            "ebm_ppl_numpyro": ROOT / "backends" / "ebm_ppl_numpyro"}
+
+
+def _modules():
+    out = {}
+    for pkg, base in PACKAGES.items():
+        for f in sorted(base.rglob("*.py")):
+            parts = [pkg, *f.relative_to(base).with_suffix("").parts]
+            is_pkg = parts[-1] == "__init__"
+            out[".".join(parts[:-1] if is_pkg else parts)] = (f, is_pkg)
+    return out
+
+
+def _imports(modules):
+    """module -> {(imported package module, at module level?)}."""
+    edges = {}
+    for name, (path, is_pkg) in modules.items():
+        tree = ast.parse(path.read_text())
+        top = set(map(id, tree.body))
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.split(".") if is_pkg else name.split(".")[:-1]
+                    base = base[:len(base) - node.level + 1]
+                    stem = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    stem = node.module
+                targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in modules else stem for a in node.names]
+            else:
+                continue
+            found |= {(t, id(node) in top) for t in targets if t in modules and t != name}
+        edges[name] = found
+    return edges
+
+
+def _cycles(graph):
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_among_the_package_modules():
+    modules = _modules()
+    edges = _imports(modules)
+    assert len(modules) > 30
+    graph = {m: {t for t, _ in e} for m, e in edges.items()}
+    assert _cycles(graph) == []
+
+
+def test_no_package_module_is_imported_inside_a_function():
+    """Imports of the package's own modules sit at the top of each module (function-level
+    imports are kept for the frameworks only, which ``import ebm_ppl`` must not load)."""
+    edges = _imports(_modules())
+    hidden = sorted((m, t) for m, e in edges.items() for t, top in e if not top)
+    assert hidden == []
+
+
+def test_samplers_are_layered_one_way():
+    edges = _imports(_modules())
+    base = {t for t, _ in edges["ebm_ppl.samplers.base"]}
+    numerics = {t for t, _ in edges["ebm_ppl.samplers._numerics"]}
+    assert numerics == set()
+    assert base <= {"ebm_ppl.samplers._numerics"}
+    kernels = ["block_gibbs", "gibbs", "gwg", "hmc", "langevin", "mala", "numpyro_kernel"]
+    for k in kernels:
+        assert "ebm_ppl.samplers.auto" not in {t for t, _ in edges[f"ebm_ppl.samplers.{k}"]}, k
