@@ -5,9 +5,7 @@ batch of C examples (the model's own data plate vectorizes it), reduced to one v
 example along the data plate's dimension.
 """
 
-import collections
 import os
-import warnings
 
 import torch
 import pyro
@@ -17,8 +15,9 @@ from pyro.distributions import constraints
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
+from torch.fx.experimental.proxy_tensor import make_fx
 
-from ebm_ppl._sites import Same, Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
+from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
@@ -154,10 +153,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     def eager_log_density(params_u, values):
         return log_density_parts(params_u, values)[0]
 
-    # traces are kept across calls for the same model and arguments (see _TRACES)
-    scope = (Same(model), tuple(Same(a) for a in model_args),
-             tuple((k, Same(v)) for k, v in sorted(model_kwargs.items())), tuple(param_names), tuple(sites))
-    log_density = _TracedLogDensity(eager_log_density, param_names, sites, scope + ("log_density",))
+    log_density = _Captured(eager_log_density, param_names, sites)
 
     def eager_grad(params_u, values, names):
         with torch.enable_grad():
@@ -167,7 +163,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
             grads = torch.autograd.grad(ld.sum(), [moved[n] for n in names], allow_unused=True)
         return ld.detach(), {n: torch.zeros_like(moved[n]) if g is None else g for n, g in zip(names, grads)}
 
-    log_density_grad = _TracedGrad(eager_grad, param_names, sites, scope + ("grad",))
+    log_density_grad = _CapturedGrad(eager_grad, param_names, sites)
 
     def eager_weighted(params_u, values):
         """(log p̃ per row, ∇θ Σ_rows w_row log p̃) with the weights in values["__w__"]."""
@@ -180,10 +176,10 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
         grads = tuple(torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(param_names, grads))
         return (ld.detach(),) + grads
 
-    traced_weighted = _TracedLogDensity(eager_weighted, param_names, sites, scope + ("weighted",))
+    captured_weighted = _Captured(eager_weighted, param_names, sites)
 
     def weighted_param_grad(params_u, values, weights):
-        out = traced_weighted(params_u, {**values, "__w__": weights})
+        out = captured_weighted(params_u, {**values, "__w__": weights})
         return out[0], dict(zip(param_names, out[1:]))
 
     def log_density_parts(params_u, values):
@@ -220,36 +216,47 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
                      log_density_grad, weighted_param_grad, param_constraints)
 
 
-_TRACE_AFTER = 2
-# Traced graphs by (model, arguments, parameter and site names, function), kept across
-# calls: a later fit of the same model reuses them (TorchScript keeps every traced graph
-# for the life of the process, so tracing again at every call would grow the memory).
-_TRACES = collections.OrderedDict()
-_TRACES_SIZE = 16
+_CAPTURE_AFTER = 2
 
 
-class _TracedLogDensity:
-    """The model's per-example log density as a TorchScript graph, traced once per input
-    shape (``torch.jit.trace``), so that the hot loop of a fit runs the model's tensor
-    operations without Pyro's handler stack (several times faster for a small RBM).
+def _direct_calls(graph):
+    """``graph`` with unused nodes removed and each ATen operator called through torch's
+    own Python binding of the same name (``torch.mm``, ``Tensor.view``, ...), which picks
+    the same overload from the same arguments at a fraction of the cost of calling the
+    ``OpOverload`` (the capture is checked against the eager function afterwards)."""
+    graph.graph.eliminate_dead_code()
+    for node in graph.graph.nodes:
+        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            name = node.target._schema.name.split("::")[-1]
+            direct = getattr(torch._C._VariableFunctions, name, None) or getattr(torch.Tensor, name, None)
+            if direct is not None:
+                node.target = direct
+    graph.recompile()
+    return graph
 
-    A trace records the operations of one run, so it is only used after it reproduces the
-    eager function at the traced inputs and at two perturbed ones (parameters + noise,
-    discrete values redrawn from their supports, continuous ones moved); a model that
-    fails to trace, or whose trace disagrees (Python control flow on tensor values, fresh
-    randomness), runs eagerly. ``EBM_PPL_NO_TRACE=1`` turns tracing off.
+
+class _Captured:
+    """The model's per-example log density as a Pyro-free graph of ATen operations,
+    captured once per input shape with ``torch.fx``'s ``make_fx`` (including the backward
+    pass where the function takes gradients), so that the hot loop of a fit runs the
+    model's tensor operations without Pyro's handler stack.
+
+    Capture runs on fake tensors (``tracing_mode="fake"``): Python control flow on tensor
+    values cannot be recorded there and raises, and the model then runs eagerly. A graph
+    is only used after it reproduces the eager function at the captured inputs and at two
+    perturbed ones (parameters + noise, discrete values redrawn from their supports,
+    continuous ones moved), which refuses graphs of models that draw fresh randomness.
+    Graphs belong to this object (one compiled model), so they are freed with it.
+    ``EBM_PPL_NO_CAPTURE=1`` turns capture off (everything runs eagerly).
     """
 
-    def __init__(self, eager, param_names, sites, scope):
+    def __init__(self, eager, param_names, sites):
         self.eager = eager
         self.param_names = list(param_names)
         self.sites = sites
-        self.cache = _TRACES.setdefault(scope, {})  # shape key -> trace (None: runs eagerly)
-        self.calls = {}  # shape key -> calls by this compiled model so far
-        _TRACES.move_to_end(scope)
-        while len(_TRACES) > _TRACES_SIZE:
-            _TRACES.popitem(last=False)
-        self.enabled = not os.environ.get("EBM_PPL_NO_TRACE")
+        self.cache = {}  # shape key -> graph (None: runs eagerly)
+        self.calls = {}  # shape key -> calls so far
+        self.enabled = not os.environ.get("EBM_PPL_NO_CAPTURE")
 
     def __call__(self, params_u, values, *extra):
         if not self.enabled:
@@ -257,16 +264,16 @@ class _TracedLogDensity:
         names = sorted(values)
         key = tuple((n, tuple(params_u[n].shape), params_u[n].dtype, params_u[n].device) for n in self.param_names)
         key += tuple((n, tuple(values[n].shape), values[n].dtype, values[n].device) for n in names) + extra
-        if key not in self.cache:  # trace a shape at its third call in one fit, so that
-            calls = self.calls.get(key, 0)  # one-off shapes (structure probes) never are
-            if calls < _TRACE_AFTER:
+        if key not in self.cache:  # capture a shape at its third call, so that one-off
+            calls = self.calls.get(key, 0)  # shapes (structure probes) never are
+            if calls < _CAPTURE_AFTER:
                 self.calls[key] = calls + 1
                 return self.eager(params_u, values, *extra)
-            self.cache[key] = self._trace(params_u, values, names, extra)
-        traced = self.cache[key]
-        if traced is None:
+            self.cache[key] = self._capture(params_u, values, names, extra)
+        graph = self.cache[key]
+        if graph is None:
             return self.eager(params_u, values, *extra)
-        return self._unflatten(traced(*[params_u[n] for n in self.param_names], *[values[n] for n in names]), extra)
+        return self._unflatten(graph(*[params_u[n] for n in self.param_names], *[values[n] for n in names]), extra)
 
     def _unflatten(self, out, extra):
         return out
@@ -280,19 +287,18 @@ class _TracedLogDensity:
 
         return flat
 
-    def _trace(self, params_u, values, names, extra):
+    def _capture(self, params_u, values, names, extra):
         flat = self._flat(names, extra)
         inputs = tuple(params_u[n].detach().clone() for n in self.param_names)
         inputs += tuple(values[n].detach().clone() for n in names)
         try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # jit.trace's deprecation notice and TracerWarnings
-                traced = torch.jit.trace(flat, inputs, check_trace=False)
-                if not self._agrees(traced, flat, inputs, names):
+            with torch.no_grad():
+                graph = _direct_calls(make_fx(flat, tracing_mode="fake")(*inputs))
+                if not self._agrees(graph, flat, inputs, names):
                     return None
-        except Exception:  # pragma: no cover - a model that cannot be traced runs eagerly
+        except Exception:  # data-dependent control flow, an op fake tensors lack, ...: run eagerly
             return None
-        return traced
+        return graph
 
     def _perturbed(self, inputs, names, g):
         """Other valid inputs: parameters + N(0, 0.1²) noise; discrete values redrawn
@@ -314,10 +320,10 @@ class _TracedLogDensity:
             out.append(v)
         return tuple(out)
 
-    def _agrees(self, traced, flat, inputs, names):
+    def _agrees(self, graph, flat, inputs, names):
         g = torch.Generator(device=inputs[0].device).manual_seed(0)
         for args in (inputs, self._perturbed(inputs, names, g), self._perturbed(inputs, names, g)):
-            want, got = flat(*args), traced(*args)
+            want, got = flat(*args), graph(*args)
             want = want if isinstance(want, (tuple, list)) else (want,)
             got = got if isinstance(got, (tuple, list)) else (got,)
             if len(want) != len(got):
@@ -330,9 +336,9 @@ class _TracedLogDensity:
         return True
 
 
-class _TracedGrad(_TracedLogDensity):
+class _CapturedGrad(_Captured):
     """``log_density_grad(params, values, names) -> (log p̃ per row, {name: gradient})``,
-    the gradient of Σ log p̃ with respect to ``values[name]``, traced with its backward
+    the gradient of Σ log p̃ with respect to ``values[name]``, captured with its backward
     pass as one graph run without autograd (the gradient path of
     :class:`~ebm_ppl.samplers.BlockGibbs` and MALA/HMC/GWG call it at every step)."""
 
@@ -340,7 +346,7 @@ class _TracedGrad(_TracedLogDensity):
         return super().__call__(params_u, values, tuple(names))
 
     def _flat(self, names, extra):
-        eager = _TracedLogDensity._flat(self, names, extra)
+        eager = _Captured._flat(self, names, extra)
 
         def flat(*args):
             ld, grads = eager(*args)
