@@ -122,18 +122,17 @@ class Problem:
             values, log_jac = self.from_internal(position, with_jacobian=True)
             return info.log_density(params, values) + log_jac
 
-        if info.log_density_grad is not None:
-            def value_and_grad(position, names):
-                """(log p̃ per chain, {n: ∂ Σ log p̃ / ∂ position[n]}) with the backend's fast
-                gradient (see ``ModelInfo``) where the sites ``names`` move on their own
-                values (discrete sites, real sites), else by differentiating ``logdensity``."""
-                if any(not _is_identity(self.sites[n]) for n in names):
-                    return differentiate(self.ops, logdensity, position, names)
-                values, log_jac = self.from_internal(position, with_jacobian=True)
-                ld, grads = info.log_density_grad(params, values, names)
-                return ld + log_jac, grads
+        def value_and_grad(position, names):
+            """(log p̃ per chain, {n: ∂ Σ log p̃ / ∂ position[n]}) with the backend's
+            ``log_density_grad`` (see ``ModelInfo``) where the sites ``names`` move on their
+            own values (discrete sites, real sites), else by differentiating ``logdensity``."""
+            if any(not _is_identity(self.sites[n]) for n in names):
+                return differentiate(self.ops, logdensity, position, names)
+            values, log_jac = self.from_internal(position, with_jacobian=True)
+            ld, grads = info.log_density_grad(params, values, names)
+            return ld + log_jac, grads
 
-            logdensity.value_and_grad = value_and_grad
+        logdensity.value_and_grad = value_and_grad
         return logdensity
 
     def from_internal(self, position, with_jacobian=False):

@@ -112,7 +112,7 @@ def _make_step(problem, estimator, optimizer):
     the carry keeps the parameters, optimizer and chains from before it and records the
     update's index in ``failed`` (every later update of the call is skipped)."""
     ops, info, xp = problem.ops, problem.info, problem.ops.xp
-    surrogate_weights = {}  # (num positive, num negative) -> weights of weighted_param_grad
+    surrogate_weights = {}  # (num positive, num negative) -> the rows' weights in the surrogate
 
     def step(data_values, carry, x):
         params, opt_state, est_state, key, t, failed = carry
@@ -130,22 +130,16 @@ def _make_step(problem, estimator, optimizer):
         num_pos = next(iter(positive.values())).shape[0]
         both = {k: xp.concatenate([positive[k], negative[k]], axis=0) for k in positive}
 
-        def surrogate(p):  # one call of the model on the positive and negative rows
-            ld = info.log_density(p, both)
-            pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
-            return neg - pos, (pos, neg)
-
-        if info.weighted_param_grad is not None:  # the backend's faster gradient (Pyro)
-            num_neg = next(iter(negative.values())).shape[0]
-            if (num_pos, num_neg) not in surrogate_weights:  # the same for every update of a fit
-                w = np.concatenate([np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)])
-                surrogate_weights[num_pos, num_neg] = ops.from_numpy(w, ops.asarray(0.0, None).dtype,
-                                                                     next(iter(both.values())))
-            ld, grads = info.weighted_param_grad(params, both, surrogate_weights[num_pos, num_neg])
-            pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
-            loss = neg - pos
-        else:
-            (loss, (pos, neg)), grads = ops.value_and_grad(surrogate, has_aux=True)(params)
+        num_neg = next(iter(negative.values())).shape[0]
+        if (num_pos, num_neg) not in surrogate_weights:  # the same for every update of a fit
+            w = np.concatenate([np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)])
+            surrogate_weights[num_pos, num_neg] = ops.from_numpy(w, ops.asarray(0.0, None).dtype,
+                                                                 next(iter(both.values())))
+        # one run of the model on the positive and negative rows: the gradient of the
+        # surrogate mean log p̃(negative) - mean log p̃(positive)
+        ld, grads = info.weighted_param_grad(params, both, surrogate_weights[num_pos, num_neg])
+        pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
+        loss = neg - pos
         ok = ops.all_finite((loss, pos, neg, grads))
         go = active & ok & (failed < 0)
 

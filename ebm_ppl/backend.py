@@ -1,23 +1,20 @@
 """The backend contract, the registry of backends, and detection from array types.
 
-A backend is an importable module (``ebm_ppl_pyro``, ``ebm_ppl_numpyro``) that exposes
-
-``ops``
-    an object with the random keys, gradients, loops and the few array functions the
-    algorithms need (``backends/ebm_ppl_*/ops.py``: ``TorchOps``, ``JaxOps``; everything
-    else is plain array arithmetic, shared by torch and jax).
-``compile_model(model, data, model_args, model_kwargs, params=None) -> ModelInfo``
-    traces the model once and returns pure functions of arrays.
-``make_optimizer(optimizer) -> Optimizer``
-    wraps the framework's native optimizer in the ``init`` / ``update`` pair the fit uses.
+A backend is an importable module (``ebm_ppl_pyro``, ``ebm_ppl_numpyro``) that satisfies
+:class:`Backend`: an ``ops`` object satisfying :class:`Ops` (random keys, gradients, loops
+and the few array functions the algorithms need; everything else is array arithmetic that
+torch and jax share through ``ops.xp``), ``compile_model`` (a model turned into the pure
+functions of :class:`ModelInfo`), ``make_optimizer`` (the framework's optimizer as an
+:class:`Optimizer` pair) and the parameter-store functions. Every member is documented
+here once; ``tests/test_backend_contract.py`` checks both backends member by member.
 
 The core never imports a framework: a backend module is imported only when it is used.
 """
 
 import importlib
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Protocol, runtime_checkable
 
-__all__ = ["SiteInfo", "ModelInfo", "Optimizer", "get_backend", "detect_backend", "BACKENDS"]
+__all__ = ["SiteInfo", "ModelInfo", "Optimizer", "Ops", "Backend", "get_backend", "detect_backend", "BACKENDS"]
 
 BACKENDS = {"pyro": "ebm_ppl_pyro", "numpyro": "ebm_ppl_numpyro"}
 
@@ -84,16 +81,16 @@ class ModelInfo(NamedTuple):
     improper_sites : tuple
         Names of the sites whose base distribution is improper (e.g. ``ImproperUniform``):
         ``sample_base`` does not draw them from their base and ``log_base`` is not normalized.
-    log_density_grad : callable, optional
+    log_density_grad : callable
         ``log_density_grad(params, values, names) -> (log_density, {name: array})``: the
         per-row log density and the gradient of its sum over rows with respect to
-        ``values[name]`` for ``name`` in ``names`` (values taken as floats), where the
-        backend has a faster way than differentiating ``log_density`` at each call (Pyro:
-        one traced graph of the forward and backward pass).
-    weighted_param_grad : callable, optional
+        ``values[name]`` for ``name`` in ``names`` (values taken as floats): the gradient
+        path of the samplers (Pyro: one captured graph of the forward and backward pass;
+        NumPyro: ``jax.value_and_grad``).
+    weighted_param_grad : callable
         ``weighted_param_grad(params, values, weights) -> (log_density, grads)``: the
         per-row log density and the gradient of Σ_rows weights · log_density with respect
-        to ``params``, where the backend has a faster way (Pyro: one traced graph).
+        to ``params`` (the fit's surrogate; Pyro: one captured graph).
     param_constraints : dict, optional
         parameter name -> a text description of its constraint (``repr``), which
         ``resume=`` compares with the result's.
@@ -109,8 +106,8 @@ class ModelInfo(NamedTuple):
     sample_base: Callable
     log_density_parts: Optional[Callable] = None
     improper_sites: tuple = ()
-    log_density_grad: Optional[Callable] = None
-    weighted_param_grad: Optional[Callable] = None
+    log_density_grad: Optional[Callable] = None  # every backend supplies it (contract test)
+    weighted_param_grad: Optional[Callable] = None  # every backend supplies it (contract test)
     param_constraints: Optional[dict] = None
 
 
@@ -136,6 +133,163 @@ class Optimizer(NamedTuple):
     kind: str = ""
     check: Callable = lambda params: None
     check_state: Callable = lambda state, params: None
+
+
+@runtime_checkable
+class Ops(Protocol):
+    """What the algorithms call on a backend's ``ops`` object.
+
+    Arrays are the framework's (``torch.Tensor`` / ``jax.Array``); a *tree* is nested dicts,
+    tuples, lists and NamedTuples of arrays; a *key* is the framework's random state
+    (a ``torch.Generator``, which PyTorch advances in place, or a JAX PRNG key).
+    """
+
+    #: ``"pyro"`` or ``"numpyro"``.
+    name: str
+    #: the array namespace (``torch`` / ``jax.numpy``) for plain arithmetic.
+    xp: Any
+    #: the integer dtype of indices.
+    int_dtype: Any
+    #: whether compiled updates are worth keeping across calls (NumPyro: yes; Pyro is eager).
+    caches_compiled: bool
+
+    # ---- random keys
+    def seed(self, rng_seed: int, like) -> Any:
+        """A fresh key from an integer seed, on ``like``'s device."""
+
+    def split(self, key, num: int = 2) -> tuple:
+        """``num`` keys from ``key`` (Pyro: the same generator ``num`` times)."""
+
+    def fork(self, key) -> Any:
+        """An independent key seeded from ``key`` (a second stream)."""
+
+    def select_key(self, pred, new, old) -> Any:
+        """``new`` where ``pred`` holds, else ``old`` (inside compiled loops)."""
+
+    def key_state(self, key) -> Any:
+        """A copy of ``key``'s state that :meth:`key_from_state` restores (saved with a fit)."""
+
+    def key_from_state(self, state, like) -> Any:
+        """The key whose state is ``state``."""
+
+    def uniform(self, key, shape: tuple, like) -> Any:
+        """U(0, 1) draws of ``shape`` in ``like``'s floating dtype (the default float if integer)."""
+
+    def normal(self, key, shape: tuple, like) -> Any:
+        """N(0, 1) draws of ``shape`` in ``like``'s floating dtype."""
+
+    def bernoulli_logits(self, key, logits) -> Any:
+        """Booleans, True with probability sigmoid(``logits``), one uniform per entry."""
+
+    def epoch_permutations(self, key, n: int, num_epochs: int) -> tuple:
+        """``(key, numpy array (num_epochs, n))`` of random permutations of ``range(n)``."""
+
+    # ---- arrays
+    def asarray(self, value, like, int_: bool = False, bool_: bool = False) -> Any:
+        """``value`` as an array of ``like``'s dtype and device (or index / boolean dtype)."""
+
+    def from_numpy(self, x, dtype, like=None) -> Any:
+        """The numpy array ``x`` as an array of ``dtype`` (on ``like``'s device)."""
+
+    def zeros(self, shape: tuple, dtype, like=None) -> Any:
+        """Zeros of ``shape`` and ``dtype`` (on ``like``'s device)."""
+
+    def to_numpy(self, x) -> Any:
+        """``x`` as a numpy array on the host (detached)."""
+
+    def is_floating(self, x) -> bool:
+        """Whether ``x`` has a floating dtype."""
+
+    def astype(self, x, dtype) -> Any:
+        """``x`` converted to ``dtype``."""
+
+    def pick(self, x, idx) -> Any:
+        """``x[n, idx[n]]`` for each row n."""
+
+    def set_column(self, x, i, v) -> Any:
+        """A copy of ``x`` with column ``i`` set to ``v``."""
+
+    def set_rows(self, x, idx, v) -> Any:
+        """A copy of ``x`` with rows ``idx`` (distinct integers) set to ``v``."""
+
+    def logsumexp(self, x, axis: int = -1) -> Any:
+        """log Σ exp(``x``) along ``axis`` (stable; -inf entries allowed)."""
+
+    def nanmean_scalars(self, values) -> Any:
+        """The mean of the non-NaN scalars ``values`` (NaN when all are NaN)."""
+
+    def all_finite(self, tree) -> Any:
+        """A boolean scalar: every entry of every array of ``tree`` is finite."""
+
+    def first_leaf(self, tree) -> Any:
+        """The first array of ``tree``."""
+
+    def map_host(self, fn, tree) -> Any:
+        """``fn`` applied on the host (numpy) to every array of ``tree``, results back as arrays."""
+
+    def copy_tree(self, tree) -> Any:
+        """An independent copy of ``tree`` (detached), safe from later in-place updates."""
+
+    def stop_gradient(self, tree) -> Any:
+        """``tree`` cut from the gradient computation."""
+
+    # ---- transformations and loops
+    def value_and_grad(self, fn: Callable, has_aux: bool = False) -> Callable:
+        """``fn(dict of arrays) -> scalar`` (or ``(scalar, aux)``) turned into a function
+        returning ``(value, grads)`` (or ``((value, aux), grads)``), grads a dict like the input."""
+
+    def jit(self, fn: Callable) -> Callable:
+        """``fn`` compiled where the framework compiles (NumPyro), else ``fn``."""
+
+    def no_grad(self) -> Any:
+        """A context in which no gradient is recorded."""
+
+    def cond(self, pred, true_fn: Callable, false_fn: Callable, operand) -> Any:
+        """``true_fn(operand)`` if ``pred`` else ``false_fn(operand)``."""
+
+    def fori_loop(self, lower: int, upper: int, body: Callable, init) -> Any:
+        """``carry = body(i, carry)`` for i in [lower, upper)."""
+
+    def eval_shape(self, fn: Callable, *args) -> Any:
+        """The structure of ``fn(*args)`` (abstractly where the framework can)."""
+
+    def make_chunk_runner(self, step: Callable) -> Callable:
+        """``run(carry, data_values, (idx, active)) -> (carry, stats)``: ``step`` over the
+        active updates of a chunk, stopping at the first failed one (``carry[5] >= 0``)."""
+
+    def make_sample_runner(self, kernel, logdensity: Callable, run_kernel: Callable) -> Callable:
+        """``run(key, position, aux, num_steps) -> (position, aux)``: ``num_steps``
+        transitions of ``kernel`` (compiled once where the framework compiles)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend module exposes (``ebm_ppl_pyro``, ``ebm_ppl_numpyro``)."""
+
+    ops: Ops
+
+    def compile_model(self, model, data, model_args=(), model_kwargs=None, params=None) -> ModelInfo:
+        """Run ``model`` on ``data`` once and return its :class:`ModelInfo`; ``params``
+        (constrained) replace the model's own parameter values (evaluation at given params)."""
+
+    def make_optimizer(self, optimizer=None) -> Optimizer:
+        """The framework's optimizer (``None``: Adam(1e-2)) as an :class:`Optimizer`."""
+
+    def as_data(self, data) -> Any:
+        """``data`` (an array or a dict of arrays) checked and converted to the framework's arrays."""
+
+    def restore_params(self, info: ModelInfo, saved_u) -> dict:
+        """Unconstrained parameters of ``info`` set from a saved (resumed) state."""
+
+    def store_params(self, info: ModelInfo, params_u) -> None:
+        """Write fitted parameters where the framework's users look for them (Pyro: the
+        param store and the modules; NumPyro: nowhere)."""
+
+    def snapshot_params(self) -> Any:
+        """A copy of the framework's parameter store (Pyro), so a rejected call can undo."""
+
+    def restore_snapshot(self, snapshot) -> None:
+        """Put back what :meth:`snapshot_params` copied."""
 
 
 def get_backend(name):

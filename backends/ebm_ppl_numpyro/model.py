@@ -18,6 +18,9 @@ from numpyro.infer.util import log_density as _numpyro_log_density
 
 from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
 from ebm_ppl.backend import ModelInfo, SiteInfo
+from ebm_ppl.samplers._numerics import differentiate
+
+from .ops import ops
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
 
@@ -198,9 +201,20 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
 
     improper = tuple(n for n in sites if isinstance(_unwrap(trace[n]["fn"]), dist.ImproperUniform))
     param_constraints = {n: repr(s["kwargs"].get("constraint", constraints.real)) for n, s in param_sites.items()}
+    def log_density_grad(params_u, values, names):
+        return differentiate(ops, lambda v: log_density(params_u, v), values, names)
+
+    def weighted_param_grad(params_u, values, weights):
+        def total(p):
+            ld = log_density(p, values)
+            return (ld * weights).sum(), ld
+
+        (_, ld), grads = jax.value_and_grad(total, has_aux=True)(params_u)
+        return ld, grads
+
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base, log_density_parts, improper,
-                     param_constraints=param_constraints)
+                     log_density_grad, weighted_param_grad, param_constraints)
 
 
 def _data_plate(trace, observed_names, latent_names, num_data):

@@ -219,18 +219,55 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
 _CAPTURE_AFTER = 2
 
 
-def _direct_calls(graph):
-    """``graph`` with unused nodes removed and each ATen operator called through torch's
-    own Python binding of the same name (``torch.mm``, ``Tensor.view``, ...), which picks
-    the same overload from the same arguments at a fraction of the cost of calling the
-    ``OpOverload`` (the capture is checked against the eager function afterwards)."""
-    graph.graph.eliminate_dead_code()
-    for node in graph.graph.nodes:
-        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
-            name = node.target._schema.name.split("::")[-1]
-            direct = getattr(torch._C._VariableFunctions, name, None) or getattr(torch.Tensor, name, None)
+_DIRECT_METHODS = ("view", "expand", "new_empty", "new_zeros", "new_ones", "new_full")
+
+
+def _direct(op):
+    """torch's own Python binding of the ATen operator ``op`` (``torch.mm``, ``Tensor.view``)."""
+    name = op._schema.name.split("::")[-1]
+    if name.endswith("_"):  # in-place: left as recorded
+        return None
+    direct = getattr(torch._C._VariableFunctions, name, None)
+    if direct is None and name in _DIRECT_METHODS:
+        direct = getattr(torch.Tensor, name)
+    return direct
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, (tuple, list)):
+        return isinstance(b, (tuple, list)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+class _DirectCalls(torch.fx.Interpreter):
+    """Runs a captured graph once on real inputs and, node by node, calls each ATen
+    operator through torch's direct binding of the same name where that gives the same
+    result from the recorded arguments (it dispatches several times faster than the
+    ``OpOverload``); other nodes keep the operator as recorded."""
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload):
+            direct = _direct(n.target)
             if direct is not None:
-                node.target = direct
+                args, kwargs = self.fetch_args_kwargs_from_env(n)
+                try:
+                    same = _same(out, direct(*args, **kwargs))
+                except Exception:
+                    same = False
+                if same:
+                    n.target = direct
+        return out
+
+
+def _direct_calls(graph, inputs):
+    """``graph`` without unused nodes, calling torch's direct bindings where they agree."""
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    with torch.no_grad():
+        _DirectCalls(graph).run(*inputs)
     graph.recompile()
     return graph
 
@@ -293,12 +330,17 @@ class _Captured:
         inputs += tuple(values[n].detach().clone() for n in names)
         try:
             with torch.no_grad():
-                graph = _direct_calls(make_fx(flat, tracing_mode="fake")(*inputs))
-                if not self._agrees(graph, flat, inputs, names):
-                    return None
+                graph = make_fx(flat, tracing_mode="fake")(*inputs)
         except Exception:  # data-dependent control flow, an op fake tensors lack, ...: run eagerly
             return None
-        return graph
+        try:
+            with torch.no_grad():
+                graph = _direct_calls(graph, inputs)
+                if self._agrees(graph, flat, inputs, names):
+                    return graph
+        except Exception:
+            pass
+        return None
 
     def _perturbed(self, inputs, names, g):
         """Other valid inputs: parameters + N(0, 0.1²) noise; discrete values redrawn
