@@ -12,6 +12,7 @@ from . import samplers
 from .api import FitResult
 from .api import FitState
 from .api import LogZ
+from .api import Trainer
 from .api import fit_unnormalized
 from .api import log_likelihood
 from .api import log_partition
@@ -41,6 +42,7 @@ __all__ = [
     "PCD",
     "PT",
     "ReplayBuffer",
+    "Trainer",
     "datasets",
     "energy",
     "estimators",

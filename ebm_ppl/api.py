@@ -18,6 +18,7 @@ import types
 from typing import Any, NamedTuple
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ._problem import PROBE_SEED, Problem, compile_problem, run_kernel
 from ._exclusive import exclusive
@@ -112,7 +113,7 @@ def _make_step(problem, estimator, optimizer):
     the carry keeps the parameters, optimizer and chains from before it and records the
     update's index in ``failed`` (every later update of the call is skipped)."""
     ops, info, xp = problem.ops, problem.info, problem.ops.xp
-    surrogate_weights = {}  # (num positive, num negative) -> the rows' weights in the surrogate
+    surrogate_weights = {}  # (num positive, num negative) -> the rows' weights in the surrogate (numpy)
 
     def step(data_values, carry, x):
         params, opt_state, est_state, key, t, failed = carry
@@ -132,12 +133,13 @@ def _make_step(problem, estimator, optimizer):
 
         num_neg = next(iter(negative.values())).shape[0]
         if (num_pos, num_neg) not in surrogate_weights:  # the same for every update of a fit
-            w = np.concatenate([np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)])
-            surrogate_weights[num_pos, num_neg] = ops.from_numpy(w, ops.asarray(0.0, None).dtype,
-                                                                 next(iter(both.values())))
+            surrogate_weights[num_pos, num_neg] = np.concatenate(
+                [np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)])
+        weights = ops.from_numpy(surrogate_weights[num_pos, num_neg], ops.asarray(0.0, None).dtype,
+                                 next(iter(both.values())))
         # one run of the model on the positive and negative rows: the gradient of the
         # surrogate mean log p̃(negative) - mean log p̃(positive)
-        ld, grads = info.weighted_param_grad(params, both, surrogate_weights[num_pos, num_neg])
+        ld, grads = info.weighted_param_grad(params, both, weights)
         pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
         loss = neg - pos
         ok = ops.all_finite((loss, pos, neg, grads))
@@ -160,7 +162,7 @@ def _make_step(problem, estimator, optimizer):
         failed = xp.where(active & ~ok & (failed < 0), t, failed)
         t = t + xp.where(active, 1, 0)
         stats = (loss, pos, neg, rate) + extra
-        return (params2, opt2, est2, key, t, failed), stats
+        return Carry(params2, opt2, est2, key, t, failed), stats
 
     return step
 
@@ -408,7 +410,7 @@ class _Fit(NamedTuple):
 def _make_result(fit, carry, stats, num_applied, batches_state):
     """The FitResult of the first ``num_applied`` updates of this call."""
     ops, info = fit.ops, fit.info
-    params, opt_state, est_state, key = carry[:4]
+    params, opt_state, est_state, key = carry.params, carry.opt_state, carry.est_state, carry.key
     history = {
         name_: np.concatenate([s[i] for s in stats]).astype(float) if stats else np.zeros(0)
         for i, name_ in enumerate(_HISTORY + tuple(getattr(fit.estimator, "history_names", ())))
@@ -455,7 +457,7 @@ def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
         idx = np.concatenate([idx, np.zeros((chunk_len - n, idx.shape[1]), idx.dtype)])
     active = ops.asarray(np.arange(chunk_len) < n, None, bool_=True)
     carry, out = run_chunk(good.carry, data_values, (ops.from_numpy(idx, ops.int_dtype, like), active))
-    fail_at = int(ops.to_numpy(carry[5]))
+    fail_at = int(ops.to_numpy(carry.failed))
     k = n if fail_at < 0 else fail_at - good.num_applied
     if k < n:  # the stream must stand after the updates that were applied
         batches.restore(good.batches, like)
@@ -495,7 +497,7 @@ def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like
                 if checkpoint is not None and (fit.done + good.num_applied) % checkpoint[0] == 0:
                     save(_make_result(fit, good.carry, good.stats, good.num_applied, good.batches), checkpoint[1])
                 if fit.watch is not None and fit.watch.after_chunk(
-                        good.num_applied, good.carry[0], _negative_chains(fit.estimator, good.carry[2]), bar):
+                        good.num_applied, good.carry.params, _negative_chains(fit.estimator, good.carry.est_state), bar):
                     break  # early stop
             interrupted = guard.pending
         except KeyboardInterrupt:
@@ -630,65 +632,188 @@ def fit_unnormalized(
     ----------
     Hinton (2002); Tieleman (2008); Goodfellow, Bengio & Courville (2016), ch. 18.
     """
-    estimator = PCD() if estimator is None else estimator
-    _check_fit_args(estimator, num_epochs, num_steps, batch_size, rng_seed, checkpoint_every, checkpoint_path)
-    monitor = as_monitors(monitor)
-    name = detect_backend(data, backend)
-    if resume is not None:
-        if not isinstance(resume, FitResult):
-            raise TypeError(f"resume must be a FitResult, got {type(resume).__name__}")
-        if resume.backend != name:
-            raise ValueError(f"resume: a {resume.backend!r} result cannot resume a {name!r} fit")
-    _check_data(data)
-    be = get_backend(name)
-    ops = be.ops
-    snapshot = be.snapshot_params()  # a rejected call leaves the Pyro param store as it was
-    try:
-        setup = _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args,
-                       model_kwargs, resume)
-    except BaseException:
-        be.restore_snapshot(snapshot)
-        raise
-    info, problem, opt, run_chunk, init_chains, data_values, batch_size, like, signature = setup
-    num_data = int(next(iter(data_values.values())).shape[0])
-    params, opt_state, est_state, key, data_key, done, perm, offset = _start_state(
-        ops, be, info, opt, init_chains, data_values, like, rng_seed, resume)
-    total = num_steps if num_steps is not None else num_epochs * (num_data // batch_size)
-    watch = None
-    if monitor is not None:  # evaluated every `every` updates of the call (callables: every epoch)
-        ctx = dict(problem=problem, model=model, backend=name, model_args=model_args, model_kwargs=model_kwargs,
-                   data_to_values=lambda d: info.data_to_values(be.as_data(d)))
-        watch = MonitorRun(monitor, monitor.every or num_data // batch_size, ctx, done)
-    fit = _Fit(ops, be, info, problem, opt, estimator, name, done, signature, watch)
-    batches = _Minibatches(ops, data_key, num_data, batch_size, perm, offset)
-    carry = (params, opt_state, est_state, key, ops.asarray(0, None, int_=True), ops.asarray(-1, None, int_=True))
-    good = _Progress(carry, [], 0, batches.state())
-    checkpoint = None if checkpoint_every is None else (int(checkpoint_every), os.fspath(checkpoint_path))
-    from tqdm.auto import tqdm
+    trainer = Trainer(model, estimator, sampler, optimizer, batch_size=batch_size, backend=backend,
+                      model_args=model_args, model_kwargs=model_kwargs)
+    return trainer.run(data, num_epochs=num_epochs, num_steps=num_steps, rng_seed=rng_seed,
+                       progress_bar=progress_bar, resume=resume, monitor=monitor,
+                       checkpoint_every=checkpoint_every, checkpoint_path=checkpoint_path)
 
-    bar = tqdm(total=total, disable=not progress_bar, desc="fit_unnormalized", leave=False)
-    try:
-        good, failed, interrupted = _fit_loop(fit, run_chunk, good, data_values, batches, total, _CHUNK_UPDATES,
-                                              like, bar, checkpoint)
-    finally:
-        bar.close()
-    result = _make_result(fit, good.carry, good.stats, good.num_applied, good.batches)
+
+class Carry(NamedTuple):
+    """The loop state of a fit, threaded through every update (a pytree on NumPyro)."""
+
+    params: Any  # unconstrained parameters
+    opt_state: Any
+    est_state: Any  # the estimator's chains and the sampler's adapted step sizes
+    key: Any  # the sampling stream
+    t: Any  # updates applied in this call (an integer array)
+    failed: Any  # the index of the first non-finite update of this call, or -1
+
+
+class _Compiled(NamedTuple):
+    """A trainer bound to data of one shape: the compiled model, kernels and update."""
+
+    be: Any
+    name: str
+    info: Any
+    problem: Any
+    opt: Any
+    run_chunk: Any
+    init_chains: Any
+    data_values: dict
+    batch_size: int
+    like: Any
+    signature: dict
+
+
+class Trainer:
+    """Fitting an unnormalized model as an object, in the style of NumPyro's ``SVI``:
+    built from (model, estimator, sampler, optimizer), it owns the compiled update.
+
+    ``init(data) -> FitState``, ``update(state, batch) -> (state, stats)`` for a loop of
+    your own, and ``run(data, num_steps=...) -> FitResult``, which is what
+    :func:`fit_unnormalized` calls (same arguments, same results, bit for bit).
+
+    Examples
+    --------
+    >>> trainer = ebm_ppl.Trainer(model, ebm_ppl.PCD(100, 1), optimizer=optax.adam(1e-2))  # doctest: +SKIP
+    >>> state = trainer.init(data)  # doctest: +SKIP
+    >>> for batch in batches:  # doctest: +SKIP
+    ...     state, stats = trainer.update(state, batch)
+    >>> result = trainer.run(data, num_steps=1000)  # doctest: +SKIP
+    """
+
+    def __init__(self, model, estimator=None, sampler="auto", optimizer=None, *, batch_size=None, backend=None,
+                 model_args=(), model_kwargs=None):
+        self.model, self.sampler, self.optimizer = model, sampler, optimizer
+        self.estimator = PCD() if estimator is None else estimator
+        _check_fit_args(self.estimator, None, 1, batch_size)
+        self.batch_size, self.backend = batch_size, backend
+        self.model_args, self.model_kwargs = tuple(model_args), model_kwargs
+
+    def _compile(self, data, resume=None, batch_size=None):
+        """Check ``data`` (and ``resume``) and bind the trainer to them; raises before
+        anything the caller can see changes (a rejected Pyro call restores the store)."""
+        name = detect_backend(data, self.backend)
+        if resume is not None:
+            if not isinstance(resume, (FitResult, _AsResult)):
+                raise TypeError(f"resume must be a FitResult, got {type(resume).__name__}")
+            if resume.backend != name:
+                raise ValueError(f"resume: a {resume.backend!r} result cannot resume a {name!r} fit")
+        _check_data(data)
+        be = get_backend(name)
+        snapshot = be.snapshot_params()
+        try:
+            setup = _setup(be, name, self.model, data, self.estimator, self.sampler, self.optimizer,
+                           self.batch_size if batch_size is None else batch_size, self.model_args,
+                           self.model_kwargs, resume)
+        except BaseException:
+            be.restore_snapshot(snapshot)
+            raise
+        info, problem, opt, run_chunk, init_chains, data_values, batch_size, like, signature = setup
+        return _Compiled(be, name, info, problem, opt, run_chunk, init_chains, data_values, batch_size, like,
+                         signature)
+
+    def init(self, data, rng_seed=0, resume=None):
+        """The :class:`FitState` a fit on ``data`` starts from (fresh chains, or ``resume``'s)."""
+        _check_rng_seed(rng_seed)
+        c = self._compile(data, resume)
+        params, opt_state, est_state, key, data_key, done, perm, offset = _start_state(
+            c.be.ops, c.be, c.info, c.opt, c.init_chains, c.data_values, c.like, rng_seed, resume)
+        fit = _Fit(c.be.ops, c.be, c.info, c.problem, c.opt, self.estimator, c.name, done, c.signature)
+        ops = c.be.ops
+        carry = Carry(params, opt_state, est_state, key, ops.asarray(0, None, int_=True),
+                      ops.asarray(-1, None, int_=True))
+        return _make_result(fit, carry, [], 0, (ops.key_state(data_key), perm, offset)).state
+
+    def update(self, state, batch):
+        """One parameter update on ``batch`` (all of its examples) from ``state``:
+        ``(new state, {"loss", "positive_log_density", "negative_log_density",
+        "acceptance_rate", ...})``. A non-finite update raises ``FloatingPointError`` and
+        leaves ``state`` as it was."""
+        if not isinstance(state, FitState):
+            raise TypeError(f"state must be a FitState (from Trainer.init or a FitResult.state), got "
+                            f"{type(state).__name__}")
+        num = int(next(iter(batch.values())).shape[0]) if isinstance(batch, dict) else int(batch.shape[0])
+        c = self._compile(batch, _AsResult(state, detect_backend(batch, self.backend)), batch_size=num)
+        ops = c.be.ops
+        result = _AsResult(state, c.name)
+        params, opt_state, est_state, key, _, done, _, _ = _start_state(
+            ops, c.be, c.info, c.opt, c.init_chains, c.data_values, c.like, 0, result)
+        fit = _Fit(ops, c.be, c.info, c.problem, c.opt, self.estimator, c.name, done, c.signature)
+        carry = Carry(params, opt_state, est_state, key, ops.asarray(0, None, int_=True),
+                      ops.asarray(-1, None, int_=True))
+        idx = np.zeros((_CHUNK_UPDATES, num), np.int64)
+        idx[0] = np.arange(num)
+        active = ops.asarray(np.arange(_CHUNK_UPDATES) < 1, None, bool_=True)
+        carry, out = c.run_chunk(carry, c.data_values, (ops.from_numpy(idx, ops.int_dtype, c.like), active))
+        if int(ops.to_numpy(carry.failed)) >= 0:
+            raise FloatingPointError("Trainer.update: non-finite log density, gradient or parameter; the state "
+                                     "passed is unchanged")
+        stats = [ops.to_numpy(o)[:1] for o in out]
+        new = _make_result(fit, carry, [stats], 1, (state.data_key, state.epoch_perm, state.epoch_offset))
+        names = _HISTORY + tuple(getattr(self.estimator, "history_names", ()))
+        return new.state, {k: float(v[0]) for k, v in zip(names, stats)}
+
+    def run(self, data, num_epochs=None, num_steps=None, *, rng_seed=0, progress_bar=True, resume=None,
+            monitor=None, checkpoint_every=None, checkpoint_path=None):
+        """Fit on ``data``: the arguments and the result of :func:`fit_unnormalized`."""
+        _check_fit_args(self.estimator, num_epochs, num_steps, self.batch_size, rng_seed, checkpoint_every,
+                        checkpoint_path)
+        monitor = as_monitors(monitor)
+        c = self._compile(data, resume)
+        ops = c.be.ops
+        num_data = int(next(iter(c.data_values.values())).shape[0])
+        params, opt_state, est_state, key, data_key, done, perm, offset = _start_state(
+            ops, c.be, c.info, c.opt, c.init_chains, c.data_values, c.like, rng_seed, resume)
+        total = num_steps if num_steps is not None else num_epochs * (num_data // c.batch_size)
+        watch = None
+        if monitor is not None:  # evaluated every `every` updates of the call (callables: every epoch)
+            ctx = dict(problem=c.problem, model=self.model, backend=c.name, model_args=self.model_args,
+                       model_kwargs=self.model_kwargs,
+                       data_to_values=lambda d: c.info.data_to_values(c.be.as_data(d)))
+            watch = MonitorRun(monitor, monitor.every or num_data // c.batch_size, ctx, done)
+        fit = _Fit(ops, c.be, c.info, c.problem, c.opt, self.estimator, c.name, done, c.signature, watch)
+        batches = _Minibatches(ops, data_key, num_data, c.batch_size, perm, offset)
+        carry = Carry(params, opt_state, est_state, key, ops.asarray(0, None, int_=True),
+                      ops.asarray(-1, None, int_=True))
+        good = _Progress(carry, [], 0, batches.state())
+        checkpoint = None if checkpoint_every is None else (int(checkpoint_every), os.fspath(checkpoint_path))
+        bar = tqdm(total=total, disable=not progress_bar, desc="fit_unnormalized", leave=False)
+        try:
+            good, failed, interrupted = _fit_loop(fit, c.run_chunk, good, c.data_values, batches, total,
+                                                  _CHUNK_UPDATES, c.like, bar, checkpoint)
+        finally:
+            bar.close()
+        result = _make_result(fit, good.carry, good.stats, good.num_applied, good.batches)
+        _raise_if_stopped(result, good.num_applied, failed, interrupted)
+        return result
+
+
+class _AsResult(NamedTuple):
+    """A bare FitState where ``resume=`` takes a FitResult (Trainer.update)."""
+
+    state: FitState
+    backend: str
+
+
+def _raise_if_stopped(result, num_applied, failed, interrupted):
+    """FloatingPointError / KeyboardInterrupt with ``.result`` when the fit stopped early."""
     if failed:
         err = FloatingPointError(
             f"non-finite log density, gradient or parameter at update {result.state.num_updates} "
-            f"(update {good.num_applied} of this call); parameters, optimizer state and chains are left "
+            f"(update {num_applied} of this call); parameters, optimizer state and chains are left "
             "at their values before that update (see err.result)"
         )
         err.result = result
         raise err
     if interrupted:
         err = KeyboardInterrupt(
-            f"fit_unnormalized interrupted after {result.state.num_updates} updates ({good.num_applied} in this "
+            f"fit_unnormalized interrupted after {result.state.num_updates} updates ({num_applied} in this "
             "call); err.result holds that state: fit_unnormalized(..., resume=err.result) continues it exactly"
         )
         err.result = result
         raise err
-    return result
 
 
 def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args, model_kwargs, resume):
