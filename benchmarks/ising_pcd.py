@@ -8,17 +8,13 @@ Run:  python benchmarks/ising_pcd.py [--updates 300]
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-import ebm_ppl  # noqa: E402
-from conftest import make_framework  # noqa: E402
-from models import ising_model, ising_sample  # noqa: E402
+import ebm_ppl
+from ebm_ppl.testing.frameworks import framework as make_framework
+from ebm_ppl.testing.ising import ising_model, ising_sample
 
 
 def timed_fit(fw, x, num_steps, sampler):

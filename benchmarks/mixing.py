@@ -3,23 +3,20 @@
     python benchmarks/mixing.py lattice [seeds] [backends]    # 4x4 Ising, exact MLE gaps
     python benchmarks/mixing.py gaussians8 [seed] [backends]  # MLP energy, mode weights
 
-Run from the repository root (uses tests/lattice.py and tests/gaussians8.py).
+Uses the reference problems of ebm_ppl.testing (lattice, gaussians8).
 """
 
-import os
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-
-import ebm_ppl  # noqa: E402
-from conftest import make_framework  # noqa: E402
+import ebm_ppl
+from ebm_ppl.testing.frameworks import framework as make_framework
 
 
 def lattice(seeds, backends):
-    import lattice as L
+    from ebm_ppl.testing import lattice as L
 
     for seed in seeds:
         x = L.sample(2000, seed=seed)
@@ -39,7 +36,7 @@ def lattice(seeds, backends):
 
 
 def gaussians8(seeds, backends):
-    from gaussians8 import WEIGHTS, mixture_data, mlp_energy_model, mode_weights, numpy_log_density
+    from ebm_ppl.testing.gaussians8 import WEIGHTS, mixture_data, mlp_energy_model, mode_weights, numpy_log_density
 
     for seed in seeds:
         for b in backends:

@@ -172,7 +172,7 @@ def _make_step(problem, estimator, optimizer):
 # identity, the estimator, sampler and optimizer by configuration (a new but identical
 # optimizer object reuses the compiled update), and the data by shapes and dtypes.
 _COMPILED = collections.OrderedDict()
-_COMPILED_SIZE = 8
+_COMPILED_SIZE = 32
 
 
 _CONFIG_MODULES = ("ebm_ppl.", "optax", "numpyro.optim", "jax.example_libraries.optimizers")

@@ -1,67 +1,138 @@
-"""Test models written once against the ``fw`` facade, and their exact answers."""
+"""Models and helpers shared by the test modules (written once against the ``fw`` facade)
+and their exact answers. Test modules import from here, never from each other; the
+reference problems live in :mod:`ebm_ppl.testing`, which the benchmarks use too."""
 
 import itertools
 
 import numpy as np
+import pytest
 
 import ebm_ppl
+from ebm_ppl.testing.ising import (EDGES, I, K, STATES, ising_log_unnorm, ising_mean_loglik, ising_mle,  # noqa: F401
+                                   ising_model, ising_sample)
 
-# 3x3 grid: 12 edges
-EDGES = [(3 * r + c, 3 * r + c + 1) for r in range(3) for c in range(2)] + [
-    (3 * r + c, 3 * r + c + 3) for r in range(2) for c in range(3)
-]
-I = [e[0] for e in EDGES]
-K = [e[1] for e in EDGES]
-STATES = np.array(list(itertools.product([0, 1], repeat=9)), dtype=np.float64)  # (512, 9)
+# ---- the Ising data set of the accuracy tests (exact MLE by Newton's method)
+rng = np.random.default_rng(1234)
+J_TRUE = rng.uniform(-0.6, 0.6, 12)
+H_TRUE = rng.uniform(-0.3, 0.3, 9)
+X_ISING = ising_sample(J_TRUE, H_TRUE, 2000, seed=0)
 
 
-def ising_model(fw, J0=None, h0=None):
-    J0 = fw.zeros(12) if J0 is None else fw.array(J0)
-    h0 = fw.zeros(9) if h0 is None else fw.array(h0)
+def _fitted_loglik(fw, result):
+    J = fw.to_numpy(result.params["J"]).astype(np.float64)
+    h = fw.to_numpy(result.params["h"]).astype(np.float64)
+    return ising_mean_loglik(X_ISING, J, h)
 
-    def ising(x):
-        J = fw.param("J", J0)
-        h = fw.param("h", h0)
+
+
+def gaussian_model(fw):
+    def gaussian(x):
+        prec = fw.param("prec", fw.array(1.0), constraint=fw.constraints.positive)
         with fw.plate("data", x.shape[0]):
-            x = fw.sample("x", fw.dist.Bernoulli(0.5).expand([9]).to_event(1), obs=x)
-            s = 2 * x - 1
-            ebm_ppl.factor("pairs", (s[..., I] * s[..., K] * J).sum(-1) + (s * h).sum(-1))
+            x = fw.sample("x", fw.dist.ImproperUniform(fw.constraints.real, (), ()), obs=x)
+            ebm_ppl.energy("quadratic", 0.5 * prec * x**2)
 
-    return ising
-
-
-def ising_log_unnorm(states, J, h):
-    s = 2 * states - 1
-    return (s[:, I] * s[:, K] * J).sum(-1) + (s * h).sum(-1)
+    return gaussian
 
 
-def ising_mean_loglik(x, J, h):
-    """Exact mean log-likelihood (Bernoulli(0.5) base measure included)."""
-    base = 9 * np.log(0.5)
-    lz = np.logaddexp.reduce(ising_log_unnorm(STATES, J, h) + base)
-    return float(np.mean(ising_log_unnorm(x, J, h) + base) - lz)
+
+# ---- RBMs
+def rbm_model(fw, num_visible, num_hidden, seed=1):
+    W_init = 0.01 * np.random.default_rng(seed).normal(size=(num_visible, num_hidden))
+
+    def rbm(v):
+        W = fw.param("W", fw.array(W_init))
+        b = fw.param("b", fw.zeros(num_visible))
+        c = fw.param("c", fw.zeros(num_hidden))
+        with fw.plate("data", v.shape[0]):
+            v = fw.sample("v", fw.dist.Bernoulli(0.5).expand([num_visible]).to_event(1), obs=v)
+            h = fw.sample("h", fw.dist.Bernoulli(0.5).expand([num_hidden]).to_event(1))
+            ebm_ppl.factor("rbm", ((v @ W) * h).sum(-1) + (v * b).sum(-1) + (h * c).sum(-1))
+
+    return rbm
 
 
-def ising_sample(J, h, n, seed):
-    p = np.exp(ising_log_unnorm(STATES, J, h) - np.logaddexp.reduce(ising_log_unnorm(STATES, J, h)))
-    idx = np.random.default_rng(seed).choice(len(STATES), size=n, p=p)
-    return STATES[idx].astype(np.float32)
+
+def rbm_model_at(fw, W, b, c):
+    num_visible, num_hidden = W.shape
+
+    def rbm(v):
+        W_ = fw.param("W", fw.array(W))
+        b_ = fw.param("b", fw.array(b))
+        c_ = fw.param("c", fw.array(c))
+        with fw.plate("data", v.shape[0]):
+            v = fw.sample("v", fw.dist.Bernoulli(0.5).expand([num_visible]).to_event(1), obs=v)
+            h = fw.sample("h", fw.dist.Bernoulli(0.5).expand([num_hidden]).to_event(1))
+            ebm_ppl.factor("rbm", ((v @ W_) * h).sum(-1) + (v * b_).sum(-1) + (h * c_).sum(-1))
+
+    return rbm
 
 
-def ising_mle(x, num_iters=200):
-    """Exact MLE by Newton's method on the (convex) exponential family."""
-    s = 2 * STATES - 1
-    feats = np.concatenate([s[:, I] * s[:, K], s], axis=1)  # (512, 21)
-    sx = 2 * x.astype(np.float64) - 1
-    target = np.concatenate([sx[:, I] * sx[:, K], sx], axis=1).mean(0)
-    theta = np.zeros(21)
-    for _ in range(num_iters):
-        logits = feats @ theta
-        p = np.exp(logits - np.logaddexp.reduce(logits))
-        mean = p @ feats
-        cov = (feats * p[:, None]).T @ feats - np.outer(mean, mean)
-        step = np.linalg.solve(cov + 1e-10 * np.eye(21), target - mean)
-        theta = theta + step
-        if np.abs(step).max() < 1e-12:
-            break
-    return theta[:12], theta[12:]
+
+def rbm_params(fw, W, b, c):
+    return {"W": fw.array(W), "b": fw.array(b), "c": fw.array(c)}
+
+
+
+def random_rbm(num_visible, num_hidden, seed):
+    r = np.random.default_rng(seed)
+    return (0.3 * r.standard_normal((num_visible, num_hidden)), 0.1 * r.standard_normal(num_visible),
+            0.1 * r.standard_normal(num_hidden))
+
+
+
+def rbm_exact_log_z(W, b, c):
+    """Enumerate the hidden states; sum each visible unit out analytically (softplus)."""
+    num_visible, num_hidden = W.shape
+    hs = np.array(list(itertools.product([0, 1], repeat=num_hidden)), dtype=np.float64)
+    free = hs @ c + np.logaddexp(0.0, b + hs @ W.T).sum(1)
+    return (num_visible + num_hidden) * np.log(0.5) + float(np.logaddexp.reduce(free))
+
+
+
+def rbm_log_marginal(v, W, b, c):
+    """log Σ_h p̃(v, h), base measures included."""
+    num_visible, num_hidden = W.shape
+    return (num_visible + num_hidden) * np.log(0.5) + v @ b + np.logaddexp(0.0, c + v @ W).sum(1)
+
+
+
+# ---- rejected calls change nothing
+X_BAD = ising_sample(np.full(12, 0.3), np.zeros(9), 100, seed=4)
+
+
+
+def _snapshot(fw, result):
+    params = {k: fw.to_numpy(v).copy() for k, v in result.params.items()}
+    chains = {k: fw.to_numpy(v).copy() for k, v in result.state.estimator_state.position.items()}
+    return params, chains
+
+
+
+def _store(fw):
+    if fw.name != "pyro":
+        return {}
+    import pyro
+
+    return {k: v.detach().clone().numpy() for k, v in pyro.get_param_store().items()}
+
+
+
+def _rejected(fw, previous, exc, match, data=None, model=None, **kwargs):
+    data = fw.array(X_BAD) if data is None else data
+    data_before = {k: fw.to_numpy(v).copy() for k, v in data.items()} if isinstance(data, dict) else fw.to_numpy(data).copy()
+    before, store_before = _snapshot(fw, previous), _store(fw)
+    kwargs.setdefault("num_steps", 2)
+    with pytest.raises(exc, match=match):
+        ebm_ppl.fit_unnormalized(model or ising_model(fw), data, resume=previous, progress_bar=False, **kwargs)
+    after = _snapshot(fw, previous)
+    for b, a in zip(before, after):
+        for k in b:
+            np.testing.assert_array_equal(b[k], a[k])
+    for k, v in store_before.items():
+        np.testing.assert_array_equal(v, _store(fw)[k])
+    if isinstance(data, dict):
+        for k in data:
+            np.testing.assert_array_equal(data_before[k], fw.to_numpy(data[k]))
+    else:
+        np.testing.assert_array_equal(data_before, fw.to_numpy(data))

@@ -97,7 +97,7 @@ def test_numpyro_optax_and_numpyro_optim(backend):
         pytest.skip("optax is NumPyro's")
     import optax
     import numpyro
-    from conftest import make_framework
+    from ebm_ppl.testing.frameworks import framework as make_framework
 
     fw = make_framework("numpyro")
     for opt in (optax.sgd(0.01), numpyro.optim.Adam(0.01)):
@@ -110,7 +110,7 @@ def test_pyro_param_store_and_scheduler(backend):
         pytest.skip("the param store and PyroLRScheduler are Pyro's")
     import pyro
     import torch
-    from conftest import make_framework
+    from ebm_ppl.testing.frameworks import framework as make_framework
 
     fw = make_framework("pyro")
     pyro.param("J", torch.full((12,), 0.25))  # a fit continues from the store

@@ -150,3 +150,27 @@ print("ok", result.history["loss"].shape)
                          env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ok (9,)" in out.stdout
+
+
+def _imported_names(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module
+
+
+def test_test_modules_are_independent_and_benchmarks_use_no_test_code():
+    """Test modules import shared helpers (tests/models.py, conftest's fixtures) and never
+    each other; benchmarks import nothing from tests/ (shared problems: ebm_ppl.testing)."""
+    tests = ROOT / "tests"
+    test_modules = {f.stem for f in tests.glob("test_*.py")}
+    support = {f.stem for f in tests.glob("*.py")}
+    for f in tests.glob("test_*.py"):
+        bad = [m for m in _imported_names(f) if m.split(".")[0] in test_modules | {"conftest"}]
+        assert bad == [], (f.name, bad)
+    for f in (ROOT / "benchmarks").glob("*.py"):
+        text = f.read_text()
+        bad = [m for m in _imported_names(f) if m.split(".")[0] in support]
+        assert bad == [] and '"tests"' not in text and "'tests'" not in text, (f.name, bad)

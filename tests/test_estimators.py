@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import ebm_ppl
-from models import ising_model, ising_sample
-from test_fit_accuracy import X_ISING, _fitted_loglik, gaussian_model, ising_exact  # noqa: F401
+from models import X_ISING, _fitted_loglik, gaussian_model, ising_model, ising_sample
 
 X = ising_sample(np.full(12, 0.3), np.zeros(9), 300, seed=3)
 
@@ -105,7 +104,7 @@ def test_pt_history_and_chains(fw):
 def test_pt_swap_round_is_exact_on_two_states(backend):
     """Two temperatures of a one-bit model: the replica pair's joint law after many rounds
     equals the product of the tempered laws (exact enumeration), within Monte Carlo error."""
-    from conftest import make_framework
+    from ebm_ppl.testing.frameworks import framework as make_framework
 
     fw = make_framework(backend)
 
@@ -146,7 +145,7 @@ def test_ising_new_estimators_reach_exact_mle(fw, ising_exact, kind):
 
 def test_persistent_positive_chains_follow_their_examples(fw):
     """positive="persistent": one latent chain per training example, only the batch's move."""
-    from ppca import ppca_data, ppca_model
+    from ebm_ppl.testing.ppca import ppca_data, ppca_model
 
     x = ppca_data(n=60, seed=1)
     est = ebm_ppl.PCD(num_chains=20, positive="persistent", positive_steps=2)
@@ -165,7 +164,7 @@ def test_persistent_positive_chains_follow_their_examples(fw):
 def test_ppca_persistent_positive_reaches_mle(fw):
     """PPCA (3-D x, 1-D latent z) with one transition per update: the persistent latent
     chains give the MLE (PCD with latents redrawn from the base each update is ~1 nat off)."""
-    from ppca import ppca_data, ppca_mean_loglik, ppca_mle, ppca_model
+    from ebm_ppl.testing.ppca import ppca_data, ppca_mean_loglik, ppca_mle, ppca_model
 
     x = ppca_data()
     best = ppca_mean_loglik(x, *ppca_mle(x))
@@ -184,7 +183,7 @@ def test_lattice_pt_mixes_where_pcd_does_not(fw):
     """4x4 Ising lattice, couplings 0.9, field 0.05 (modes ~82/18), 2^16 states, exact MLE by
     Newton on the enumerated exponential family. PT (100 chains x 10 temperatures, one sweep
     per update) against PCD with the same chain sweeps per update (1000 chains x one sweep)."""
-    import lattice as L
+    from ebm_ppl.testing import lattice as L
 
     x = L.sample(2000, seed=0)
     best = L.mean_loglik(x, *L.mle(x))
@@ -207,7 +206,7 @@ def test_gaussians8_pt_recovers_mode_weights(fw):
     """A 2-D MLP energy on 8 well-separated Gaussians (radius 4, sd 0.3, weights 1/36 ... 8/36):
     PT's fit puts each mode's mass (grid-normalized density, Voronoi cells) within 0.05 of
     its weight. PCD + MALA with the same chain transitions: benchmarks/mixing.py."""
-    from gaussians8 import WEIGHTS, mixture_data, mlp_energy_model, mode_weights, numpy_log_density
+    from ebm_ppl.testing.gaussians8 import WEIGHTS, mixture_data, mlp_energy_model, mode_weights, numpy_log_density
 
     model, _ = mlp_energy_model(fw)
     result = ebm_ppl.fit_unnormalized(

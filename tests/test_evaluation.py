@@ -7,14 +7,14 @@ the Ising run (200 chains, 1000 temperatures) has a standard error near 0.007 na
 0.1 is about 6 (AIS's downward bias, of order the variance of log w / (2n), is far smaller).
 """
 
-import itertools
 
 import numpy as np
 import pytest
 
 import ebm_ppl
 from ebm_ppl.evaluation.ais import temperature_schedule
-from models import STATES, ising_log_unnorm, ising_model
+from models import STATES, ising_log_unnorm, ising_model, random_rbm, rbm_exact_log_z, rbm_log_marginal, rbm_params
+from models import rbm_model_at as rbm_model
 
 rng = np.random.default_rng(7)
 J_FIXED = rng.uniform(-0.6, 0.6, 12)
@@ -29,44 +29,6 @@ def exact_ising_log_z(J, h):
 def ising_params(fw, J, h):
     return {"J": fw.array(J), "h": fw.array(h)}
 
-
-def rbm_model(fw, W, b, c):
-    num_visible, num_hidden = W.shape
-
-    def rbm(v):
-        W_ = fw.param("W", fw.array(W))
-        b_ = fw.param("b", fw.array(b))
-        c_ = fw.param("c", fw.array(c))
-        with fw.plate("data", v.shape[0]):
-            v = fw.sample("v", fw.dist.Bernoulli(0.5).expand([num_visible]).to_event(1), obs=v)
-            h = fw.sample("h", fw.dist.Bernoulli(0.5).expand([num_hidden]).to_event(1))
-            ebm_ppl.factor("rbm", ((v @ W_) * h).sum(-1) + (v * b_).sum(-1) + (h * c_).sum(-1))
-
-    return rbm
-
-
-def rbm_params(fw, W, b, c):
-    return {"W": fw.array(W), "b": fw.array(b), "c": fw.array(c)}
-
-
-def random_rbm(num_visible, num_hidden, seed):
-    r = np.random.default_rng(seed)
-    return (0.3 * r.standard_normal((num_visible, num_hidden)), 0.1 * r.standard_normal(num_visible),
-            0.1 * r.standard_normal(num_hidden))
-
-
-def rbm_exact_log_z(W, b, c):
-    """Enumerate the hidden states; sum each visible unit out analytically (softplus)."""
-    num_visible, num_hidden = W.shape
-    hs = np.array(list(itertools.product([0, 1], repeat=num_hidden)), dtype=np.float64)
-    free = hs @ c + np.logaddexp(0.0, b + hs @ W.T).sum(1)
-    return (num_visible + num_hidden) * np.log(0.5) + float(np.logaddexp.reduce(free))
-
-
-def rbm_log_marginal(v, W, b, c):
-    """log Σ_h p̃(v, h), base measures included."""
-    num_visible, num_hidden = W.shape
-    return (num_visible + num_hidden) * np.log(0.5) + v @ b + np.logaddexp(0.0, c + v @ W).sum(1)
 
 
 def test_public_names():

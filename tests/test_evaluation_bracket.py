@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import ebm_ppl
-from test_evaluation import rbm_exact_log_z, rbm_log_marginal, rbm_model, rbm_params, random_rbm
+from models import random_rbm, rbm_exact_log_z, rbm_log_marginal, rbm_params
+from models import rbm_model_at as rbm_model
 
 
 def brute_log_z(W, b, c):

@@ -4,24 +4,7 @@ import numpy as np
 import pytest
 
 import ebm_ppl
-from models import ising_model, ising_mean_loglik, ising_mle, ising_sample
-
-rng = np.random.default_rng(1234)
-J_TRUE = rng.uniform(-0.6, 0.6, 12)
-H_TRUE = rng.uniform(-0.3, 0.3, 9)
-X_ISING = ising_sample(J_TRUE, H_TRUE, 2000, seed=0)
-
-
-@pytest.fixture(scope="module")
-def ising_exact():
-    J, h = ising_mle(X_ISING)
-    return ising_mean_loglik(X_ISING, J, h)
-
-
-def _fitted_loglik(fw, result):
-    J = fw.to_numpy(result.params["J"]).astype(np.float64)
-    h = fw.to_numpy(result.params["h"]).astype(np.float64)
-    return ising_mean_loglik(X_ISING, J, h)
+from models import X_ISING, _fitted_loglik, gaussian_model, ising_model
 
 
 @pytest.mark.slow
@@ -51,15 +34,6 @@ def test_ising_cd5_minibatch_close_to_mle(fw, ising_exact):
     print(f"{fw.name}: Ising CD-5 gap to the exact MLE {gap:.4f} nats/example")
     assert 0 <= gap < 0.02, gap
 
-
-def gaussian_model(fw):
-    def gaussian(x):
-        prec = fw.param("prec", fw.array(1.0), constraint=fw.constraints.positive)
-        with fw.plate("data", x.shape[0]):
-            x = fw.sample("x", fw.dist.ImproperUniform(fw.constraints.real, (), ()), obs=x)
-            ebm_ppl.energy("quadratic", 0.5 * prec * x**2)
-
-    return gaussian
 
 
 X_GAUSS = np.random.default_rng(5).normal(0.0, 1 / np.sqrt(2.0), 1000).astype(np.float32)

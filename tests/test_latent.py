@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 
 import ebm_ppl
+from models import rbm_model
 
 V, H = 6, 3
 VS = np.array(list(itertools.product([0, 1], repeat=V)), float)
@@ -22,20 +23,6 @@ def rbm_mean_loglik(x, W, b, c):
     idx = (x @ (2 ** np.arange(V)[::-1])).astype(int)
     return float(np.mean(lpv[idx]) - np.logaddexp.reduce(lpv))
 
-
-def rbm_model(fw, num_visible, num_hidden, seed=1):
-    W_init = 0.01 * np.random.default_rng(seed).normal(size=(num_visible, num_hidden))
-
-    def rbm(v):
-        W = fw.param("W", fw.array(W_init))
-        b = fw.param("b", fw.zeros(num_visible))
-        c = fw.param("c", fw.zeros(num_hidden))
-        with fw.plate("data", v.shape[0]):
-            v = fw.sample("v", fw.dist.Bernoulli(0.5).expand([num_visible]).to_event(1), obs=v)
-            h = fw.sample("h", fw.dist.Bernoulli(0.5).expand([num_hidden]).to_event(1))
-            ebm_ppl.factor("rbm", ((v @ W) * h).sum(-1) + (v * b).sum(-1) + (h * c).sum(-1))
-
-    return rbm
 
 
 def test_small_rbm_reaches_true_likelihood(fw):

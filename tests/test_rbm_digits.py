@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ebm_ppl
-from test_latent import rbm_model
+from models import rbm_model
 
 NUM_HIDDEN = 16
 

@@ -15,8 +15,7 @@ import pytest
 
 import ebm_ppl
 from models import ising_model, ising_sample
-from test_bad_input import _rejected, _snapshot, _store
-from test_fit_accuracy import gaussian_model
+from models import _rejected, _snapshot, _store, gaussian_model
 
 X = ising_sample(np.full(12, 0.3), np.zeros(9), 100, seed=4)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -262,7 +261,7 @@ def test_bad_rng_seed(fw, previous, seed):
 
 
 def test_data_of_the_other_framework(fw):
-    from conftest import make_framework
+    from ebm_ppl.testing.frameworks import framework as make_framework
 
     other = make_framework("numpyro" if fw.name == "pyro" else "pyro")
     fw.clear()
@@ -286,7 +285,7 @@ def test_rejected_pyro_call_leaves_no_new_parameters(backend):
     if backend != "pyro":
         pytest.skip("the param store is Pyro's")
     import pyro
-    from conftest import make_framework
+    from ebm_ppl.testing.frameworks import framework as make_framework
 
     fw = make_framework("pyro")
     pyro.param("J", fw.zeros(12) + 0.5)
@@ -406,8 +405,8 @@ def test_save_load_resumes_bit_for_bit_in_a_fresh_process(fw, tmp_path):
         import sys
         sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'backends')!r}, {os.path.join(ROOT, 'tests')!r}]
         import numpy as np, ebm_ppl
-        from conftest import make_framework
-        from models import ising_model, ising_sample
+        from ebm_ppl.testing.frameworks import framework as make_framework
+        from ebm_ppl.testing.ising import ising_model, ising_sample
         fw = make_framework({fw.name!r})
         X = ising_sample(np.full(12, 0.3), np.zeros(9), 100, seed=4)
         first = ebm_ppl.load(sys.argv[1])
@@ -497,8 +496,8 @@ SOAK = textwrap.dedent("""
     import sys
     sys.path[:0] = [{root!r}, {backends!r}, {tests!r}]
     import numpy as np, ebm_ppl
-    from conftest import make_framework
-    from models import ising_model, ising_sample
+    from ebm_ppl.testing.frameworks import framework as make_framework
+    from ebm_ppl.testing.ising import ising_model, ising_sample
     fw = make_framework({backend!r})
     X = ising_sample(np.full(12, 0.3), np.zeros(9), 100, seed=4)
     total, path, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
