@@ -241,33 +241,92 @@ def _same(a, b):
     return type(a) is type(b) and a == b
 
 
-class _DirectCalls(torch.fx.Interpreter):
-    """Runs a captured graph once on real inputs and, node by node, calls each ATen
+_RANDOM = ("rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "bernoulli", "uniform",
+           "normal", "multinomial", "exponential", "geometric", "cauchy", "log_normal", "poisson", "randperm",
+           "empty", "empty_like", "new_empty")
+_RESHAPES = ("expand", "view", "reshape", "_unsafe_view", "alias", "permute")
+_SHAPE_ONLY = ("ones_like", "zeros_like", "full_like", "scalar_tensor")  # values fixed by static shapes
+
+
+class _Simplify(torch.fx.Interpreter):
+    """Runs a captured graph once on real inputs and, node by node: calls each ATen
     operator through torch's direct binding of the same name where that gives the same
     result from the recorded arguments (it dispatches several times faster than the
-    ``OpOverload``); other nodes keep the operator as recorded."""
+    ``OpOverload``); drops reshapes to the shape they already have; and records the nodes
+    that depend on no input (e.g. a Bernoulli(0.5) base measure's log-probabilities), whose
+    values :func:`_simplify` folds into constants."""
+
+    def __init__(self, graph):
+        super().__init__(graph, garbage_collect_values=False)
+        self.constant = {}
 
     def run_node(self, n):
         out = super().run_node(n)
-        if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload):
-            direct = _direct(n.target)
-            if direct is not None:
-                args, kwargs = self.fetch_args_kwargs_from_env(n)
-                try:
-                    same = _same(out, direct(*args, **kwargs))
-                except Exception:
-                    same = False
-                if same:
-                    n.target = direct
+        inputs = n.all_input_nodes
+        if n.op == "get_attr":
+            self.constant[n] = True
+        elif n.op == "call_function":
+            name = _op_name(n.target)
+            self.constant[n] = name in _SHAPE_ONLY or (
+                all(self.constant.get(m, False) for m in inputs) and name is not None
+                and not name.endswith("_") and name not in _RANDOM)
+            if isinstance(n.target, torch._ops.OpOverload):
+                self._direct(n, out)
         return out
 
+    def _direct(self, n, out):
+        direct = _direct(n.target)
+        if direct is not None:
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            try:
+                same = _same(out, direct(*args, **kwargs))
+            except Exception:
+                same = False
+            if same:
+                n.target = direct
 
-def _direct_calls(graph, inputs):
-    """``graph`` without unused nodes, calling torch's direct bindings where they agree."""
-    graph.graph.eliminate_dead_code()
+
+def _op_name(target):
+    if isinstance(target, torch._ops.OpOverload):
+        return target._schema.name.split("::")[-1]
+    return getattr(target, "__name__", None)
+
+
+def _same_shape_reshape(n):
+    """A view/expand/reshape node whose output has its input's shape (a no-op)."""
+    if n.op != "call_function" or _op_name(n.target) not in _RESHAPES or not n.args:
+        return False
+    src = n.args[0]
+    out, inp = n.meta.get("val"), getattr(src, "meta", {}).get("val")
+    if _op_name(n.target) == "permute" and list(n.args[1]) != list(range(len(n.args[1]))):
+        return False
+    return (isinstance(out, torch.Tensor) and isinstance(inp, torch.Tensor) and tuple(out.shape) == tuple(inp.shape)
+            and out.dtype == inp.dtype)
+
+
+def _simplify(graph, inputs):
+    """``graph`` with no-op reshapes and unused nodes removed, input-independent values
+    folded into constants, and torch's direct bindings called where they agree."""
+    g = graph.graph
+    for n in list(g.nodes):
+        if _same_shape_reshape(n):
+            n.replace_all_uses_with(n.args[0])
+            g.erase_node(n)
+    g.eliminate_dead_code()
     graph.recompile()
+    interp = _Simplify(graph)
     with torch.no_grad():
-        _DirectCalls(graph).run(*inputs)
+        interp.run(*inputs)
+        values = dict(interp.env)
+    for i, n in enumerate(list(g.nodes)):
+        if n.op == "call_function" and interp.constant.get(n) and isinstance(values.get(n), torch.Tensor) and \
+                any(not interp.constant.get(u, False) for u in n.users):
+            name = f"_folded_{i}"
+            graph.register_buffer(name, values[n].detach().clone())
+            with g.inserting_before(n):
+                const = g.get_attr(name)
+            n.replace_all_uses_with(const)
+    g.eliminate_dead_code()
     graph.recompile()
     return graph
 
@@ -335,7 +394,7 @@ class _Captured:
             return None
         try:
             with torch.no_grad():
-                graph = _direct_calls(graph, inputs)
+                graph = _simplify(graph, inputs)
                 if self._agrees(graph, flat, inputs, names):
                     return graph
         except Exception:
