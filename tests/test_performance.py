@@ -193,11 +193,19 @@ def test_pyro_capture_is_used_only_where_it_agrees(fw):
     assert isinstance(graph, torch.fx.GraphModule)  # captured: a Pyro-free graph of ATen operations
     assert "pyro" not in graph.code
     torch.testing.assert_close(got, info.log_density.eager(info.init_params, values))
-    # graphs belong to the compiled model: nothing global keeps them alive
+    # a later fit of the same model reuses the graphs; the cache is bounded (LRU), and an
+    # evicted graph is freed
+    again = be.compile_model(rbm, v, (), {})
+    assert again.log_density.cache is info.log_density.cache
     import gc
     import weakref
 
+    from ebm_ppl_pyro import model as pyro_model
+
     ref = weakref.ref(graph)
-    del info, graph
+    del info, again, graph
+    for _ in range(pyro_model._GRAPHS_SIZE):
+        be.compile_model(rbm_model(fw, 6, 3), v, (), {})  # new models push the old one out
     gc.collect()
     assert ref() is None
+    assert len(pyro_model._GRAPHS) <= pyro_model._GRAPHS_SIZE

@@ -5,6 +5,7 @@ batch of C examples (the model's own data plate vectorizes it), reduced to one v
 example along the data plate's dimension.
 """
 
+import collections
 import os
 
 import torch
@@ -17,7 +18,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
+from ebm_ppl._sites import Same, Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
@@ -153,7 +154,11 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     def eager_log_density(params_u, values):
         return log_density_parts(params_u, values)[0]
 
-    log_density = _Captured(eager_log_density, param_names, sites)
+    # captured graphs are kept (a bounded LRU, see _GRAPHS) for later fits of the same model
+    scope = (Same(model), tuple(Same(a) for a in model_args),
+             tuple((k, Same(v)) for k, v in sorted(model_kwargs.items())), tuple(param_names), tuple(sites),
+             params is None)
+    log_density = _Captured(eager_log_density, param_names, sites, scope + ("log_density",))
 
     def eager_grad(params_u, values, names):
         with torch.enable_grad():
@@ -163,7 +168,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
             grads = torch.autograd.grad(ld.sum(), [moved[n] for n in names], allow_unused=True)
         return ld.detach(), {n: torch.zeros_like(moved[n]) if g is None else g for n, g in zip(names, grads)}
 
-    log_density_grad = _CapturedGrad(eager_grad, param_names, sites)
+    log_density_grad = _CapturedGrad(eager_grad, param_names, sites, scope + ("grad",))
 
     def eager_weighted(params_u, values):
         """(log p̃ per row, ∇θ Σ_rows w_row log p̃) with the weights in values["__w__"]."""
@@ -176,7 +181,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
         grads = tuple(torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(param_names, grads))
         return (ld.detach(),) + grads
 
-    captured_weighted = _Captured(eager_weighted, param_names, sites)
+    captured_weighted = _Captured(eager_weighted, param_names, sites, scope + ("weighted",))
 
     def weighted_param_grad(params_u, values, weights):
         out = captured_weighted(params_u, {**values, "__w__": weights})
@@ -217,6 +222,8 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
 
 
 _CAPTURE_AFTER = 2
+_GRAPHS = collections.OrderedDict()
+_GRAPHS_SIZE = 16
 
 
 _DIRECT_METHODS = ("view", "expand", "new_empty", "new_zeros", "new_ones", "new_full")
@@ -342,15 +349,19 @@ class _Captured:
     is only used after it reproduces the eager function at the captured inputs and at two
     perturbed ones (parameters + noise, discrete values redrawn from their supports,
     continuous ones moved), which refuses graphs of models that draw fresh randomness.
-    Graphs belong to this object (one compiled model), so they are freed with it.
+    Graphs are kept for later fits of the same model and arguments in ``_GRAPHS``, a
+    least-recently-used cache of ``_GRAPHS_SIZE`` models (an evicted graph is freed).
     ``EBM_PPL_NO_CAPTURE=1`` turns capture off (everything runs eagerly).
     """
 
-    def __init__(self, eager, param_names, sites):
+    def __init__(self, eager, param_names, sites, scope):
         self.eager = eager
         self.param_names = list(param_names)
         self.sites = sites
-        self.cache = {}  # shape key -> graph (None: runs eagerly)
+        self.cache = _GRAPHS.setdefault(scope, {})  # shape key -> graph (None: runs eagerly)
+        _GRAPHS.move_to_end(scope)
+        while len(_GRAPHS) > _GRAPHS_SIZE:
+            _GRAPHS.popitem(last=False)
         self.calls = {}  # shape key -> calls so far
         self.enabled = not os.environ.get("EBM_PPL_NO_CAPTURE")
 
