@@ -115,7 +115,11 @@ def log_partition(
         stochastic lower bound: E log Ẑ ≤ log Z). ``"bidirectional"`` adds reverse AIS from
         model samples (a stochastic upper bound), exact draws where the sites can be
         enumerated with one layer summed out, else ``num_temperatures`` transitions at
-        β = 1 from the ``init`` data (or from the start distribution).
+        β = 1 from the ``init`` data (or from the start distribution). With a base-rate
+        ``init``, the forward side runs from both starts (base-rate and the sites' base
+        measures) and keeps the larger estimate: reverse chains that start near the data
+        can miss modes that the model holds far from it, and a forward run from the base
+        that lands above the reverse side exposes that (the check below then warns).
     num_chains : int
         AIS chains (independent importance weights).
     num_temperatures : int
@@ -221,6 +225,16 @@ def log_partition(
     lower, lower_se = log_mean_exp_with_stderr(log_w)
     bound = _data_bound(problem, params_u, example_values)
     upper, upper_se, exact_start = float("inf"), float("nan"), False
+    if method == "bidirectional" and start is not BASE_START:
+        # a second forward run from the sites' base measures: forward AIS from any start is a
+        # stochastic lower bound, so the larger is kept; where it lies above the reverse side
+        # that started near the data, that side was no upper bound and the check below warns
+        base_kernel, base_rb = _ais_kernel(problem, params_u, sampler, probe, BASE_START, like)
+        log_w_base = ais_log_weights(problem, base_kernel, key_fwd, params_u, betas, num_chains, BASE_START,
+                                     base_rb)
+        lower_base, lower_base_se = log_mean_exp_with_stderr(log_w_base)
+        if lower_base > lower:
+            lower, lower_se = lower_base, lower_base_se
     if method == "bidirectional":
         position, exact_start = _model_draws(problem, params_u, kernel, rb, key_eq, num_chains, rng_seed,
                                              num_temperatures, start, like,
