@@ -255,10 +255,41 @@ def run_contender(spec, args, x_train, x_test, seconds, K, clock):
         lr, batch = spec.split(":")[1].split(",")
         params, log = train_sklearn(x_train, 500, seconds, float(lr), int(batch), clock=clock)
         name = f"sklearn_lr{lr}_batch{batch}"
+        np.savez(ROOT / "benchmarks" / f"mnist_rbm_{name}.npz", **params)
         out[name + "_training"] = log
         out[name + "_eval"] = evaluate(params, x_train, x_test, K, args.chains)
+        out[name + "_uniform_start"] = evaluate(params, x_train, x_test, K, args.chains, init="base")
     else:
         raise ValueError(f"unknown contender {spec!r}; expected one of {CONTENDERS}")
+    return out
+
+
+def summarize(results):
+    """Per 784 x 500 contender, both AIS brackets (base-rate and uniform start) combined.
+
+    Each forward AIS is a stochastic lower bound on log Z (P(estimate > log Z + t) <= e^-t)
+    and the data bound a rigorous one, so the largest of the three is kept; each reverse AIS is an approximate upper bound (its
+    chains start from long runs, not exact draws) and is contradicted when it lies below a
+    forward estimate, so the upper side kept is the largest of all four numbers. The held-out
+    bracket [mean log p̃ − upper, mean log p̃ − lower] is then the conservative one."""
+    out = {}
+    for name in results:
+        if not name.endswith("_eval") or name.startswith("ebm_ppl_784x20"):
+            continue
+        stem = name[:-len("_eval")]
+        runs = [results[name]] + ([results[stem + "_uniform_start"]] if stem + "_uniform_start" in results else [])
+        mean_log_p = runs[0]["ll_upper"] + runs[0]["log_z_lower"]
+        lower = max([r["log_z_lower"] for r in runs] + [runs[0]["log_z_data_bound"]])
+        upper = max([r["log_z_upper"] for r in runs] + [lower])
+        train = results.get(stem + "_training", {})
+        out[stem] = {
+            "epochs": train.get("epochs"), "cpu_seconds": train.get("cpu_seconds"),
+            "wall_seconds": train.get("wall_seconds"), "median_epoch_cpu_seconds": train.get("median_epoch_cpu_seconds"),
+            "mean_log_p_tilde": mean_log_p, "log_z_lower": lower, "log_z_upper": upper,
+            "log_z_data_bound": runs[0]["log_z_data_bound"], "ll_lower": mean_log_p - upper,
+            "ll_upper": mean_log_p - lower, "starts": len(runs),
+            "reverse_below_other_forward": any(r["log_z_upper"] < lower - 3 * r["log_z_upper_se"] for r in runs),
+            "warnings": sum(len(r["warnings"]) for r in runs)}
     return out
 
 
@@ -274,7 +305,8 @@ def main():
     parser.add_argument("--ebm-recipe", default="sgd,0.01,100", metavar="OPTIMIZER,LR,BATCH",
                         help="ebm_ppl's optimizer (sgd or adam), learning rate and batch size")
     parser.add_argument("--only", default=None,
-                        help="';'-separated contenders to run (default all: " + ";".join(CONTENDERS) + ")")
+                        help="';'-separated contenders to run (default all: " + ";".join(CONTENDERS) + "); "
+                             "with --reevaluate, parts of the saved models' names, e.g. 'ebm_ppl;lr0.01_batch100'")
     parser.add_argument("--jobs", type=int, default=1,
                         help="contenders run at once (each its own process; with --clock cpu the budgets "
                              "are CPU seconds, so running two on two cores does not change them)")
@@ -282,12 +314,15 @@ def main():
     parser.add_argument("--reevaluate", action="store_true",
                         help="only evaluate the saved 784 x 500 model(s) (benchmarks/mnist_rbm_*.npz) "
                              "with --temperatures, appending to the results")
+    parser.add_argument("--summarize", action="store_true",
+                        help="only add the combined brackets (see summarize) to the results in --out")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     seconds, K = args.seconds, args.temperatures
     if args.quick:
         seconds, K = 3.0, 20
-    args.out = args.out or str(ROOT / "benchmarks" / ("mnist_rbm_quick.json" if args.quick else "mnist_rbm_results.json"))
+    default_out = "mnist_rbm_quick.json" if args.quick else "mnist_rbm_results.json"
+    args.out = args.out or str(ROOT / "benchmarks" / default_out)
 
     if args.contender is not None:  # one contender, in a process of its own; the result on the last line
         from ebm_ppl.datasets import load_mnist5k
@@ -299,21 +334,31 @@ def main():
         return
 
     path = Path(args.out)
-    results = json.loads(path.read_text()) if path.exists() and (args.only or args.reevaluate) else {}
-    results["settings" if not args.only else f"settings_{args.only}"] = dict(
-        vars(args), single_thread_env=SINGLE_THREAD if args.clock == "cpu" else None)
+    keep = path.exists() and (args.only or args.reevaluate or args.summarize)
+    results = json.loads(path.read_text()) if keep else {}
+    if not args.summarize:
+        results["settings" if not args.only else f"settings_{args.only}"] = dict(
+            vars(args), single_thread_env=SINGLE_THREAD if args.clock == "cpu" else None)
 
     def report(name, value):
         results[name] = value
         print(name, json.dumps(value, default=float), flush=True)
         path.write_text(json.dumps(results, indent=1, default=float))
 
+    if args.summarize:
+        results = json.loads(path.read_text())
+        report("summary", summarize(results))
+        return
     if args.reevaluate:
         from ebm_ppl.datasets import load_mnist5k
 
         x_train, x_test = load_mnist5k()
         for npz in sorted((ROOT / "benchmarks").glob("mnist_rbm_*.npz")):
-            report(f"{npz.stem}_eval_K{K}", evaluate(dict(np.load(npz)), x_train, x_test, K, args.chains))
+            if args.only and not any(stem in npz.stem for stem in args.only.split(";")):
+                continue
+            params = dict(np.load(npz))
+            report(f"{npz.stem}_eval_K{K}", evaluate(params, x_train, x_test, K, args.chains))
+            report(f"{npz.stem}_uniform_start_K{K}", evaluate(params, x_train, x_test, K, args.chains, init="base"))
         return
     contenders = args.only.split(";") if args.only else CONTENDERS
     if args.quick and not args.only:
@@ -341,6 +386,7 @@ def main():
                 continue
             for name, value in json.loads(lines[-1][len("RESULT "):]).items():
                 report(name, value)
+    report("summary", summarize(results))
 
 
 if __name__ == "__main__":
