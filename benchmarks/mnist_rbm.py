@@ -42,8 +42,13 @@ first call's tracing and compiling (several seconds).
   the libraries choose (``OMP_NUM_THREADS=1``); fair only when every contender sees the
   same load (run them one at a time on a quiet machine).
 
-Run (about 20 minutes with two jobs on a 2-core machine; results in
-``benchmarks/mnist_rbm_results.json``):
+Every model is also evaluated from the uniform base (``init="base"``), and the results
+end with a ``summary``: per model, the two brackets combined (:func:`summarize`), because
+the base-rate bracket alone can be wrong (on the ebm_ppl model of the committed results,
+forward AIS from the uniform base lay above both of its sides).
+
+Run (38 minutes with two jobs on the shared 2-core machine under other jobs' load, about
+25 on a quiet one; results in ``benchmarks/mnist_rbm_results.json``):
 
     python benchmarks/mnist_rbm.py --clock cpu --seconds 180 --temperatures 500 --jobs 2
 
