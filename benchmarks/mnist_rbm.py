@@ -18,8 +18,11 @@ every model evaluated by the same bracketed log-likelihood estimator.
    (W = components_.T, b = intercept_visible_, c = intercept_hidden_); the Bernoulli(0.5)
    base measures of the ebm_ppl model add the constant 1284 log 0.5 to log p̃ and to log Z
    alike, so the log-likelihood is the same.
-4. AIS from the uniform base (``init="base"``) on the ebm_ppl model: the failure the data
-   bound catches (an ``EstimateWarning`` is recorded, or the estimate respects the bound).
+4. The same bidirectional AIS again from the uniform base (``init="base"``) on every
+   784 x 500 model: the two starts need not agree (a forward estimate above the other
+   start's reverse side shows that side was no upper bound), and an AIS side below the
+   data bound is recorded as an ``EstimateWarning``. ``summarize`` combines the two into
+   one conservative bracket per model (the ``summary`` entry of the results).
 5. A 784 x 20 RBM (ebm_ppl, same recipe, 60 s) with its exact held-out log-likelihood.
 6. The figure ``tutorials/figures/05_rbm_mnist.png``: filters and model samples.
 
