@@ -1,35 +1,70 @@
-"""Bernoulli RBMs on MNIST-5k: ebm_ppl's PCD against scikit-learn at equal wall-clock time,
+"""Bernoulli RBMs on MNIST-5k: ebm_ppl's PCD against scikit-learn at an equal training budget,
 every model evaluated by the same bracketed log-likelihood estimator.
 
-1. 784 x 500 RBM, NumPyro backend, ``PCD(num_chains=100, num_steps=1)``,
-   ``BlockGibbs(["h", "v"])``, Adam, minibatches of 100, trained for ``--seconds`` of wall
-   clock (whole epochs; the time of every epoch is printed).
-2. scikit-learn's ``BernoulliRBM`` (500 hidden units) for the same wall-clock time at each
-   learning rate in {0.01, 0.05, 0.1} and batch size in {20, 100} (one ``partial_fit`` per
-   minibatch, epochs of shuffled minibatches until the time is spent).
-3. Every model: ``log_partition(method="bidirectional", init=x_train)`` — forward AIS from a
-   base-rate start (a stochastic lower bound on log Z) and reverse AIS from long runs started
-   at the training images (an approximate stochastic upper bound; the 500 hidden units are
-   summed out of the weights analytically) — the rigorous data bound log Σ_{5000 images} p̃(x),
-   and the held-out mean log-likelihood bracket [log p̃ − upper, log p̃ − lower]. sklearn's
-   parameters map onto the same energy (W = components_.T, b = intercept_visible_,
-   c = intercept_hidden_); the Bernoulli(0.5) base measures of the ebm_ppl model add the
-   constant 1284 log 0.5 to log p̃ and to log Z alike, so the log-likelihood is the same.
-4. AIS from the uniform base (``init="base"``) on the ebm_ppl model: the failure the data
-   bound catches (an ``EstimateWarning`` is printed, or the estimate respects the bound).
-5. The figure ``tutorials/figures/05_rbm_mnist.png``: filters and model samples.
+1. 784 x 500 RBM, NumPyro backend, the update scikit-learn's ``BernoulliRBM`` makes: PCD-1
+   with as many persistent chains as examples per batch (``PCD(num_chains=100, num_steps=1)``),
+   ``BlockGibbs(["h", "v"])``, plain SGD (``optax.sgd(0.01)``) on the batch-mean gradient,
+   minibatches of 100, W ~ N(0, 0.01²), hidden biases 0, visible biases at the training
+   images' base rates (``--ebm-recipe`` changes optimizer, learning rate and batch).
+2. scikit-learn's ``BernoulliRBM`` (500 hidden units) at each learning rate in
+   {0.01, 0.05, 0.1} and batch size in {20, 100} (one ``partial_fit`` per minibatch,
+   epochs of shuffled minibatches).
+3. Every 784 x 500 model: ``log_partition(method="bidirectional", init=x_train)`` — forward
+   AIS from a base-rate start (a stochastic lower bound on log Z) and reverse AIS from long
+   runs started at the training images (an approximate stochastic upper bound; the 500
+   hidden units are summed out of the weights analytically) — the rigorous data bound
+   log Σ_{5000 images} p̃(x), and the held-out mean log-likelihood bracket
+   [log p̃ − upper, log p̃ − lower]. sklearn's parameters map onto the same energy
+   (W = components_.T, b = intercept_visible_, c = intercept_hidden_); the Bernoulli(0.5)
+   base measures of the ebm_ppl model add the constant 1284 log 0.5 to log p̃ and to log Z
+   alike, so the log-likelihood is the same.
+4. The same bidirectional AIS again from the uniform base (``init="base"``) on every
+   784 x 500 model: the two starts need not agree (a forward estimate above the other
+   start's reverse side shows that side was no upper bound), and an AIS side below the
+   data bound is recorded as an ``EstimateWarning``. ``summarize`` combines the two into
+   one conservative bracket per model (the ``summary`` entry of the results).
+5. A 784 x 20 RBM (ebm_ppl, same recipe, 60 s) with its exact held-out log-likelihood.
+6. The figure ``tutorials/figures/05_rbm_mnist.png``: filters and model samples.
 
-Run (about 45 minutes on a quiet 2-core machine):
+The training budget. Every contender runs in a fresh process of its own and trains whole
+epochs until its budget of ``--seconds`` is spent; the budget is checked after each epoch,
+so a contender may overshoot by up to one epoch (both its CPU and wall seconds are
+reported, in total and per epoch). ebm_ppl's budget includes building the model and its
+first call's tracing and compiling (several seconds).
 
-    OMP_NUM_THREADS=1 python benchmarks/mnist_rbm.py --seconds 180 --temperatures 3000
+- ``--clock cpu`` (default): each contender is single-threaded (``OMP_NUM_THREADS``,
+  ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` = 1 and
+  ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"``, set
+  in the contender's environment before numpy or jax is imported) and the budget is its
+  own process CPU time (``time.process_time``, every thread of the process). Other jobs on
+  the machine then slow a contender's wall clock but not its budget, so the comparison does
+  not depend on load, and ``--jobs 2`` may run two contenders at once on two cores. On a
+  quiet core, CPU time equals wall time: the budget is then a single-core wall-clock
+  budget.
+- ``--clock wall``: the budget is wall-clock time (``time.perf_counter``), threading as
+  the libraries choose (``OMP_NUM_THREADS=1``); fair only when every contender sees the
+  same load (run them one at a time on a quiet machine).
 
-``--quick`` runs everything at toy sizes (a smoke test). ``--reevaluate --temperatures K``
-evaluates the saved models again with K temperatures.
+Every model is also evaluated from the uniform base (``init="base"``), and the results
+end with a ``summary``: per model, the two brackets combined (:func:`summarize`), because
+the base-rate bracket alone can be wrong (on the ebm_ppl model of the committed results,
+forward AIS from the uniform base lay above both of its sides).
+
+Run (38 minutes with two jobs on the shared 2-core machine under other jobs' load, about
+25 on a quiet one; results in ``benchmarks/mnist_rbm_results.json``):
+
+    python benchmarks/mnist_rbm.py --clock cpu --seconds 180 --temperatures 500 --jobs 2
+
+``--quick`` runs everything at toy sizes (a smoke test); ``--only "ebm_ppl;sklearn:0.01,100"``
+runs some contenders; ``--reevaluate --temperatures K`` evaluates the saved models again
+with K temperatures.
 """
 
 import argparse
 import json
 import os
+import re
+import subprocess
 import sys
 import time
 import warnings
@@ -64,42 +99,72 @@ def base_rate_logits(x):
     return np.log(p) - np.log1p(-p)
 
 
-def train_ebm_ppl(x, num_hidden, seconds, lr, batch, seed=0, optimizer="adam"):
+def _log(cpu, wall, cpu0, wall0):
+    """Training log: per-epoch and total CPU and wall seconds (totals include the first call's compile)."""
+    return {"epochs": len(cpu), "cpu_seconds": float(np.sum(cpu)), "wall_seconds": float(np.sum(wall)),
+            "epoch_cpu_seconds": cpu, "epoch_wall_seconds": wall,
+            "median_epoch_cpu_seconds": float(np.median(cpu)), "median_epoch_wall_seconds": float(np.median(wall)),
+            "process_cpu_seconds_at_start": cpu0, "threads": os.environ.get("OMP_NUM_THREADS"),
+            "xla_flags": os.environ.get("XLA_FLAGS")}
+
+
+def _train(epoch, seconds, clock):
+    """Run whole epochs until ``clock`` (time.process_time or time.perf_counter) has advanced
+    by ``seconds`` since the call; returns the training log."""
+    cpu, wall = [], []
+    cpu0, start = time.process_time(), clock()
+    while clock() - start < seconds:
+        c0, w0 = time.process_time(), time.perf_counter()
+        epoch()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return _log(cpu, wall, cpu0, start)
+
+
+def train_ebm_ppl(x, num_hidden, seconds, lr, batch, seed=0, optimizer="sgd", clock=time.perf_counter):
+    """PCD-1 (chains = ``batch``), ``BlockGibbs(["h", "v"])``, whole epochs until ``clock``
+    has advanced by ``seconds`` (the first call's tracing and compiling included)."""
     import jax.numpy as jnp
     import optax
 
     import ebm_ppl
 
-    W0 = (0.01 * np.random.default_rng(seed).standard_normal((x.shape[1], num_hidden))).astype(np.float32)
-    model = rbm(x.shape[1], num_hidden, W0, base_rate_logits(x).astype(np.float32), np.zeros(num_hidden, np.float32))
-    data = jnp.asarray(x)
-    opt = optax.adam(lr) if optimizer == "adam" else optax.sgd(lr)
-    result, times, start = None, [], time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        result = ebm_ppl.fit_unnormalized(
-            model, data, ebm_ppl.PCD(num_chains=100, num_steps=1), ebm_ppl.samplers.BlockGibbs(["h", "v"]),
-            optimizer=opt, num_epochs=1, batch_size=batch, progress_bar=False, resume=result, rng_seed=seed)
-        times.append(time.perf_counter() - t0)
-    params = {k: np.asarray(v) for k, v in result.params.items()}
-    return params, times
+    state = {"result": None}
+
+    def epoch():
+        if state["result"] is None:  # building the model and the first call's compile count too
+            W0 = (0.01 * np.random.default_rng(seed).standard_normal((x.shape[1], num_hidden))).astype(np.float32)
+            state["model"] = rbm(x.shape[1], num_hidden, W0, base_rate_logits(x).astype(np.float32),
+                                 np.zeros(num_hidden, np.float32))
+            state["data"] = jnp.asarray(x)
+            state["opt"] = optax.adam(lr) if optimizer == "adam" else optax.sgd(lr)
+        state["result"] = ebm_ppl.fit_unnormalized(
+            state["model"], state["data"], ebm_ppl.PCD(num_chains=batch, num_steps=1),
+            ebm_ppl.samplers.BlockGibbs(["h", "v"]), optimizer=state["opt"], num_epochs=1, batch_size=batch,
+            progress_bar=False, resume=state["result"], rng_seed=seed)
+
+    log = _train(epoch, seconds, clock)
+    params = {k: np.asarray(v) for k, v in state["result"].params.items()}
+    return params, log
 
 
-def train_sklearn(x, num_hidden, seconds, lr, batch, seed=0):
+def train_sklearn(x, num_hidden, seconds, lr, batch, seed=0, clock=time.perf_counter):
+    """scikit-learn's BernoulliRBM: epochs of shuffled minibatches (one ``partial_fit`` each)
+    until ``clock`` has advanced by ``seconds``."""
     from sklearn.neural_network import BernoulliRBM
 
     model = BernoulliRBM(n_components=num_hidden, learning_rate=lr, batch_size=batch, n_iter=1, random_state=seed)
     rng = np.random.default_rng(seed)
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
+
+    def epoch():
         order = rng.permutation(len(x))
         for i in range(0, len(x) - batch + 1, batch):
             model.partial_fit(x[order[i:i + batch]])
-        times.append(time.perf_counter() - t0)
+
+    log = _train(epoch, seconds, clock)
     params = {"W": model.components_.T.astype(np.float32), "b": model.intercept_visible_.astype(np.float32),
               "c": model.intercept_hidden_.astype(np.float32)}
-    return params, times
+    return params, log
 
 
 def evaluate(params, x_train, x_test, num_temperatures, num_chains, seed=0, init="train"):
@@ -112,39 +177,42 @@ def evaluate(params, x_train, x_test, num_temperatures, num_chains, seed=0, init
     model = rbm(nv, nh, params["W"], params["b"], params["c"])
     p = {k: jnp.asarray(v) for k, v in params.items()}
     every = jnp.asarray(np.concatenate([x_train, x_test]))
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         lz = ebm_ppl.log_partition(model, p, every, method="bidirectional", num_chains=num_chains,
                                    num_temperatures=num_temperatures, rng_seed=seed,
                                    init=jnp.asarray(x_train) if init == "train" else "base")
-    seconds = time.perf_counter() - t0
-    log_p = np.asarray(ebm_ppl.log_likelihood(model, p, jnp.asarray(x_test), log_z=0.0), np.float64)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    with warnings.catch_warnings():  # log_z=0 gives log p̃(x), which may well exceed 0: no warning due
+        warnings.simplefilter("ignore", ebm_ppl.EstimateWarning)
+        log_p = np.asarray(ebm_ppl.log_likelihood(model, p, jnp.asarray(x_test), log_z=0.0), np.float64)
     mean_log_p = float(log_p.mean())
     return {
         "log_z_lower": lz.lower, "log_z_lower_se": lz.lower_stderr, "log_z_upper": lz.upper,
         "log_z_upper_se": lz.upper_stderr, "log_z_data_bound": lz.data_bound, "log_z_gap": lz.upper - lz.lower,
         "ll_lower": mean_log_p - lz.upper, "ll_upper": mean_log_p - lz.lower, "ll_midpoint": mean_log_p - lz.estimate,
-        "upper_from_exact_draws": bool(lz.upper_is_exact_start), "seconds": seconds,
+        "upper_from_exact_draws": bool(lz.upper_is_exact_start), "seconds": seconds, "cpu_seconds": cpu,
         "warnings": [str(w.message) for w in caught if issubclass(w.category, ebm_ppl.EstimateWarning)],
     }
 
 
-def exact_20(x_train, x_test, seconds, quick):
+def exact_20(x_train, x_test, seconds, clock):
     """784 x 20: exact held-out log-likelihood (hidden states enumerated, visibles summed)."""
     import jax.numpy as jnp
 
     import ebm_ppl
 
-    params, times = train_ebm_ppl(x_train, 20, seconds, 1e-3, 100)
+    params, log = train_ebm_ppl(x_train, 20, seconds, 0.01, 100, clock=clock)
     model = rbm(784, 20, params["W"], params["b"], params["c"])
     p = {k: jnp.asarray(v) for k, v in params.items()}
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     lz = ebm_ppl.log_partition(model, p, jnp.asarray(x_train[:1]))
-    t_exact = time.perf_counter() - t0
+    t_exact, c_exact = time.perf_counter() - t0, time.process_time() - c0
     ll = float(np.mean(np.asarray(ebm_ppl.log_likelihood(model, p, jnp.asarray(x_test), log_z=lz))))
-    return {"epochs": len(times), "epoch_seconds": float(np.median(times)), "log_z_exact": lz.estimate,
-            "exact_seconds": t_exact, "ll_exact": ll}, params
+    return {"epochs": log["epochs"], "cpu_seconds": log["cpu_seconds"], "wall_seconds": log["wall_seconds"],
+            "median_epoch_cpu_seconds": log["median_epoch_cpu_seconds"], "log_z_exact": lz.estimate,
+            "exact_seconds": t_exact, "exact_cpu_seconds": c_exact, "ll_exact": ll}, params
 
 
 def figure(params, path, num_samples=32):
@@ -174,82 +242,170 @@ def figure(params, path, num_samples=32):
     fig.savefig(path, dpi=110)
 
 
+CONTENDERS = ["exact20", "ebm_ppl"] + [f"sklearn:{lr},{batch}" for lr in (0.01, 0.05, 0.1) for batch in (20, 100)]
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                 "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+
+
+def run_contender(spec, args, x_train, x_test, seconds, K, clock):
+    """Train and evaluate one contender in this process: {result name: value}."""
+    out = {}
+    if spec == "exact20":
+        r20, _ = exact_20(x_train, x_test, 3.0 if args.quick else 60.0, clock)
+        out["ebm_ppl_784x20_exact"] = r20
+    elif spec == "ebm_ppl":
+        opt, lr, batch = args.ebm_recipe.split(",")
+        params, log = train_ebm_ppl(x_train, 500, seconds, float(lr), int(batch), optimizer=opt, clock=clock)
+        np.savez(ROOT / "benchmarks" / "mnist_rbm_ebm_ppl_500.npz", **params)
+        out["ebm_ppl_784x500_training"] = dict(log, recipe=args.ebm_recipe)
+        out["ebm_ppl_784x500_eval"] = evaluate(params, x_train, x_test, K, args.chains)
+        out["ebm_ppl_784x500_uniform_start"] = evaluate(params, x_train, x_test, K, args.chains, init="base")
+        if not args.quick:
+            figure(params, ROOT / "tutorials" / "figures" / "05_rbm_mnist.png")
+    elif spec.startswith("sklearn:"):
+        lr, batch = spec.split(":")[1].split(",")
+        params, log = train_sklearn(x_train, 500, seconds, float(lr), int(batch), clock=clock)
+        name = f"sklearn_lr{lr}_batch{batch}"
+        np.savez(ROOT / "benchmarks" / f"mnist_rbm_{name}.npz", **params)
+        out[name + "_training"] = log
+        out[name + "_eval"] = evaluate(params, x_train, x_test, K, args.chains)
+        out[name + "_uniform_start"] = evaluate(params, x_train, x_test, K, args.chains, init="base")
+    else:
+        raise ValueError(f"unknown contender {spec!r}; expected one of {CONTENDERS}")
+    return out
+
+
+def summarize(results):
+    """Per 784 x 500 contender, both AIS brackets (base-rate and uniform start) combined.
+
+    Each forward AIS is a stochastic lower bound on log Z (P(estimate > log Z + t) <= e^-t)
+    and the data bound a rigorous one, so the largest of the three is kept; each reverse AIS
+    is an approximate upper bound (its chains start from long runs, not exact draws) and is
+    contradicted when it lies below a forward estimate, so the upper side kept is the largest
+    of all four numbers. The held-out bracket [mean log p̃ − upper, mean log p̃ − lower] is
+    then the conservative one. Models evaluated again with ``--reevaluate --temperatures K``
+    get an entry of their own, suffixed ``_K{K}``."""
+    out = {}
+    for name in results:
+        again = re.fullmatch(r"mnist_rbm_(.+)_eval(_K\d+)", name)  # from --reevaluate
+        if not (name.endswith("_eval") or again) or name.startswith("ebm_ppl_784x20"):
+            continue
+        stem, key = (name[:-len("_eval")], "") if not again else (again[1], again[2])
+        other = f"mnist_rbm_{stem}_uniform_start{key}" if again else stem + "_uniform_start"
+        runs = [results[name]] + ([results[other]] if other in results else [])
+        if again:
+            stem = stem.replace("ebm_ppl_500", "ebm_ppl_784x500")
+        mean_log_p = runs[0]["ll_upper"] + runs[0]["log_z_lower"]
+        lower = max([r["log_z_lower"] for r in runs] + [runs[0]["log_z_data_bound"]])
+        upper = max([r["log_z_upper"] for r in runs] + [lower])
+        train = results.get(stem + "_training", {})
+        out[stem + key] = {
+            "temperatures": int(key[2:]) if key else results.get("settings", {}).get("temperatures"),
+            "epochs": train.get("epochs"), "cpu_seconds": train.get("cpu_seconds"),
+            "wall_seconds": train.get("wall_seconds"), "median_epoch_cpu_seconds": train.get("median_epoch_cpu_seconds"),
+            "mean_log_p_tilde": mean_log_p, "log_z_lower": lower, "log_z_upper": upper,
+            "log_z_data_bound": runs[0]["log_z_data_bound"], "ll_lower": mean_log_p - upper,
+            "ll_upper": mean_log_p - lower, "starts": len(runs),
+            "reverse_below_other_forward": any(r["log_z_upper"] < lower - 3 * r["log_z_upper_se"] for r in runs),
+            "warnings": sum(len(r["warnings"]) for r in runs)}
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=180.0)
-    parser.add_argument("--temperatures", type=int, default=3000)
+    parser.add_argument("--seconds", type=float, default=180.0, help="training budget of each contender")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu: single-threaded contenders, budget in process CPU seconds (robust to load); "
+                             "wall: budget in wall-clock seconds (default threading)")
+    parser.add_argument("--temperatures", type=int, default=500)
     parser.add_argument("--chains", type=int, default=100)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--ebm-only", default=None, metavar="OPTIMIZER,LR,BATCH",
-                        help="only train and evaluate ebm_ppl's 784 x 500 with this setting, e.g. sgd,0.01,20")
-    parser.add_argument("--sklearn-only", default=None, metavar="LR,BATCH",
-                        help="only train and evaluate scikit-learn's BernoulliRBM with this setting, e.g. 0.01,100 "
-                             "(run it at the same time as --ebm-only to share the machine's load fairly)")
+    parser.add_argument("--ebm-recipe", default="sgd,0.01,100", metavar="OPTIMIZER,LR,BATCH",
+                        help="ebm_ppl's optimizer (sgd or adam), learning rate and batch size")
+    parser.add_argument("--only", default=None,
+                        help="';'-separated contenders to run (default all: " + ";".join(CONTENDERS) + "); "
+                             "with --reevaluate, parts of the saved models' names, e.g. 'ebm_ppl;lr0.01_batch100'")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="contenders run at once (each its own process; with --clock cpu the budgets "
+                             "are CPU seconds, so running two on two cores does not change them)")
+    parser.add_argument("--contender", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reevaluate", action="store_true",
                         help="only evaluate the saved 784 x 500 model(s) (benchmarks/mnist_rbm_*.npz) "
                              "with --temperatures, appending to the results")
+    parser.add_argument("--summarize", action="store_true",
+                        help="only add the combined brackets (see summarize) to the results in --out")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    from ebm_ppl.datasets import load_mnist5k
-
-    x_train, x_test = load_mnist5k()
     seconds, K = args.seconds, args.temperatures
     if args.quick:
         seconds, K = 3.0, 20
-    args.out = args.out or str(ROOT / "benchmarks" / ("mnist_rbm_quick.json" if args.quick else "mnist_rbm_results.json"))
-    results = {"settings": vars(args)}
+    default_out = "mnist_rbm_quick.json" if args.quick else "mnist_rbm_results.json"
+    args.out = args.out or str(ROOT / "benchmarks" / default_out)
+
+    if args.contender is not None:  # one contender, in a process of its own; the result on the last line
+        from ebm_ppl.datasets import load_mnist5k
+
+        x_train, x_test = load_mnist5k()
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        out = run_contender(args.contender, args, x_train, x_test, seconds, K, clock)
+        print("RESULT " + json.dumps(out, default=float), flush=True)
+        return
+
+    path = Path(args.out)
+    keep = path.exists() and (args.only or args.reevaluate or args.summarize)
+    results = json.loads(path.read_text()) if keep else {}
+    if not args.summarize:
+        results["settings" if not args.only else f"settings_{args.only}"] = dict(
+            vars(args), single_thread_env=SINGLE_THREAD if args.clock == "cpu" else None)
 
     def report(name, value):
         results[name] = value
         print(name, json.dumps(value, default=float), flush=True)
-        Path(args.out).write_text(json.dumps(results, indent=1, default=float))
+        path.write_text(json.dumps(results, indent=1, default=float))
 
+    if args.summarize:
+        results = json.loads(path.read_text())
+        report("summary", summarize(results))
+        return
     if args.reevaluate:
-        results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else results
-        for path in sorted((ROOT / "benchmarks").glob("mnist_rbm_*.npz")):
-            params = dict(np.load(path))
-            report(f"{path.stem}_eval_K{K}", evaluate(params, x_train, x_test, K, args.chains))
-        return
-    if args.sklearn_only:
-        results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else results
-        lr, batch = args.sklearn_only.split(",")
-        params, times = train_sklearn(x_train, 500, seconds, float(lr), int(batch))
-        name = f"sklearn_lr{lr}_batch{batch}"
-        report(name + "_training", {"epochs": len(times), "epoch_seconds": times, "total_seconds": float(np.sum(times))})
-        report(name + "_eval", evaluate(params, x_train, x_test, K, args.chains))
-        return
-    if args.ebm_only:
-        results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else results
-        opt, lr, batch = args.ebm_only.split(",")
-        params, times = train_ebm_ppl(x_train, 500, seconds, float(lr), int(batch), optimizer=opt)
-        name = f"ebm_ppl_{opt}_lr{lr}_batch{batch}"
-        np.savez(ROOT / "benchmarks" / f"mnist_rbm_{name}.npz", **params)
-        report(name + "_training", {"epochs": len(times), "epoch_seconds": times, "total_seconds": float(np.sum(times))})
-        report(name + "_eval", evaluate(params, x_train, x_test, K, args.chains))
-        figure(params, ROOT / "tutorials" / "figures" / f"05_rbm_mnist_{name}.png")
-        return
-    r20, _ = exact_20(x_train, x_test, 3.0 if args.quick else 60.0, args.quick)
-    report("ebm_ppl_784x20_exact", r20)
+        from ebm_ppl.datasets import load_mnist5k
 
-    params, times = train_ebm_ppl(x_train, 500, seconds, 1e-3, 100)
-    np.savez(ROOT / "benchmarks" / "mnist_rbm_ebm_ppl_500.npz", **params)
-    report("ebm_ppl_784x500_training", {"epochs": len(times), "epoch_seconds": times,
-                                        "total_seconds": float(np.sum(times))})
-    report("ebm_ppl_784x500_eval", evaluate(params, x_train, x_test, K, args.chains))
-    report("ebm_ppl_784x500_uniform_start", evaluate(params, x_train, x_test, K, args.chains, init="base"))
-    if not args.quick:
-        figure(params, ROOT / "tutorials" / "figures" / "05_rbm_mnist.png")
-
-    for lr in ((0.05,) if args.quick else (0.01, 0.05, 0.1)):
-        for batch in ((100,) if args.quick else (20, 100)):
-            p_sk, t_sk = train_sklearn(x_train, 500, seconds, lr, batch)
-            name = f"sklearn_lr{lr}_batch{batch}"
-            np.savez(ROOT / "benchmarks" / f"mnist_rbm_{name}.npz", **p_sk)
-            report(name + "_training", {"epochs": len(t_sk), "epoch_seconds": t_sk,
-                                        "total_seconds": float(np.sum(t_sk))})
-            report(name + "_eval", evaluate(p_sk, x_train, x_test, K, args.chains))
+        x_train, x_test = load_mnist5k()
+        for npz in sorted((ROOT / "benchmarks").glob("mnist_rbm_*.npz")):
+            if args.only and not any(stem in npz.stem for stem in args.only.split(";")):
+                continue
+            params = dict(np.load(npz))
+            report(f"{npz.stem}_eval_K{K}", evaluate(params, x_train, x_test, K, args.chains))
+            report(f"{npz.stem}_uniform_start_K{K}", evaluate(params, x_train, x_test, K, args.chains, init="base"))
+        return
+    contenders = args.only.split(";") if args.only else CONTENDERS
+    if args.quick and not args.only:
+        contenders = ["exact20", "ebm_ppl", "sklearn:0.05,100"]
+    env = dict(os.environ, **(SINGLE_THREAD if args.clock == "cpu" else {"OMP_NUM_THREADS": "1"}))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "backends"), env.get("PYTHONPATH", "")])
+    base = [sys.executable, str(Path(__file__).resolve()), "--clock", args.clock, "--seconds", str(args.seconds),
+            "--temperatures", str(args.temperatures), "--chains", str(args.chains), "--ebm-recipe", args.ebm_recipe]
+    base += ["--quick"] if args.quick else []
+    pending, running = list(contenders), []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            spec = pending.pop(0)
+            proc = subprocess.Popen(base + ["--contender", spec], env=env, stdout=subprocess.PIPE, text=True)
+            running.append((spec, proc))
+            print(f"started {spec} (pid {proc.pid})", flush=True)
+        time.sleep(1.0)
+        for spec, proc in list(running):
+            if proc.poll() is None:
+                continue
+            running.remove((spec, proc))
+            lines = [ln for ln in proc.stdout.read().splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                report(f"failed_{spec}", {"returncode": proc.returncode})
+                continue
+            for name, value in json.loads(lines[-1][len("RESULT "):]).items():
+                report(name, value)
+    report("summary", summarize(results))
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()
