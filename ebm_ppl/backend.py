@@ -97,6 +97,10 @@ class ModelInfo(NamedTuple):
     param_constraints : dict, optional
         parameter name -> a text description of its constraint (``repr``), which
         ``resume=`` compares with the result's.
+    covariates : dict, optional
+        covariate name -> the data leaf the model was compiled with (conditional models,
+        ``covariates=``): inputs that every ``values`` dict carries under their own names,
+        one row per chain, and that no sampler moves; empty for a joint model.
     """
 
     sites: dict
@@ -112,6 +116,7 @@ class ModelInfo(NamedTuple):
     log_density_grad: Optional[Callable] = None
     weighted_param_grad: Optional[Callable] = None
     param_constraints: Optional[dict] = None
+    covariates: Optional[dict] = None
 
 
 class Optimizer(NamedTuple):
