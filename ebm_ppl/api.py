@@ -23,7 +23,7 @@ from ._exclusive import exclusive
 from ._sites import Same as _Same
 from ._tree import describe
 from .backend import detect_backend, get_backend
-from .estimators import PCD
+from .estimators import CD, PCD
 from .monitor import MonitorRun, as_monitors
 from .evaluation import LogZ, log_likelihood, log_partition
 from .samplers.base import build_kernel, is_adaptive, restrict_sampler
@@ -265,12 +265,12 @@ def _config_key(obj):
 
 
 def _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer, batch_size,
-                  chunk_len):
+                  chunk_len, covariates=None):
     leaves = data if isinstance(data, dict) else {"": data}
     shapes = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(leaves.items()))
     kwargs = tuple((k, _Same(v)) for k, v in sorted((model_kwargs or {}).items()))
     return (name, _Same(model), tuple(_Same(a) for a in model_args), kwargs, shapes, _config_key(estimator),
-            _config_key(sampler), _config_key(optimizer), batch_size, chunk_len)
+            _config_key(sampler), _config_key(optimizer), batch_size, chunk_len, _config_key(covariates))
 
 
 class _Minibatches:
@@ -578,6 +578,7 @@ def fit_unnormalized(
     resume=None,
     model_args=(),
     model_kwargs=None,
+    covariates=None,
     monitor=None,
     checkpoint_every=None,
     checkpoint_path=None,
@@ -625,6 +626,15 @@ def fit_unnormalized(
         sampler and batch size, an optimizer of the same kind.
     model_args, model_kwargs
         Extra arguments passed to the model after the batch.
+    covariates : str or sequence of str, optional
+        Names of leaves of a dict ``data`` that are inputs, not modelled (a conditional
+        model p(y | x), e.g. a CRF): minibatched with the data, passed to the model with
+        each batch, fixed in both phases, never sampled. The objective becomes the
+        conditional log-likelihood Σᵢ log p̃(yᵢ | xᵢ) − log Z(xᵢ), and the negative phase
+        samples the modelled sites given each example's inputs: ``CD`` starts example i's
+        chain at its yᵢ; ``PCD`` keeps one persistent chain per training example (its
+        ``num_chains`` is not used), continued whenever the example is in the batch (see
+        the Notes of :class:`~ebm_ppl.PCD`). Other estimators raise NotImplementedError.
     monitor : Monitor or list of callables, optional
         What to evaluate between updates (:class:`ebm_ppl.Monitor`: held-out exact / AIS
         log-likelihood, pseudo-likelihood, split R-hat and ESS of the chains; or callables
@@ -694,7 +704,7 @@ def fit_unnormalized(
     snapshot = be.snapshot_params()  # a rejected call leaves the Pyro param store as it was
     try:
         setup = _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args,
-                       model_kwargs, resume)
+                       model_kwargs, resume, covariates)
     except BaseException:
         be.restore_snapshot(snapshot)
         raise
@@ -740,12 +750,17 @@ def fit_unnormalized(
     return result
 
 
-def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args, model_kwargs, resume):
+def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args, model_kwargs, resume,
+           covariates=None):
     """Compile (or reuse) the model, kernels, optimizer and chunk runner, and check
     ``resume``; raises before anything the caller can see changes."""
     ops = be.ops
     data = be.as_data(data)
-    info = be.compile_model(model, data, model_args, model_kwargs or {})
+    kwargs = {"covariates": covariates} if covariates else {}
+    info = be.compile_model(model, data, model_args, model_kwargs or {}, **kwargs)
+    if info.covariates and type(estimator) not in (CD, PCD):
+        raise NotImplementedError(f"covariates with estimator {type(estimator).__name__}: conditional models "
+                                  "are fitted with CD or PCD only")
     data_values = info.data_to_values(data)
     num_data = int(next(iter(data_values.values())).shape[0])
     batch_size = num_data if batch_size is None else int(batch_size)
@@ -753,7 +768,7 @@ def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, mod
         raise ValueError(f"batch_size={batch_size} is larger than the data set ({num_data} examples)")
     like = next(iter(data_values.values()))
     cache_key = _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer,
-                              batch_size, _CHUNK_UPDATES) if ops.caches_compiled else None
+                              batch_size, _CHUNK_UPDATES, covariates) if ops.caches_compiled else None
     cached = _COMPILED.get(cache_key) if cache_key is not None else None
     if cached is not None:  # the same fit as before: its kernels and compiled update
         _COMPILED.move_to_end(cache_key)
