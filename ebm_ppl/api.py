@@ -810,6 +810,7 @@ def sample(
     backend=None,
     model_args=(),
     model_kwargs=None,
+    covariates=None,
 ):
     """Draw samples of every site from the fitted unnormalized model.
 
@@ -828,11 +829,16 @@ def sample(
     sampler : "auto", a sampler from ``ebm_ppl.samplers``, a list of (sampler, site names)
         pairs, or (NumPyro) a ``numpyro.infer.HMC``/``NUTS`` kernel. Step sizes that
         adapt (``"auto"``, ``MALA``/``HMC`` with ``adapt=True``) adapt during warm-up only.
+    covariates : str or sequence of str, optional
+        Data leaves of ``example`` that are inputs of a conditional model: then its values
+        are used, and the draws are from p(· | x_i) for each row i of ``example``, with
+        ``num_chains`` chains per row.
 
     Returns
     -------
     dict
-        site name -> array of shape ``(num_samples, *site event shape)``.
+        site name -> array of shape ``(num_samples, *site event shape)``; with covariates
+        ``(num_samples, num_rows, *site event shape)``, num_rows the rows of ``example``.
 
     Examples
     --------
@@ -844,9 +850,11 @@ def sample(
     _check_rng_seed(rng_seed)
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
         raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
-    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs)
+    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs, covariates)
     ops, info = problem.ops, problem.info
-    like = next(iter(info.data_to_values(example).values()))
+    example_values = info.data_to_values(example)
+    like = next(iter(example_values.values()))
+    num_rows = int(like.shape[0]) if problem.covariates else 1
     probe = problem.probe(ops.seed(PROBE_SEED, like))
     kernel = build_kernel(sampler, ops, list(info.sites.values()), num_warmup=num_warmup, probe=probe)
     # adaptation only during warm-up: afterwards the chain must be a fixed Markov kernel
@@ -858,7 +866,10 @@ def sample(
     key, key_init = ops.split(key, 2)
     p = info.init_params
     logdensity = problem.logdensity_fn(p)
-    position = problem.init_position(key_init, num_chains, "base")
+    position = problem.init_position(key_init, num_chains * num_rows, "base")
+    if problem.covariates:  # chain c conditions on row c % num_rows of example
+        rows = ops.from_numpy(np.tile(np.arange(num_rows), num_chains), ops.int_dtype, like)
+        position.update({c: example_values[c][rows] for c in problem.covariates})
     aux = kernel.init(position)
     if num_warmup:
         run = ops.make_sample_runner(kernel, logdensity, run_kernel)
@@ -871,6 +882,9 @@ def sample(
         key, sub = ops.split(key, 2)
         position, aux = run(sub, position, aux, thinning)
         draws.append(problem.from_internal(position))
+    if problem.covariates:
+        return {k: ops.xp.concatenate([d[k].reshape((num_chains, num_rows) + tuple(d[k].shape[1:])) for d in draws],
+                                      axis=0)[:num_samples] for k in info.sites}
     return {
         k: ops.xp.concatenate([d[k] for d in draws], axis=0)[:num_samples] for k in info.sites
     }
