@@ -480,7 +480,8 @@ def _make_result(fit, carry, stats, num_applied, batches_state):
     return FitResult(
         params=ops.copy_tree(info.constrain(params)),
         history=history,
-        chains=ops.copy_tree(fit.problem.from_internal(_negative_chains(fit.estimator, est_state))),
+        chains=ops.copy_tree({k: v for k, v in fit.problem.from_internal(_negative_chains(fit.estimator, est_state))
+                              .items() if k in fit.info.sites}),  # covariates (inputs) left out
         state=state,
         backend=fit.name,
     )

@@ -88,7 +88,7 @@ def crf_model(fw):
     return crf
 
 
-def _crf_features(y, x):
+def crf_features(y, x):
     """phi(y, x) for rows of y (..., 4) and x (..., 5): (..., 27) = [x (x) y, y, y_j y_{j+1}]."""
     y = np.broadcast_to(y, x.shape[:-1] + y.shape[-1:])
     outer = (x[..., :, None] * y[..., None, :]).reshape(y.shape[:-1] + (-1,))
@@ -107,8 +107,8 @@ def crf_unpack(theta):
 def crf_cll(x, y, theta):
     """Per-example exact conditional log-likelihood log p(y_i | x_i) (numpy, float64)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    score = _crf_features(y, x) @ theta
-    all_scores = _crf_features(CRF_STATES[None], np.broadcast_to(x[:, None], (len(x), 16, CRF_INPUTS))) @ theta
+    score = crf_features(y, x) @ theta
+    all_scores = crf_features(CRF_STATES[None], np.broadcast_to(x[:, None], (len(x), 16, CRF_INPUTS))) @ theta
     m = all_scores.max(1)
     return score - (m + np.log(np.exp(all_scores - m[:, None]).sum(1)))
 
@@ -117,7 +117,7 @@ def crf_sample(theta, n, seed):
     """n examples (x, y): x ~ N(0, I_5), y ~ p(y | x; theta) exactly."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, CRF_INPUTS))
-    s = _crf_features(CRF_STATES[None], np.broadcast_to(x[:, None], (n, 16, CRF_INPUTS))) @ theta
+    s = crf_features(CRF_STATES[None], np.broadcast_to(x[:, None], (n, 16, CRF_INPUTS))) @ theta
     p = np.exp(s - s.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     idx = (rng.random((n, 1)) < p.cumsum(1)).argmax(1)
@@ -135,8 +135,8 @@ def crf_mle(x, y, num_iters=500):
     from scipy.optimize import minimize
 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    phi_data = _crf_features(y, x).mean(0)
-    phi_all = _crf_features(CRF_STATES[None], np.broadcast_to(x[:, None], (len(x), 16, CRF_INPUTS)))
+    phi_data = crf_features(y, x).mean(0)
+    phi_all = crf_features(CRF_STATES[None], np.broadcast_to(x[:, None], (len(x), 16, CRF_INPUTS)))
 
     def f(theta):
         s = phi_all @ theta
