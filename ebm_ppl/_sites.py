@@ -57,6 +57,8 @@ def check_covariates(covariates, data):
     names = (covariates,) if isinstance(covariates, str) else tuple(covariates)
     if not all(isinstance(n, str) for n in names):
         raise TypeError(f"covariates must be names (str) of data leaves, got {covariates!r}")
+    if not names:
+        return ()
     if not isinstance(data, dict):
         raise ValueError(f"covariates={names!r}: covariates are named leaves of a dict batch, but the data "
                          "is one array; pass data as a dict, e.g. {'x': x, 'y': y}")
