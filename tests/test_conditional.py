@@ -103,14 +103,18 @@ def test_bad_covariates_raise_naming_the_leaf(fw):
 @pytest.mark.parametrize("estimator", ["CD", "PCD"])
 def test_crf_reaches_the_conditional_mle(fw, estimator):
     """Issue 14, acceptance 1: test conditional log-likelihood within 0.01 nats/example of
-    the exact conditional MLE's (2000 train / 500 test, data from known weights)."""
+    the exact conditional MLE's (2000 train / 500 test, data from known weights).
+
+    Calibration: with rng_seed 0-3 on both backends and both estimators the differences
+    measured lay in [-0.002, +0.0025] (the fit's own noise around the MLE after a decaying
+    learning rate; on the test set a fit may land above the MLE): 0.01 is 4x the largest."""
     train, test = slice(0, 2000), slice(2000, 2500)
     mle = crf_cll(X[test], Y[test], crf_mle(X[train], Y[train])).mean()
     est = ebm_ppl.CD(1) if estimator == "CD" else ebm_ppl.PCD(num_steps=1)
-    r = ebm_ppl.fit_unnormalized(crf_model(fw), _data(fw, train), est, optimizer=fw.adam_decay(0.05, 0.999),
+    r = ebm_ppl.fit_unnormalized(crf_model(fw), _data(fw, train), est, optimizer=fw.adam_decay(0.05, 0.997),
                                  num_steps=1000, batch_size=200, covariates=("x",), progress_bar=False)
     fitted = fw.to_numpy(ebm_ppl.log_likelihood(crf_model(fw), r.params, _data(fw, test), covariates=("x",)))
     np.testing.assert_allclose(fitted, crf_cll(X[test], Y[test], _theta(fw, r.params)), rtol=1e-5, atol=1e-4)
     print(f"{fw.name} {estimator}: MLE test CLL {mle:.4f}, fitted {fitted.mean():.4f}, "
           f"difference {mle - fitted.mean():.4f}")
-    assert mle - fitted.mean() < 0.01
+    assert abs(mle - fitted.mean()) < 0.01

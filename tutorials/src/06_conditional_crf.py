@@ -38,7 +38,7 @@ import ebm_ppl
 
 SMALL = os.environ.get("EBM_PPL_TUTORIAL_SMALL", "0") == "1"  # the test suite runs a shrunken version
 NUM_UPDATES = 300 if SMALL else 1000   # parameter updates per fit (batches of 200 examples)
-DECAY = 0.99 if SMALL else 0.999       # Adam's learning rate decays by this factor every update
+DECAY = 0.99 if SMALL else 0.997       # Adam's learning rate decays by this factor every update
 print("small run" if SMALL else "full run")
 
 # %% [markdown]
