@@ -717,7 +717,7 @@ def fit_unnormalized(
     watch = None
     if monitor is not None:  # evaluated every `every` updates of the call (callables: every epoch)
         ctx = dict(problem=problem, model=model, backend=name, model_args=model_args, model_kwargs=model_kwargs,
-                   data_to_values=lambda d: info.data_to_values(be.as_data(d)))
+                   covariates=problem.covariates, data_to_values=lambda d: info.data_to_values(be.as_data(d)))
         watch = MonitorRun(monitor, monitor.every or num_data // batch_size, ctx, done)
     fit = _Fit(ops, be, info, problem, opt, estimator, name, done, signature, watch)
     batches = _Minibatches(ops, data_key, num_data, batch_size, perm, offset)

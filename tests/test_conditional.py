@@ -53,13 +53,23 @@ def test_fit_smoke_cd_and_pcd(fw):
         assert set(r.chains) == {"y"}
     # PCD keeps one chain per training example
     assert r.chains["y"].shape == (400, CRF_LABELS)
+    # a monitor evaluates the exact conditional log-likelihood of held-out examples
+    fw.clear()
+    held_out = _data(fw, test)
+    r = ebm_ppl.fit_unnormalized(crf_model(fw), train, ebm_ppl.CD(1), optimizer=fw.adam(0.05), num_steps=8,
+                                 batch_size=100, covariates=("x",), progress_bar=False,
+                                 monitor=ebm_ppl.Monitor(every=4, data=held_out, exact=True, diagnostics=False))
+    want = crf_cll(X[test], Y[test], _theta(fw, r.params)).mean()
+    np.testing.assert_allclose(r.history["log_likelihood"][-1], want, rtol=1e-5, atol=1e-4)
 
 
-def test_pcd_resume_equals_one_call(fw):
+def test_pcd_resume_equals_one_call(fw, tmp_path):
     kw = dict(estimator=ebm_ppl.PCD(num_steps=1), batch_size=50, covariates=("x",), progress_bar=False, rng_seed=2)
     data, model, opt = _data(fw, slice(0, 200)), crf_model(fw), fw.adam(0.05)  # the same objects: compiled once
     first = ebm_ppl.fit_unnormalized(model, data, optimizer=opt, num_steps=7, **kw)
-    resumed = ebm_ppl.fit_unnormalized(model, data, optimizer=opt, num_steps=9, resume=first, **kw)
+    ebm_ppl.save(first, tmp_path / "crf")  # through a checkpoint file
+    resumed = ebm_ppl.fit_unnormalized(model, data, optimizer=opt, num_steps=9, resume=ebm_ppl.load(tmp_path / "crf"),
+                                       **kw)
     fw.clear()
     whole = ebm_ppl.fit_unnormalized(model, data, optimizer=opt, num_steps=16, **kw)
     np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"][7:], rtol=1e-4, atol=1e-5)
