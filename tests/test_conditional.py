@@ -102,6 +102,11 @@ def test_bad_covariates_raise_naming_the_leaf(fw):
         ebm_ppl.fit_unnormalized(crf_model(fw), data, num_steps=1, covariates=("x", "z"), progress_bar=False)
     with pytest.raises(ValueError, match="'y'"):  # the obs of a sample site cannot be an input
         ebm_ppl.fit_unnormalized(crf_model(fw), data, num_steps=1, covariates=("x", "y"), progress_bar=False)
+    bad_x = X[:20].copy()
+    bad_x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="'x'.*NaN"):
+        ebm_ppl.fit_unnormalized(crf_model(fw), {"x": fw.array(bad_x), "y": data["y"]}, num_steps=1,
+                                 covariates=("x",), progress_bar=False)
     with pytest.raises(NotImplementedError, match="PT"):
         ebm_ppl.fit_unnormalized(crf_model(fw), data, ebm_ppl.PT(num_chains=10, num_temperatures=3), num_steps=1,
                                  covariates=("x",), progress_bar=False)

@@ -133,7 +133,10 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
     mapping = _match_leaves(trace, data, covariates)
     leaves = data if isinstance(data, dict) else {"data": data}
     for key, name in mapping.items():
-        if key not in covariates:
+        if key in covariates:
+            if jnp.issubdtype(leaves[key].dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(leaves[key]))):
+                raise ValueError(f"data leaf {key!r} (a covariate) contains NaN or inf")
+        else:
             _check_leaf(key, leaves[key], trace[name])
 
     param_sites = {n: s for n, s in trace.items() if s["type"] == "param"}

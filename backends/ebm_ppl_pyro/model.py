@@ -114,7 +114,10 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
     mapping = _match_leaves(trace, data, covariates)
     leaves = data if isinstance(data, dict) else {"data": data}
     for key, name in mapping.items():
-        if key not in covariates:
+        if key in covariates:
+            if leaves[key].is_floating_point() and not bool(torch.isfinite(leaves[key]).all()):
+                raise ValueError(f"data leaf {key!r} (a covariate) contains NaN or inf")
+        else:
             _check_leaf(key, leaves[key], trace.nodes[name])
 
     param_names = [n for n, s in trace.nodes.items() if s["type"] == "param"]
