@@ -37,6 +37,8 @@ class Problem:
         self.info = info
         self.sites = info.sites
         self.latent_names = tuple(n for n, s in info.sites.items() if not s.is_observed)
+        # conditional models: inputs carried in every position under their own names, never moved
+        self.covariates = tuple(info.covariates or ())
         self.kernel = kernel  # negative phase: moves every site
         self.positive_kernel = positive_kernel  # positive phase: moves the latent sites
 
@@ -72,6 +74,9 @@ class Problem:
                     position[name] = ops.from_numpy(values[rng.integers(len(values), size=shape)], site.dtype, like)
                 else:
                     position[name] = ops.from_numpy(rng.uniform(-2.0, 2.0, size=shape), like.dtype, like)
+            for name, leaf in (self.info.covariates or {}).items():  # random rows of the inputs
+                position[name] = leaf[ops.from_numpy(rng.integers(leaf.shape[0], size=num_states), ops.int_dtype,
+                                                     like)]
             positions.append(position)
 
         def logdensity(p, position):
@@ -138,8 +143,8 @@ class Problem:
     def from_internal(self, position, with_jacobian=False):
         values, log_jac = {}, 0.0
         for name, x in position.items():
-            site = self.sites[name]
-            if site.transform is None or getattr(site.transform, "is_identity", False):
+            site = self.sites.get(name)  # None: a covariate, passed through
+            if site is None or site.transform is None or getattr(site.transform, "is_identity", False):
                 values[name] = x
                 continue
             y = site.transform(x)
@@ -152,8 +157,8 @@ class Problem:
     def to_internal(self, values):
         position = {}
         for name, y in values.items():
-            site = self.sites[name]
-            if site.transform is None or getattr(site.transform, "is_identity", False):
+            site = self.sites.get(name)  # None: a covariate, passed through
+            if site is None or site.transform is None or getattr(site.transform, "is_identity", False):
                 position[name] = y
             else:
                 position[name] = site.transform.inv(y)
@@ -231,11 +236,13 @@ def _check_finite_params(params):
                 raise ValueError(f"params[{name!r}] contains NaN or inf")
 
 
-def compile_problem(model, params, data, backend, model_args, model_kwargs):
+def compile_problem(model, params, data, backend, model_args, model_kwargs, covariates=None):
     """The backend for ``data``, the model compiled at fixed ``params`` (constrained), and
-    the data as that backend's arrays: the preamble of ``sample`` and the evaluation API."""
+    the data as that backend's arrays: the preamble of ``sample`` and the evaluation API.
+    ``covariates`` names the data leaves that are inputs (conditional models)."""
     be = get_backend(detect_backend(data, backend))
     _check_finite_params(params)
     data = be.as_data(data)
-    info = be.compile_model(model, data, model_args, model_kwargs or {}, params=params)
+    kwargs = {"covariates": covariates} if covariates else {}
+    info = be.compile_model(model, data, model_args, model_kwargs or {}, params=params, **kwargs)
     return Problem(be.ops, info), data

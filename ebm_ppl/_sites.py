@@ -1,6 +1,7 @@
 """Framework-free pieces of turning a model into a ``ModelInfo`` (shared by both backends)."""
 
-__all__ = ["Transform", "base_constraint", "match_leaves", "check_leaf_shape", "explain_failure"]
+__all__ = ["Transform", "base_constraint", "match_leaves", "check_leaf_shape", "explain_failure",
+           "check_covariates", "split_covariates"]
 
 
 class Transform:
@@ -45,6 +46,45 @@ def match_leaves(observed, data):
             )
         mapping[key] = hits[0]["name"]
     return mapping
+
+
+def check_covariates(covariates, data):
+    """``covariates`` (None, a name, or names of data leaves) as a tuple of leaf names,
+    checked against the data: each must be a leaf of a dict batch, and some leaf must be
+    left over for the modelled (observed) sites."""
+    if covariates is None:
+        return ()
+    names = (covariates,) if isinstance(covariates, str) else tuple(covariates)
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError(f"covariates must be names (str) of data leaves, got {covariates!r}")
+    if not names:
+        return ()
+    if not isinstance(data, dict):
+        raise ValueError(f"covariates={names!r}: covariates are named leaves of a dict batch, but the data "
+                         "is one array; pass data as a dict, e.g. {'x': x, 'y': y}")
+    unknown = [n for n in names if n not in data]
+    if unknown:
+        raise ValueError(f"covariates: {unknown} not a data leaf (data leaves: {sorted(data)})")
+    if len(set(names)) == len(data):
+        raise ValueError(f"covariates={names!r} names every data leaf: at least one leaf must be the obs "
+                         "of a sample site (the modelled part)")
+    return tuple(dict.fromkeys(names))
+
+
+def split_covariates(data, covariates, trace_site_names, observed):
+    """``(data without the covariate leaves, {covariate: leaf})``; a covariate that is also
+    a sample site's obs or name raises, naming it (it would be both input and modelled)."""
+    if not covariates:
+        return data, {}
+    for name in covariates:
+        leaf = data[name]
+        clash = [s["name"] for s in observed if s["value"] is leaf] + ([name] if name in trace_site_names else [])
+        if clash:
+            raise ValueError(f"covariates: data leaf {name!r} is the obs or name of sample site {clash[0]!r}; "
+                             "a covariate is an input, not modelled: drop it from covariates or from the model's "
+                             "sample sites")
+    return ({k: v for k, v in data.items() if k not in covariates},
+            {k: data[k] for k in covariates})
 
 
 def check_leaf_shape(key, shape, site_name, fn_shape, event_shape):

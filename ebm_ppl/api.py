@@ -27,7 +27,7 @@ from ._sites import Same as _Same
 from .checkpoint import save
 from ._tree import describe
 from .backend import detect_backend, get_backend
-from .estimators import PCD
+from .estimators import CD, PCD
 from .monitor import MonitorRun, as_monitors
 from .evaluation import LogZ, log_likelihood, log_partition
 from .samplers.auto import build_kernel
@@ -219,12 +219,12 @@ def _cell_full(cell):
 
 
 def _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer, batch_size,
-                  chunk_len):
+                  chunk_len, covariates=None):
     leaves = data if isinstance(data, dict) else {"": data}
     shapes = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(leaves.items()))
     kwargs = tuple((k, _Same(v)) for k, v in sorted((model_kwargs or {}).items()))
     return (name, _Same(model), tuple(_Same(a) for a in model_args), kwargs, shapes, _config_key(estimator),
-            _config_key(sampler), _config_key(optimizer), batch_size, chunk_len)
+            _config_key(sampler), _config_key(optimizer), batch_size, chunk_len, _config_key(covariates))
 
 
 class _Minibatches:
@@ -434,7 +434,8 @@ def _make_result(fit, carry, stats, num_applied, batches_state):
     return FitResult(
         params=ops.copy_tree(info.constrain(params)),
         history=history,
-        chains=ops.copy_tree(fit.problem.from_internal(_negative_chains(fit.estimator, est_state))),
+        chains=ops.copy_tree({k: v for k, v in fit.problem.from_internal(_negative_chains(fit.estimator, est_state))
+                              .items() if k in fit.info.sites}),  # covariates (inputs) left out
         state=state,
         backend=fit.name,
     )
@@ -531,6 +532,7 @@ def fit_unnormalized(
     resume=None,
     model_args=(),
     model_kwargs=None,
+    covariates=None,
     monitor=None,
     checkpoint_every=None,
     checkpoint_path=None,
@@ -578,6 +580,15 @@ def fit_unnormalized(
         sampler and batch size, an optimizer of the same kind.
     model_args, model_kwargs
         Extra arguments passed to the model after the batch.
+    covariates : str or sequence of str, optional
+        Names of leaves of a dict ``data`` that are inputs, not modelled (a conditional
+        model p(y | x), e.g. a CRF): minibatched with the data, passed to the model with
+        each batch, fixed in both phases, never sampled. The objective becomes the
+        conditional log-likelihood Σᵢ log p̃(yᵢ | xᵢ) − log Z(xᵢ), and the negative phase
+        samples the modelled sites given each example's inputs: ``CD`` starts example i's
+        chain at its yᵢ; ``PCD`` keeps one persistent chain per training example (its
+        ``num_chains`` is not used), continued whenever the example is in the batch (see
+        the Notes of :class:`~ebm_ppl.PCD`). Other estimators raise NotImplementedError.
     monitor : Monitor or list of callables, optional
         What to evaluate between updates (:class:`ebm_ppl.Monitor`: held-out exact / AIS
         log-likelihood, pseudo-likelihood, split R-hat and ESS of the chains; or callables
@@ -633,7 +644,7 @@ def fit_unnormalized(
     Hinton (2002); Tieleman (2008); Goodfellow, Bengio & Courville (2016), ch. 18.
     """
     trainer = Trainer(model, estimator, sampler, optimizer, batch_size=batch_size, backend=backend,
-                      model_args=model_args, model_kwargs=model_kwargs)
+                      model_args=model_args, model_kwargs=model_kwargs, covariates=covariates)
     return trainer.run(data, num_epochs=num_epochs, num_steps=num_steps, rng_seed=rng_seed,
                        progress_bar=progress_bar, resume=resume, monitor=monitor,
                        checkpoint_every=checkpoint_every, checkpoint_path=checkpoint_path)
@@ -684,12 +695,13 @@ class Trainer:
     """
 
     def __init__(self, model, estimator=None, sampler="auto", optimizer=None, *, batch_size=None, backend=None,
-                 model_args=(), model_kwargs=None):
+                 model_args=(), model_kwargs=None, covariates=None):
         self.model, self.sampler, self.optimizer = model, sampler, optimizer
         self.estimator = PCD() if estimator is None else estimator
         _check_fit_args(self.estimator, None, 1, batch_size)
         self.batch_size, self.backend = batch_size, backend
         self.model_args, self.model_kwargs = tuple(model_args), model_kwargs
+        self.covariates = covariates
 
     def _compile(self, data, resume=None, batch_size=None):
         """Check ``data`` (and ``resume``) and bind the trainer to them; raises before
@@ -706,7 +718,7 @@ class Trainer:
         try:
             setup = _setup(be, name, self.model, data, self.estimator, self.sampler, self.optimizer,
                            self.batch_size if batch_size is None else batch_size, self.model_args,
-                           self.model_kwargs, resume)
+                           self.model_kwargs, resume, self.covariates)
         except BaseException:
             be.restore_snapshot(snapshot)
             raise
@@ -770,7 +782,7 @@ class Trainer:
         watch = None
         if monitor is not None:  # evaluated every `every` updates of the call (callables: every epoch)
             ctx = dict(problem=c.problem, model=self.model, backend=c.name, model_args=self.model_args,
-                       model_kwargs=self.model_kwargs,
+                       model_kwargs=self.model_kwargs, covariates=c.problem.covariates,
                        data_to_values=lambda d: c.info.data_to_values(c.be.as_data(d)))
             watch = MonitorRun(monitor, monitor.every or num_data // c.batch_size, ctx, done)
         fit = _Fit(ops, c.be, c.info, c.problem, c.opt, self.estimator, c.name, done, c.signature, watch)
@@ -816,12 +828,17 @@ def _raise_if_stopped(result, num_applied, failed, interrupted):
         raise err
 
 
-def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args, model_kwargs, resume):
+def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args, model_kwargs, resume,
+           covariates=None):
     """Compile (or reuse) the model, kernels, optimizer and chunk runner, and check
     ``resume``; raises before anything the caller can see changes."""
     ops = be.ops
     data = be.as_data(data)
-    info = be.compile_model(model, data, model_args, model_kwargs or {})
+    kwargs = {"covariates": covariates} if covariates else {}
+    info = be.compile_model(model, data, model_args, model_kwargs or {}, **kwargs)
+    if info.covariates and type(estimator) not in (CD, PCD):
+        raise NotImplementedError(f"covariates with estimator {type(estimator).__name__}: conditional models "
+                                  "are fitted with CD or PCD only")
     data_values = info.data_to_values(data)
     num_data = int(next(iter(data_values.values())).shape[0])
     batch_size = num_data if batch_size is None else int(batch_size)
@@ -829,7 +846,7 @@ def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, mod
         raise ValueError(f"batch_size={batch_size} is larger than the data set ({num_data} examples)")
     like = next(iter(data_values.values()))
     cache_key = _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer,
-                              batch_size, _CHUNK_UPDATES) if ops.caches_compiled else None
+                              batch_size, _CHUNK_UPDATES, covariates) if ops.caches_compiled else None
     cached = _COMPILED.get(cache_key) if cache_key is not None else None
     if cached is not None:  # the same fit as before: its kernels and compiled update
         _COMPILED.move_to_end(cache_key)
@@ -871,6 +888,7 @@ def sample(
     backend=None,
     model_args=(),
     model_kwargs=None,
+    covariates=None,
 ):
     """Draw samples of every site from the fitted unnormalized model.
 
@@ -889,11 +907,16 @@ def sample(
     sampler : "auto", a sampler from ``ebm_ppl.samplers``, a list of (sampler, site names)
         pairs, or (NumPyro) a ``numpyro.infer.HMC``/``NUTS`` kernel. Step sizes that
         adapt (``"auto"``, ``MALA``/``HMC`` with ``adapt=True``) adapt during warm-up only.
+    covariates : str or sequence of str, optional
+        Data leaves of ``example`` that are inputs of a conditional model: then its values
+        are used, and the draws are from p(· | x_i) for each row i of ``example``, with
+        ``num_chains`` chains per row.
 
     Returns
     -------
     dict
-        site name -> array of shape ``(num_samples, *site event shape)``.
+        site name -> array of shape ``(num_samples, *site event shape)``; with covariates
+        ``(num_samples, num_rows, *site event shape)``, num_rows the rows of ``example``.
 
     Examples
     --------
@@ -905,9 +928,11 @@ def sample(
     _check_rng_seed(rng_seed)
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
         raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
-    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs)
+    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs, covariates)
     ops, info = problem.ops, problem.info
-    like = next(iter(info.data_to_values(example).values()))
+    example_values = info.data_to_values(example)
+    like = next(iter(example_values.values()))
+    num_rows = int(like.shape[0]) if problem.covariates else 1
     probe = problem.probe(ops.seed(PROBE_SEED, like))
     kernel = build_kernel(sampler, ops, list(info.sites.values()), num_warmup=num_warmup, probe=probe)
     # adaptation only during warm-up: afterwards the chain must be a fixed Markov kernel
@@ -919,7 +944,10 @@ def sample(
     key, key_init = ops.split(key, 2)
     p = info.init_params
     logdensity = problem.logdensity_fn(p)
-    position = problem.init_position(key_init, num_chains, "base")
+    position = problem.init_position(key_init, num_chains * num_rows, "base")
+    if problem.covariates:  # chain c conditions on row c % num_rows of example
+        rows = ops.from_numpy(np.tile(np.arange(num_rows), num_chains), ops.int_dtype, like)
+        position.update({c: example_values[c][rows] for c in problem.covariates})
     aux = kernel.init(position)
     if num_warmup:
         run = ops.make_sample_runner(kernel, logdensity, run_kernel)
@@ -932,6 +960,9 @@ def sample(
         key, sub = ops.split(key, 2)
         position, aux = run(sub, position, aux, thinning)
         draws.append(problem.from_internal(position))
+    if problem.covariates:
+        return {k: ops.xp.concatenate([d[k].reshape((num_chains, num_rows) + tuple(d[k].shape[1:])) for d in draws],
+                                      axis=0)[:num_samples] for k in info.sites}
     return {
         k: ops.xp.concatenate([d[k] for d in draws], axis=0)[:num_samples] for k in info.sites
     }

@@ -94,6 +94,10 @@ class ModelInfo(NamedTuple):
     param_constraints : dict, optional
         parameter name -> a text description of its constraint (``repr``), which
         ``resume=`` compares with the result's.
+    covariates : dict, optional
+        covariate name -> the data leaf the model was compiled with (conditional models,
+        ``covariates=``): inputs that every ``values`` dict carries under their own names,
+        one row per chain, and that no sampler moves; empty for a joint model.
     """
 
     sites: dict
@@ -109,6 +113,7 @@ class ModelInfo(NamedTuple):
     log_density_grad: Optional[Callable] = None  # every backend supplies it (contract test)
     weighted_param_grad: Optional[Callable] = None  # every backend supplies it (contract test)
     param_constraints: Optional[dict] = None
+    covariates: Optional[dict] = None
 
 
 class Optimizer(NamedTuple):
@@ -268,9 +273,10 @@ class Backend(Protocol):
 
     ops: Ops
 
-    def compile_model(self, model, data, model_args=(), model_kwargs=None, params=None) -> ModelInfo:
+    def compile_model(self, model, data, model_args=(), model_kwargs=None, params=None, covariates=()) -> ModelInfo:
         """Run ``model`` on ``data`` once and return its :class:`ModelInfo`; ``params``
-        (constrained) replace the model's own parameter values (evaluation at given params)."""
+        (constrained) replace the model's own parameter values (evaluation at given params);
+        ``covariates`` names data leaves that are inputs, not sites (conditional models)."""
 
     def make_optimizer(self, optimizer=None) -> Optimizer:
         """The framework's optimizer (``None``: Adam(1e-2)) as an :class:`Optimizer`."""

@@ -90,6 +90,8 @@ class Monitor:
         problem, ops = ctx["problem"], ctx["problem"].ops
         params = ops.copy_tree(problem.info.constrain(params_u))
         kw = dict(backend=ctx["backend"], model_args=ctx["model_args"], model_kwargs=ctx["model_kwargs"])
+        if ctx.get("covariates"):  # a conditional model: conditional log-likelihoods, per example
+            kw["covariates"] = ctx["covariates"]
         out = {}
         if self.exact:
             out["log_likelihood"] = float(np.mean(ops.to_numpy(log_likelihood(ctx["model"], params, self.data, **kw))))

@@ -136,3 +136,88 @@ def _rejected(fw, previous, exc, match, data=None, model=None, **kwargs):
             np.testing.assert_array_equal(data_before[k], fw.to_numpy(data[k]))
     else:
         np.testing.assert_array_equal(data_before, fw.to_numpy(data))
+
+
+# A linear-chain CRF: 4 binary labels y, 5 continuous inputs x (a covariate, not modelled).
+# log p~(y | x) = sum_j y_j (x W + b)_j + sum_j P_j y_j y_{j+1}; features phi(y, x) are linear
+# in (W, b, P), so the exact conditional log-likelihood is concave and is computed by
+# enumerating the 16 label states of each example.
+CRF_LABELS, CRF_INPUTS = 4, 5
+CRF_STATES = np.array(list(itertools.product([0, 1], repeat=CRF_LABELS)), dtype=np.float64)  # (16, 4)
+
+
+def crf_model(fw):
+    def crf(batch):
+        W = fw.param("W", fw.zeros(CRF_INPUTS, CRF_LABELS))
+        b = fw.param("b", fw.zeros(CRF_LABELS))
+        P = fw.param("P", fw.zeros(CRF_LABELS - 1))
+        x = batch["x"]
+        with fw.plate("data", x.shape[0]):
+            y = fw.sample("y", fw.dist.Bernoulli(0.5).expand([CRF_LABELS]).to_event(1), obs=batch["y"])
+            ebm_ppl.factor("crf", (y * (x @ W + b)).sum(-1) + (y[..., :-1] * y[..., 1:] * P).sum(-1))
+
+    return crf
+
+
+def crf_features(y, x):
+    """phi(y, x) for rows of y (..., 4) and x (..., 5): (..., 27) = [x (x) y, y, y_j y_{j+1}]."""
+    y = np.broadcast_to(y, x.shape[:-1] + y.shape[-1:])
+    outer = (x[..., :, None] * y[..., None, :]).reshape(y.shape[:-1] + (-1,))
+    return np.concatenate([outer, y, y[..., :-1] * y[..., 1:]], axis=-1)
+
+
+def crf_pack(W, b, P):
+    return np.concatenate([np.ravel(W), np.ravel(b), np.ravel(P)])
+
+
+def crf_unpack(theta):
+    n = CRF_INPUTS * CRF_LABELS
+    return theta[:n].reshape(CRF_INPUTS, CRF_LABELS), theta[n:n + CRF_LABELS], theta[n + CRF_LABELS:]
+
+
+def crf_cll(x, y, theta):
+    """Per-example exact conditional log-likelihood log p(y_i | x_i) (numpy, float64)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    score = crf_features(y, x) @ theta
+    all_scores = crf_features(CRF_STATES[None], np.broadcast_to(x[:, None], (len(x), 16, CRF_INPUTS))) @ theta
+    m = all_scores.max(1)
+    return score - (m + np.log(np.exp(all_scores - m[:, None]).sum(1)))
+
+
+def crf_sample(theta, n, seed):
+    """n examples (x, y): x ~ N(0, I_5), y ~ p(y | x; theta) exactly."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, CRF_INPUTS))
+    s = crf_features(CRF_STATES[None], np.broadcast_to(x[:, None], (n, 16, CRF_INPUTS))) @ theta
+    p = np.exp(s - s.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    idx = (rng.random((n, 1)) < p.cumsum(1)).argmax(1)
+    return x, CRF_STATES[idx]
+
+
+def crf_true_theta(seed=0):
+    rng = np.random.default_rng(seed)
+    return crf_pack(0.8 * rng.standard_normal((CRF_INPUTS, CRF_LABELS)), 0.3 * rng.standard_normal(CRF_LABELS),
+                    np.array([1.0, -1.0, 0.5]))
+
+
+def crf_mle(x, y, num_iters=500):
+    """The exact conditional MLE (L-BFGS on the enumerated conditional log-likelihood)."""
+    from scipy.optimize import minimize
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    phi_data = crf_features(y, x).mean(0)
+    phi_all = crf_features(CRF_STATES[None], np.broadcast_to(x[:, None], (len(x), 16, CRF_INPUTS)))
+
+    def f(theta):
+        s = phi_all @ theta
+        m = s.max(1, keepdims=True)
+        w = np.exp(s - m)
+        log_z = (m[:, 0] + np.log(w.sum(1)))
+        w /= w.sum(1, keepdims=True)
+        expected = (w[..., None] * phi_all).sum(1).mean(0)
+        return -(phi_data @ theta - log_z.mean()), -(phi_data - expected)
+
+    out = minimize(f, np.zeros(phi_data.shape[0]), jac=True, method="L-BFGS-B",
+                   options={"maxiter": num_iters, "gtol": 1e-10, "ftol": 1e-14})
+    return out.x

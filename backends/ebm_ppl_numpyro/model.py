@@ -16,7 +16,8 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import compute_log_probs
 from numpyro.infer.util import log_density as _numpyro_log_density
 
-from ebm_ppl._sites import Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
+from ebm_ppl._sites import (Transform, base_constraint, check_covariates, check_leaf_shape, explain_failure,
+                            match_leaves, split_covariates)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 from ebm_ppl.samplers._numerics import differentiate
 
@@ -79,10 +80,15 @@ def _check_leaf(key, leaf, site):
         raise ValueError(f"data leaf {key!r} has values outside the support {fn.support} of site {site['name']!r}")
 
 
-def _match_leaves(trace, data):
+def _match_leaves(trace, data, covariates=()):
+    """data leaf -> site name; covariates map to themselves (they are inputs, not sites)."""
     observed = [s for s in trace.values()
                 if s["type"] == "sample" and s["is_observed"] and not _is_factor(s)]
-    return match_leaves(observed, data)
+    sample_names = {n for n, s in trace.items() if s["type"] == "sample"}
+    modelled, inputs = split_covariates(data, covariates, sample_names, observed)
+    mapping = match_leaves(observed, modelled)
+    mapping.update({k: k for k in inputs})
+    return mapping
 
 
 class _Recorder(numpyro.primitives.Messenger):
@@ -107,8 +113,13 @@ def _explain_failure(fn, data, model_args, model_kwargs, error):
     explain_failure(recorder.sites, data, _check_leaf, error)
 
 
-def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
-    """Trace ``model`` on ``data`` once and return its :class:`~ebm_ppl.backend.ModelInfo`."""
+def compile_model(model, data, model_args=(), model_kwargs=None, params=None, covariates=()):
+    """Trace ``model`` on ``data`` once and return its :class:`~ebm_ppl.backend.ModelInfo`.
+
+    ``covariates`` names data leaves that are inputs (not the obs of any site): they pass
+    through ``data_to_values`` / ``values_to_data`` under their own names, one row per chain.
+    """
+    covariates = check_covariates(covariates, data)
     model_kwargs = model_kwargs or {}
     model_args = tuple(model_args)
     traced = handlers.seed(model, rng_seed=0)
@@ -122,10 +133,14 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
                             f"mixed them with torch tensors (a Pyro model?): {type(e).__name__}: {e}. Pass torch "
                             "tensors to fit a Pyro model, or write the model with numpyro") from e
         _explain_failure(traced, data, model_args, model_kwargs, e)
-    mapping = _match_leaves(trace, data)
+    mapping = _match_leaves(trace, data, covariates)
     leaves = data if isinstance(data, dict) else {"data": data}
     for key, name in mapping.items():
-        _check_leaf(key, leaves[key], trace[name])
+        if key in covariates:
+            if jnp.issubdtype(leaves[key].dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(leaves[key]))):
+                raise ValueError(f"data leaf {key!r} (a covariate) contains NaN or inf")
+        else:
+            _check_leaf(key, leaves[key], trace[name])
 
     param_sites = {n: s for n, s in trace.items() if s["type"] == "param"}
     if not param_sites:
@@ -138,7 +153,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
         n: biject_to(s["kwargs"].get("constraint", constraints.real)) for n, s in param_sites.items()
     }
 
-    observed_names = list(dict.fromkeys(mapping.values()))
+    observed_names = list(dict.fromkeys(v for k, v in mapping.items() if k not in covariates))
     sites = {}
     for name in observed_names:
         key = next(k for k, v in mapping.items() if v == name)
@@ -176,7 +191,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
                                         latent_names, values_to_data, plate)
 
         def one(example):
-            first = values_to_data({k: example[k][None] for k in observed_names})
+            first = values_to_data({k: example[k][None] for k in observed_names + list(covariates)})
             latents = {k: example[k][None] for k in latent_names}
             ld, tr = _numpyro_log_density(model, (first,) + model_args, model_kwargs, {**params_c, **latents})
             return ld, ld - _factor_log_prob(tr)
@@ -214,7 +229,8 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
 
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base, log_density_parts, improper,
-                     log_density_grad, weighted_param_grad, param_constraints)
+                     log_density_grad, weighted_param_grad, param_constraints,
+                     covariates={k: leaves[k] for k in covariates})
 
 
 def _data_plate(trace, observed_names, latent_names, num_data):
@@ -239,7 +255,7 @@ def _batched_log_density(model, model_args, model_kwargs, params_c, values, obse
     """(log p̃, log base) per row from one run of the model on all rows: each site's
     log-probability with the data plate's dimension moved first and the rest summed."""
     _, dim = plate
-    batch = values_to_data({k: values[k] for k in observed_names})
+    batch = values_to_data({k: values[k] for k in values if k not in latent_names})
     latents = {k: values[k] for k in latent_names}
     num_rows = next(iter(values.values())).shape[0]
     log_probs, tr = compute_log_probs(model, (batch,) + tuple(model_args), model_kwargs,

@@ -18,7 +18,8 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from ebm_ppl._sites import Same, Transform, base_constraint, check_leaf_shape, explain_failure, match_leaves
+from ebm_ppl._sites import (Same, Transform, base_constraint, check_covariates, check_leaf_shape, explain_failure,
+                            match_leaves, split_covariates)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
@@ -76,10 +77,15 @@ def _check_leaf(key, leaf, site):
         raise ValueError(f"data leaf {key!r} has values outside the support {fn.support} of site {site['name']!r}")
 
 
-def _match_leaves(trace, data):
+def _match_leaves(trace, data, covariates=()):
+    """data leaf -> site name; covariates map to themselves (they are inputs, not sites)."""
     observed = [s for s in trace.nodes.values()
                 if s["type"] == "sample" and s["is_observed"] and not _is_factor(s)]
-    return match_leaves(observed, data)
+    sample_names = {n for n, s in trace.nodes.items() if s["type"] == "sample"}
+    modelled, inputs = split_covariates(data, covariates, sample_names, observed)
+    mapping = match_leaves(observed, modelled)
+    mapping.update({k: k for k in inputs})
+    return mapping
 
 
 def _run(fn, args, kwargs):
@@ -87,8 +93,13 @@ def _run(fn, args, kwargs):
         return poutine.trace(fn).get_trace(*args, **kwargs)
 
 
-def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
-    """Trace ``model`` on ``data`` once and return its :class:`~ebm_ppl.backend.ModelInfo`."""
+def compile_model(model, data, model_args=(), model_kwargs=None, params=None, covariates=()):
+    """Trace ``model`` on ``data`` once and return its :class:`~ebm_ppl.backend.ModelInfo`.
+
+    ``covariates`` names data leaves that are inputs (not the obs of any site): they pass
+    through ``data_to_values`` / ``values_to_data`` under their own names, one row per chain.
+    """
+    covariates = check_covariates(covariates, data)
     model_kwargs = model_kwargs or {}
     store = pyro.get_param_store()
     traced = model if params is None else poutine.substitute(model, data=dict(params))
@@ -100,10 +111,14 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
                             f"mixed them with jax arrays (a NumPyro model?): {type(e).__name__}: {e}. Pass jax "
                             "arrays to fit a NumPyro model, or write the model with pyro") from e
         _explain_failure(traced, data, model_args, model_kwargs, e)
-    mapping = _match_leaves(trace, data)
+    mapping = _match_leaves(trace, data, covariates)
     leaves = data if isinstance(data, dict) else {"data": data}
     for key, name in mapping.items():
-        _check_leaf(key, leaves[key], trace.nodes[name])
+        if key in covariates:
+            if leaves[key].is_floating_point() and not bool(torch.isfinite(leaves[key]).all()):
+                raise ValueError(f"data leaf {key!r} (a covariate) contains NaN or inf")
+        else:
+            _check_leaf(key, leaves[key], trace.nodes[name])
 
     param_names = [n for n, s in trace.nodes.items() if s["type"] == "param"]
     if not param_names:
@@ -119,7 +134,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
         return trace.nodes[name]["kwargs"].get("constraint", constraints.real)
 
     transforms = {n: biject_to(_constraint(n)) for n in param_names}
-    observed_names = list(dict.fromkeys(mapping.values()))
+    observed_names = list(dict.fromkeys(v for k, v in mapping.items() if k not in covariates))
     sites = {}
     for name in observed_names:
         key = next(k for k, v in mapping.items() if v == name)
@@ -218,7 +233,8 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
     param_constraints = {n: repr(_constraint(n)) for n in param_names}
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base, log_density_parts, improper,
-                     log_density_grad, weighted_param_grad, param_constraints)
+                     log_density_grad, weighted_param_grad, param_constraints,
+                     covariates={k: leaves[k] for k in covariates})
 
 
 _CAPTURE_AFTER = 2

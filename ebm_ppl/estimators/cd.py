@@ -56,6 +56,12 @@ class CD:
     positive_steps : int, optional
         Transitions of the positive phase (default ``num_steps``).
 
+    Notes
+    -----
+    Conditional models (``covariates=`` in :func:`~ebm_ppl.fit_unnormalized`): the chain
+    of example i starts at its own y_i and runs ``num_steps`` transitions of p(y | x_i),
+    its inputs x_i held fixed: CD-k of each conditional model, averaged over the batch.
+
     Examples
     --------
     >>> ebm_ppl.CD(num_steps=5)

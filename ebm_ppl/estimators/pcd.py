@@ -45,6 +45,18 @@ class PCD:
     positive_steps : int, optional
         Transitions of the positive phase (default ``num_steps``).
 
+    Notes
+    -----
+    Conditional models (``covariates=`` in :func:`~ebm_ppl.fit_unnormalized`): each
+    example i has its own model p(y | x_i), so a chain is tied to an input. PCD then keeps
+    **one persistent chain per training example** (``num_chains`` is not used), started as
+    ``init`` says and continued for ``num_steps`` transitions under p(y | x_i) each time
+    example i is in the batch; the negative phase of a batch is its examples' chains. This
+    is SML for each conditional in turn: a chain is only advanced every
+    ``num_data / batch_size`` updates, so between its visits the parameters move by that
+    many steps, and the chain lags the model by that much more than ordinary PCD's (a bias
+    that vanishes as the learning rate goes to 0, as PCD's own).
+
     Examples
     --------
     >>> ebm_ppl.PCD(num_chains=500, num_steps=2)
@@ -69,8 +81,23 @@ class PCD:
 
     def init(self, problem, rng_key, data_values, batch_size):
         key_neg, key_pos = problem.ops.split(rng_key, 2)
+        if problem.covariates:  # one chain per training example, tied to its inputs
+            return self._init_conditional(problem, key_neg, key_pos, data_values, batch_size)
         position = problem.init_position(key_neg, self.num_chains, self.init_method, data_values)
         return PCDState(position, problem.kernel.init(position),
+                        init_positive(self, problem, key_pos, data_values, batch_size))
+
+    def _init_conditional(self, problem, key_neg, key_pos, data_values, batch_size):
+        num_data = next(iter(data_values.values())).shape[0]
+        if self.init_method == "data":  # chain i starts at example i's own values
+            rows = problem.init_position(key_neg, num_data, "base")
+            rows.update(problem.to_internal({k: v for k, v in data_values.items() if k in problem.sites}))
+        else:
+            rows = problem.init_position(key_neg, num_data, self.init_method, data_values)
+        rows = {n: v for n, v in rows.items() if n in problem.sites}
+        first = {n: v[:batch_size] for n, v in rows.items()}
+        first.update({c: data_values[c][:batch_size] for c in problem.covariates})
+        return PCDState(rows, problem.kernel.init(first),
                         init_positive(self, problem, key_pos, data_values, batch_size))
 
     def update(self, rng_key, problem, state, params, batch_values, batch_index=None):
@@ -78,6 +105,15 @@ class PCD:
         key_pos, key_neg = problem.ops.split(rng_key, 2)
         positive, pos_aux = run_positive(self, problem, key_pos, state.positive_aux, params, batch_values,
                                          batch_index)
+        if problem.covariates:  # the batch's examples' chains, under p(y | x_i)
+            if batch_index is None:
+                raise ValueError("PCD with covariates needs the batch's example indices")
+            start = {n: v[batch_index] for n, v in state.position.items()}
+            start.update({c: batch_values[c] for c in problem.covariates})
+            position, aux, rate = run_kernel(problem.ops, problem.kernel, key_neg, start, state.aux,
+                                             problem.logdensity_fn(params), self.num_steps)
+            rows = {n: problem.ops.set_rows(v, batch_index, position[n]) for n, v in state.position.items()}
+            return PCDState(rows, aux, pos_aux), positive, position, rate
         position, aux, rate = run_kernel(
             problem.ops, problem.kernel, key_neg, state.position, state.aux, problem.logdensity_fn(params),
             self.num_steps,

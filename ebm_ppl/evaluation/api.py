@@ -13,8 +13,8 @@ from ..samplers.block_gibbs import BlockGibbs
 from .ais import (BASE_START, _parts_fn, ais_log_weights, base_rate_start, equilibrate, log_mean_exp_with_stderr,
                   rb_config, sample_start, temperature_schedule)
 from .analytic import summable_sites
-from .exact import (MAX_STATES_SUMMED, count_states, log_marginal_exact, log_partition_exact,
-                    sample_exact)
+from .exact import (MAX_STATES_SUMMED, count_states, log_marginal_exact, log_partition_conditional,
+                    log_partition_exact, sample_exact)
 
 __all__ = ["EstimateWarning", "LogZ", "log_partition", "log_likelihood"]
 
@@ -89,6 +89,7 @@ def log_partition(
     backend=None,
     model_args=(),
     model_kwargs=None,
+    covariates=None,
 ):
     """log Z(θ), the log normalizer of the model at ``params``: exactly, by AIS, or bracketed
     by forward and reverse AIS.
@@ -144,6 +145,12 @@ def log_partition(
     backend : {"pyro", "numpyro"}, optional
     model_args, model_kwargs
         Extra arguments passed to the model after the batch.
+    covariates : str or sequence of str, optional
+        Data leaves that are inputs of a conditional model (see
+        :func:`~ebm_ppl.fit_unnormalized`): then Z(x_i) depends on each row i of
+        ``example``, and ``estimate``, ``lower`` and ``upper`` are numpy arrays with one
+        value per row, by enumeration (``method="exact"`` only; AIS per example raises
+        NotImplementedError).
 
     Returns
     -------
@@ -205,10 +212,16 @@ def log_partition(
     if not (isinstance(init, str) and init == "base") and (isinstance(init, str) or init is None):
         raise ValueError(f"init={init!r}: pass 'base' or a batch of data to fit a base-rate start to")
     betas = temperature_schedule(schedule, num_temperatures) if method != "exact" else None
-    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs)
+    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs, covariates)
     ops, info = problem.ops, problem.info
     params_u = info.init_params
     example_values = info.data_to_values(example)
+    if problem.covariates:  # Z(x_i) for each row of example
+        if method != "exact":
+            raise NotImplementedError(f"log_partition(method={method!r}) with covariates: only method='exact' "
+                                      "(enumeration per example) is implemented for conditional models")
+        value = log_partition_conditional(problem, params_u, example_values)
+        return LogZ(value, 0.0, value, value, 0.0, 0.0, float("nan"), True)
     like = next(iter(example_values.values()))
     probe = problem.probe(ops.seed(PROBE_SEED, like))
     if method == "exact":
@@ -396,6 +409,22 @@ def _model_draws(problem, params, kernel, rb, rng_key, num_chains, rng_seed, num
     return equilibrate(problem, kernel, key_run, params, position, num_steps, rb), False
 
 
+def _conditional_log_likelihood(problem, data_values, log_z):
+    """log p(y_i | x_i) = log p̃(y_i | x_i) − log Z(x_i), Z(x_i) by enumeration (numpy)."""
+    if log_z is not None:
+        raise NotImplementedError("log_likelihood with covariates and log_z=: Z depends on each example's "
+                                  "inputs; pass log_z=None (exact enumeration per example)")
+    if problem.latent_names:
+        raise NotImplementedError(f"log_likelihood with covariates and latent sites {list(problem.latent_names)}: "
+                                  "summing out latent sites of a conditional model is not implemented")
+    params = problem.info.init_params
+    ops = problem.ops
+    with ops.no_grad():
+        log_p = np.asarray(ops.to_numpy(problem.logdensity_fn(params)(problem.to_internal(data_values))),
+                           dtype=np.float64)
+    return log_p - log_partition_conditional(problem, params, data_values)
+
+
 def _log_z_value(log_z):
     if isinstance(log_z, LogZ):
         return float(log_z.estimate)
@@ -406,7 +435,8 @@ def _log_z_value(log_z):
 
 
 @exclusive
-def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=(), model_kwargs=None):
+def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=(), model_kwargs=None,
+                   covariates=None):
     """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z) − log Z.
 
     Latent sites (unobserved sample sites) are summed out: a binary site measured to be
@@ -429,6 +459,11 @@ def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=
     backend : {"pyro", "numpyro"}, optional
     model_args, model_kwargs
         Extra arguments passed to the model after the batch.
+    covariates : str or sequence of str, optional
+        Data leaves that are inputs of a conditional model: returns the conditional
+        log-likelihood log p̃(y_i | x_i) − log Z(x_i) of each example, Z(x_i) by
+        enumeration per example (``log_z`` must be None; latent sites raise
+        NotImplementedError).
 
     Returns
     -------
@@ -451,10 +486,12 @@ def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=
     Salakhutdinov, R. & Murray, I. (2008). On the quantitative analysis of deep belief
     networks. *ICML* (log-likelihoods of RBMs from an estimate of log Z).
     """
-    problem, data = compile_problem(model, params, data, backend, model_args, model_kwargs)
+    problem, data = compile_problem(model, params, data, backend, model_args, model_kwargs, covariates)
     ops, info = problem.ops, problem.info
     data_values = info.data_to_values(data)
     like = next(iter(data_values.values()))
+    if problem.covariates:
+        return ops.asarray(_conditional_log_likelihood(problem, data_values, log_z), None)
     probes = problem.probe(ops.seed(PROBE_SEED, like))()
     summed = _latent_plan(problem, info.init_params, probes, "log_likelihood: summing out the latent sites")
     log_p = log_marginal_exact(problem, info.init_params, data_values, summed=summed)

@@ -223,3 +223,30 @@ def log_marginal_exact(problem, params, data_values, chunk_size=CHUNK_SIZE, summ
                 ld = ops.to_numpy(log_density(params, values)).reshape((e1 - e0, s1 - s0))
                 out[e0:e1] = np.logaddexp(out[e0:e1], _logsumexp(ld, axis=1))
     return out
+
+
+def log_partition_conditional(problem, params, data_values, chunk_size=CHUNK_SIZE):
+    """log Z(x_i) of a conditional model for each row i of ``data_values`` (numpy, float64).
+
+    Every site is enumerated (at most :data:`MAX_STATES` joint states) with the covariates
+    of row i held fixed: Z(x_i) = Σ_states p̃(states | x_i). ``params`` are unconstrained.
+    """
+    ops, info = problem.ops, problem.info
+    sites = list(info.sites.values())
+    count = count_states(sites, "log_partition(method='exact') with covariates")
+    like = data_values[problem.covariates[0]]
+    num_rows = like.shape[0]
+    rows_per_call = max(1, chunk_size // count)
+    states = state_block(sites, 0, count)
+    fn = ops.jit(lambda p, values: problem.logdensity_fn(p)(values))
+    out = []
+    with ops.no_grad():
+        for start in range(0, num_rows, rows_per_call):
+            rows = min(num_rows, start + rows_per_call) - start
+            block = {n: np.tile(v, (rows,) + (1,) * (v.ndim - 1)) for n, v in states.items()}
+            values = _to_arrays(ops, block, info.sites, like)
+            index = ops.from_numpy(np.repeat(np.arange(start, start + rows), count), ops.int_dtype, like)
+            values.update({c: data_values[c][index] for c in problem.covariates})
+            ld = ops.to_numpy(fn(params, values)).reshape(rows, count)
+            out.append(_logsumexp(ld, axis=1))
+    return np.concatenate(out)
