@@ -97,6 +97,11 @@ class ModelInfo(NamedTuple):
     param_constraints : dict, optional
         parameter name -> a text description of its constraint (``repr``), which
         ``resume=`` compares with the result's.
+    log_prior : callable, optional
+        ``log_prior(params) -> scalar``: the sum of the model's parameter-only factors
+        (factors outside the data plate that depend on no site: a penalty or log prior on
+        θ), which ``log_density`` leaves out; None when the model has none. The fit adds it
+        once per data set (penalized maximum likelihood / MAP).
     """
 
     sites: dict
@@ -112,6 +117,7 @@ class ModelInfo(NamedTuple):
     log_density_grad: Optional[Callable] = None
     weighted_param_grad: Optional[Callable] = None
     param_constraints: Optional[dict] = None
+    log_prior: Optional[Callable] = None
 
 
 class Optimizer(NamedTuple):
