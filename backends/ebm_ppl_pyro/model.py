@@ -18,6 +18,8 @@ from pyro.distributions import constraints
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_map
 
 from ebm_ppl._sites import (Same, Transform, base_constraint, check_factor_shape, check_leaf_shape, differs,
                             explain_failure, match_leaves)
@@ -415,10 +417,35 @@ class _LogDensityMessenger(Messenger):
         self.plate_name, self.num_chains = plate_name, num_chains
         self.skip, self.record = skip, record  # sites left out of the total; name -> log-prob
         self.total = self.base = 0.0
+        self.swap = _SwapTensors()
+
+    def __enter__(self):
+        if self.params is not None:
+            self.swap.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        out = super().__exit__(*exc)
+        if self.params is not None:
+            self.swap.__exit__(*exc)
+        return out
 
     def _pyro_param(self, msg):
-        if self.params is not None and msg["name"] in self.params:
-            msg["value"] = self.params[msg["name"]]
+        if self.params is None or msg["name"] not in self.params:
+            return
+        value = self.params[msg["name"]]
+        init = msg["args"][1] if len(msg["args"]) > 1 else None
+        if isinstance(init, torch.nn.Parameter):
+            # a module's own parameter (pyro.module, an nn.Parameter of a PyroModule): the
+            # module computes with that tensor, not with what pyro.param returns, so every
+            # use of it is replaced while the model runs (and pyro.module's
+            # update_module_params, seeing its own tensor back, leaves the module alone)
+            self.swap.swap[id(init)] = (init, value)
+            stored = pyro.get_param_store()._params.get(msg["name"])
+            if stored is not None:
+                self.swap.swap[id(stored)] = (stored, value)
+            return
+        msg["value"] = value
 
     def _pyro_sample(self, msg):
         value = self.latents.get(msg["name"])
@@ -443,6 +470,24 @@ class _LogDensityMessenger(Messenger):
         self.total = self.total + lp
         if not _is_factor(msg):
             self.base = self.base + lp
+
+
+class _SwapTensors(TorchFunctionMode):
+    """Replaces given tensors (by identity) in every torch operation: a module's parameters
+    by the values a call substitutes for them."""
+
+    def __init__(self):
+        super().__init__()
+        self.swap = {}  # id -> (tensor, replacement); the tensor is kept so its id stays unique
+
+    def _replace(self, a):
+        hit = self.swap.get(id(a)) if isinstance(a, torch.Tensor) else None
+        return a if hit is None or hit[0] is not a else hit[1]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.swap:
+            args, kwargs = tree_map(self._replace, (tuple(args), kwargs or {}))
+        return func(*args, **(kwargs or {}))
 
 
 class _Recorder(Messenger):
