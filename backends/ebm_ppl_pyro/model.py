@@ -17,7 +17,7 @@ from pyro import poutine
 from pyro.distributions import constraints
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import biject_to
+from torch.distributions import biject_to, transform_to
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
@@ -122,7 +122,8 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None):
             return store._constraints[name]
         return trace.nodes[name]["kwargs"].get("constraint", constraints.real)
 
-    transforms = {n: biject_to(_constraint(n)) for n in param_names}
+    # transform_to, as the param store itself uses (biject_to has no positive_definite)
+    transforms = {n: transform_to(_constraint(n)) for n in param_names}
     observed_names = list(dict.fromkeys(mapping.values()))
     sites = {}
     for name in observed_names:
