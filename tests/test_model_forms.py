@@ -228,3 +228,33 @@ def test_readme_models_you_can_write_runs():
     namespace = {}
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
+
+
+@pytest.mark.parametrize("cname", ["positive_definite", "lower_cholesky", "simplex"])
+def test_matrix_and_simplex_parameter_constraints(fw, cname):
+    """Parameter constraints of the frameworks work on both backends (Pyro's param store
+    maps them with ``transform_to``); the fitted value satisfies the constraint."""
+    c = getattr(fw.constraints, cname)
+    x = fw.array(np.random.default_rng(0).normal(size=(100, 2)) @ np.array([[1.0, 0.0], [0.8, 0.6]]))
+    init = np.full(2, 0.5) if cname == "simplex" else np.eye(2)
+
+    def model(x):
+        P = fw.param("P", fw.array(init), constraint=c)
+        Q = P if cname == "positive_definite" else P @ P.T if cname == "lower_cholesky" else None
+        with fw.plate("data", x.shape[0]):
+            x = fw.sample("x", fw.dist.ImproperUniform(fw.constraints.real, (), (2,)), obs=x)
+            if Q is None:
+                ebm_ppl.energy("q", 0.5 * (x ** 2).sum(-1) - (x * P).sum(-1))
+            else:
+                ebm_ppl.energy("q", 0.5 * ((x @ Q) * x).sum(-1))
+
+    r = ebm_ppl.fit_unnormalized(model, x, estimator=ebm_ppl.PCD(num_chains=50), optimizer=fw.adam(0.05),
+                                 num_steps=20, progress_bar=False)
+    P = fw.to_numpy(r.params["P"]).astype(np.float64)
+    assert np.abs(P - init).max() > 1e-3
+    if cname == "simplex":
+        assert abs(P.sum() - 1) < 1e-5 and (P > 0).all()
+    elif cname == "positive_definite":
+        assert np.allclose(P, P.T, atol=1e-5) and np.linalg.eigvalsh(P).min() > 0
+    else:
+        assert P[0, 1] == 0 and (np.diag(P) > 0).all()
