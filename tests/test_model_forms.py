@@ -258,3 +258,30 @@ def test_matrix_and_simplex_parameter_constraints(fw, cname):
         assert np.allclose(P, P.T, atol=1e-5) and np.linalg.eigvalsh(P).min() > 0
     else:
         assert P[0, 1] == 0 and (np.diag(P) > 0).all()
+
+
+def test_numpyro_float64_fits_with_several_steps():
+    """NumPyro under ``jax_enable_x64`` fits with num_steps >= 2 (the loop carry keeps its
+    dtype); run in a subprocess so that x64 does not leak into the other tests."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import jax; jax.config.update("jax_enable_x64", True)
+        import numpy as np, jax.numpy as jnp, numpyro, numpyro.distributions as dist, ebm_ppl
+        def model(x):
+            p = numpyro.param("p", 1.0, constraint=dist.constraints.positive)
+            with numpyro.plate("data", x.shape[0]):
+                x = numpyro.sample("x", dist.ImproperUniform(dist.constraints.real, (), ()), obs=x)
+                ebm_ppl.energy("e", 0.5 * p * x ** 2)
+        x = jnp.asarray(np.random.default_rng(0).normal(size=50))
+        for est in [ebm_ppl.PCD(num_chains=20, num_steps=2), ebm_ppl.CD(num_steps=3)]:
+            r = ebm_ppl.fit_unnormalized(model, x, estimator=est, num_steps=3, progress_bar=False)
+            assert r.params["p"].dtype == jnp.float64
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                         timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
