@@ -418,17 +418,13 @@ class _LogDensityMessenger(Messenger):
         self.plate_name, self.num_chains = plate_name, num_chains
         self.skip, self.record = skip, record  # sites left out of the total; name -> log-prob
         self.total = self.base = 0.0
-        self.swap = _SwapTensors()
-
-    def __enter__(self):
-        if self.params is not None:
-            self.swap.__enter__()
-        return super().__enter__()
+        self.swap, self.swap_entered = _SwapTensors(), False
 
     def __exit__(self, *exc):
         out = super().__exit__(*exc)
-        if self.params is not None:
+        if self.swap_entered:
             self.swap.__exit__(*exc)
+            self.swap_entered = False
         return out
 
     def _pyro_param(self, msg):
@@ -441,6 +437,9 @@ class _LogDensityMessenger(Messenger):
             # module computes with that tensor, not with what pyro.param returns, so every
             # use of it is replaced while the model runs (and pyro.module's
             # update_module_params, seeing its own tensor back, leaves the module alone)
+            if not self.swap.swap:  # entered at the first module parameter only
+                self.swap.__enter__()
+                self.swap_entered = True
             self.swap.swap[id(init)] = (init, value)
             stored = pyro.get_param_store()._params.get(msg["name"])
             if stored is not None:
