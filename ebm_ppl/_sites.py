@@ -126,3 +126,17 @@ def differs(rows):
 
     rows = np.asarray(rows, dtype=np.float64).reshape((len(rows), -1))
     return not np.allclose(rows, rows[:1], rtol=1e-6, atol=1e-9, equal_nan=True)
+
+
+def check_no_obs_mask(sample_sites):
+    """Refuse ``obs_mask`` (partially observed data): the frameworks split such a site into
+    ``NAME_observed`` and a latent ``NAME_unobserved``, which ebm_ppl does not impute.
+
+    ``sample_sites`` maps each sample site's name to whether it is observed.
+    """
+    for name, observed in sample_sites.items():
+        base = name[: -len("_unobserved")]
+        if name.endswith("_unobserved") and not observed and sample_sites.get(base + "_observed"):
+            raise NotImplementedError(
+                f"sample site {base!r} uses obs_mask (partially observed data): not supported by "
+                "ebm_ppl; pass complete data, or model the missing entries as latent sites")

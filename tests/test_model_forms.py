@@ -99,6 +99,18 @@ def test_latent_outside_the_data_plate_raises(fw):
         ebm_ppl.fit_unnormalized(model, fw.array(X3), num_steps=1, progress_bar=False)
 
 
+
+def test_obs_mask_raises_naming_the_site(fw):
+    mask = fw.array(np.ones(len(X3)), dtype=bool)
+
+    def model(x):
+        h = fw.param("h", fw.zeros(3))
+        with fw.plate("data", x.shape[0]):
+            fw.sample("x", fw.dist.Bernoulli(logits=h).to_event(1), obs=x, obs_mask=mask)
+
+    with pytest.raises(NotImplementedError, match="site 'x' uses obs_mask"):
+        ebm_ppl.fit_unnormalized(model, fw.array(X3), num_steps=1, progress_bar=False)
+
 def test_parameter_only_factor_is_a_penalty_once_per_data_set(fw):
     """A factor of the parameters alone is not part of p̃ (log_likelihood ignores it) and
     pulls the fit towards the MAP: with a huge penalty the fitted h is ~0."""

@@ -15,7 +15,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import compute_log_probs
 
-from ebm_ppl._sites import (Transform, base_constraint, check_factor_shape, check_leaf_shape, differs,
+from ebm_ppl._sites import (check_no_obs_mask, Transform, base_constraint, check_factor_shape, check_leaf_shape, differs,
                             explain_failure, match_leaves)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
@@ -248,6 +248,8 @@ def _data_plate(trace, observed_names, num_data):
 def _check_sites(trace, plate, num_data):
     """Check the shapes of the factors inside the data plate and return the sample sites
     outside it (raises for a latent site outside it: one value per example is needed)."""
+    check_no_obs_mask({name: bool(site["is_observed"]) for name, site in trace.items()
+                       if site["type"] == "sample"})
     outside = []
     for name, site in trace.items():
         if site["type"] != "sample":

@@ -21,7 +21,7 @@ from torch.distributions import biject_to, transform_to
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
-from ebm_ppl._sites import (Same, Transform, base_constraint, check_factor_shape, check_leaf_shape, differs,
+from ebm_ppl._sites import (check_no_obs_mask, Same, Transform, base_constraint, check_factor_shape, check_leaf_shape, differs,
                             explain_failure, match_leaves)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
@@ -524,6 +524,8 @@ def _data_plate(trace, site_name, num_data):
 def _check_sites(trace, plate, num_data):
     """Check the shapes of the factors inside the data plate and return the sample sites
     outside it (raises for a latent site outside it: one value per example is needed)."""
+    check_no_obs_mask({name: bool(site["is_observed"]) for name, site in trace.nodes.items()
+                       if site["type"] == "sample"})
     outside = []
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
