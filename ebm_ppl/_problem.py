@@ -206,7 +206,7 @@ def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps):
         position, aux, key, total = carry
         key, sub = ops.split(key, 2)
         position, aux, rate = kernel.step(sub, position, aux, logdensity_fn)
-        return position, aux, key, total + rate
+        return position, aux, key, ops.astype(total + rate, zero.dtype)  # float64 rates (jax x64)
 
     zero = ops.asarray(0.0, None)
     position, aux, _, total = ops.fori_loop(0, num_steps, body, (position, aux, rng_key, zero))

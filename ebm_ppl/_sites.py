@@ -1,7 +1,7 @@
 """Framework-free pieces of turning a model into a ``ModelInfo`` (shared by both backends)."""
 
 __all__ = ["Transform", "base_constraint", "match_leaves", "check_leaf_shape", "explain_failure",
-           "check_covariates", "split_covariates"]
+           "check_covariates", "split_covariates", "check_factor_shape", "differs", "check_no_obs_mask"]
 
 
 class Transform:
@@ -128,3 +128,54 @@ class Same:
 
     def __hash__(self):
         return id(self.obj)
+
+
+def check_factor_shape(name, shape, frames, plate, num_rows):
+    """A factor inside the data plate has one value per example: its shape has the plate's
+    size at the plate's dimension and no dimension that is not one of its plates (a scalar
+    would be broadcast to every example, an extra dimension silently summed).
+
+    ``shape`` is the shape of the log-factor as the model wrote it (before the plates
+    broadcast it), ``frames`` the site's plates as ``(name, dim, size)`` and ``plate`` the
+    data plate's ``(name, dim)``."""
+    plate_name, plate_dim = plate
+    shape = tuple(shape)
+    want = [1] * max(len(shape), -plate_dim)
+    for _, dim, size in frames:
+        if dim is not None and -dim <= len(want):
+            want[dim] = size
+    want[plate_dim] = num_rows
+    padded = (1,) * (len(want) - len(shape)) + shape
+    ok = len(shape) >= -plate_dim and shape[plate_dim] == num_rows and all(
+        s == w or (s == 1 and i != len(want) + plate_dim) for i, (s, w) in enumerate(zip(padded, want)))
+    if not ok:
+        raise ValueError(
+            f"factor {name!r} has shape {shape} inside the data plate {plate_name!r}, but a factor "
+            f"there must have one value per example: expected shape {tuple(want)} (the plate's "
+            f"{num_rows} examples at dimension {plate_dim}, every other dimension one of its plates). "
+            "A scalar would be added to every example and extra dimensions silently summed: sum "
+            "them per example yourself, or put a term of the parameters alone (a penalty, a log "
+            "prior) outside the plate"
+        )
+
+
+def differs(rows):
+    """Whether a per-row array (numpy) takes more than one value across its rows."""
+    import numpy as np
+
+    rows = np.asarray(rows, dtype=np.float64).reshape((len(rows), -1))
+    return not np.allclose(rows, rows[:1], rtol=1e-6, atol=1e-9, equal_nan=True)
+
+
+def check_no_obs_mask(sample_sites):
+    """Refuse ``obs_mask`` (partially observed data): the frameworks split such a site into
+    ``NAME_observed`` and a latent ``NAME_unobserved``, which ebm_ppl does not impute.
+
+    ``sample_sites`` maps each sample site's name to whether it is observed.
+    """
+    for name, observed in sample_sites.items():
+        base = name[: -len("_unobserved")]
+        if name.endswith("_unobserved") and not observed and sample_sites.get(base + "_observed"):
+            raise NotImplementedError(
+                f"sample site {base!r} uses obs_mask (partially observed data): not supported by "
+                "ebm_ppl; pass complete data, or model the missing entries as latent sites")

@@ -106,12 +106,25 @@ def _negative_chains(estimator, est_state):
     return est_state.position
 
 
-def _make_step(problem, estimator, optimizer):
+def _tree_sub(a, b):
+    """``a - b`` leaf by leaf over nested dicts, lists and tuples (module parameters)."""
+    if isinstance(a, dict):
+        return {k: _tree_sub(v, b[k]) for k, v in a.items()}
+    if isinstance(a, (list, tuple)):
+        return type(a)(_tree_sub(x, y) for x, y in zip(a, b))
+    return a - b
+
+
+def _make_step(problem, estimator, optimizer, num_data):
     """One parameter update as a pure function of (carry, (indices, active)).
 
     An update whose loss, gradients or new parameters are not all finite is not applied:
     the carry keeps the parameters, optimizer and chains from before it and records the
-    update's index in ``failed`` (every later update of the call is skipped)."""
+    update's index in ``failed`` (every later update of the call is skipped).
+
+    The model's parameter-only factors (``info.log_prior``) count once per data set: the
+    loss is a mean over examples, so they enter it divided by ``num_data`` (the objective
+    is Σᵢ log p(xᵢ | θ) + log prior(θ), as Pyro's plate scaling counts a global site)."""
     ops, info, xp = problem.ops, problem.info, problem.ops.xp
     surrogate_weights = {}  # (num positive, num negative) -> the rows' weights in the surrogate (numpy)
 
@@ -142,6 +155,10 @@ def _make_step(problem, estimator, optimizer):
         ld, grads = info.weighted_param_grad(params, both, weights)
         pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
         loss = neg - pos
+        if info.log_prior is not None:  # a penalty / log prior on θ, once per data set
+            prior, prior_grads = ops.value_and_grad(lambda p: info.log_prior(p) / num_data)(params)
+            loss = loss - prior
+            grads = _tree_sub(grads, prior_grads)
         ok = ops.all_finite((loss, pos, neg, grads))
         go = active & ok & (failed < 0)
 
@@ -861,7 +878,7 @@ def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, mod
             problem.positive_kernel = build_kernel(positive, ops, latent, probe=probe)
         opt = be.make_optimizer(optimizer)
         opt.check(info.init_params)
-        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt))
+        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt, num_data))
         init_chains = ops.jit(lambda k, d: estimator.init(problem, k, d, batch_size))
         if cache_key is not None:
             _COMPILED[cache_key] = (problem, opt, run_chunk, init_chains)

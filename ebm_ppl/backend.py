@@ -98,6 +98,11 @@ class ModelInfo(NamedTuple):
         covariate name -> the data leaf the model was compiled with (conditional models,
         ``covariates=``): inputs that every ``values`` dict carries under their own names,
         one row per chain, and that no sampler moves; empty for a joint model.
+    log_prior : callable, optional
+        ``log_prior(params) -> scalar``: the sum of the model's parameter-only factors
+        (factors outside the data plate that depend on no site: a penalty or log prior on
+        θ), which ``log_density`` leaves out; None when the model has none. The fit adds it
+        once per data set (penalized maximum likelihood / MAP).
     """
 
     sites: dict
@@ -114,6 +119,7 @@ class ModelInfo(NamedTuple):
     weighted_param_grad: Optional[Callable] = None  # every backend supplies it (contract test)
     param_constraints: Optional[dict] = None
     covariates: Optional[dict] = None
+    log_prior: Optional[Callable] = None
 
 
 class Optimizer(NamedTuple):

@@ -32,8 +32,10 @@ def factor(name, log_factor):
     """Add the unnormalized log-factor ``log_factor`` to the model's log density.
 
     Its normalizer may depend on the model's parameters: ``fit_unnormalized`` estimates the
-    gradient of log Z(θ) with MCMC (the negative phase). Inside a plate, ``log_factor`` has
-    one entry per example.
+    gradient of log Z(θ) with MCMC (the negative phase). Inside the data plate,
+    ``log_factor`` has one entry per example (any other shape raises before fitting).
+    Outside it the model is read one example at a time; a factor there that depends on no
+    sample site (a penalty) is a log prior on θ, counted once per data set (MAP).
 
     Examples
     --------

@@ -14,10 +14,9 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import compute_log_probs
-from numpyro.infer.util import log_density as _numpyro_log_density
 
-from ebm_ppl._sites import (Transform, base_constraint, check_covariates, check_leaf_shape, explain_failure,
-                            match_leaves, split_covariates)
+from ebm_ppl._sites import (Transform, base_constraint, check_covariates, check_factor_shape, check_leaf_shape,
+                            check_no_obs_mask, differs, explain_failure, match_leaves, split_covariates)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 from ebm_ppl.samplers._numerics import differentiate
 
@@ -182,21 +181,38 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
     def log_density(params_u, values):
         return log_density_parts(params_u, values)[0]
 
-    plate = _data_plate(trace, observed_names, latent_names, next(iter(leaves.values())).shape[0])
+    num_data = next(iter(leaves.values())).shape[0]
+    data_plate = _data_plate(trace, observed_names, num_data)
+    outside = _check_sites(trace, data_plate, num_data)
+    global_names = ()  # parameter-only factors outside the data plate: a log prior on θ
+    plate = data_plate if not outside else None
+
+    def one_row(params_c, example):
+        """{site: log-prob} of the model run on one example (``example``: one row of each site)."""
+        first = values_to_data({k: example[k][None] for k in observed_names + [c for c in covariates if c in example]})
+        latents = {k: example[k][None] for k in latent_names}
+        log_probs, tr = compute_log_probs(model, (first,) + model_args, model_kwargs, {**params_c, **latents},
+                                          sum_log_prob=False)
+        return {n: jnp.sum(lp) for n, lp in log_probs.items()}, tr
 
     def log_density_parts(params_u, values):
         params_c = constrain(params_u)
         if plate is not None:  # one run of the model on all rows, its data plate vectorizing it
             return _batched_log_density(model, model_args, model_kwargs, params_c, values, observed_names,
-                                        latent_names, values_to_data, plate)
+                                        latent_names, values_to_data, plate, global_names)
 
-        def one(example):
-            first = values_to_data({k: example[k][None] for k in observed_names + list(covariates)})
-            latents = {k: example[k][None] for k in latent_names}
-            ld, tr = _numpyro_log_density(model, (first,) + model_args, model_kwargs, {**params_c, **latents})
-            return ld, ld - _factor_log_prob(tr)
+        def one(example):  # sites outside the data plate: the model is run one example at a time
+            log_probs, tr = one_row(params_c, example)
+            total = sum((lp for n, lp in log_probs.items() if n not in global_names), jnp.zeros(()))
+            base = sum((lp for n, lp in log_probs.items() if not _is_factor(tr[n])), jnp.zeros(()))
+            return total, base
 
         return jax.vmap(one)(values)
+
+    def log_prior(params_u):
+        """The parameter-only factors (once, not per example)."""
+        log_probs, _ = one_row(constrain(params_u), {k: v[0] for k, v in probe_values.items()})
+        return sum(log_probs[n] for n in global_names)
 
     def sample_base(rng_key, num_chains):
         first = {k: jnp.broadcast_to(v[:1], (num_chains,) + tuple(v.shape[1:])) for k, v in leaves.items()}
@@ -211,8 +227,23 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
             except NotImplementedError:
                 u = jax.random.uniform(key, (num_chains,) + site.shape, minval=-2.0, maxval=2.0)
                 x = site.transform(u)
-            out[name] = jnp.broadcast_to(x, (num_chains,) + site.shape).astype(site.dtype)
+            if x.size == int(np.prod(site.shape)) and num_chains > 1:  # no data plate: one draw a chain
+                x = tr[name]["fn"].sample(key, (num_chains,))
+            out[name] = jnp.broadcast_to(jnp.reshape(x, (-1,) + site.shape), (num_chains,) + site.shape
+                                         ).astype(site.dtype)
         return out
+
+    if outside:
+        probe_values = _probe_rows(sample_base, sites)
+        flat, treedef = jax.tree_util.tree_flatten(init_params)
+        keys = jax.random.split(jax.random.PRNGKey(20_021), len(flat))
+        noisy = jax.tree_util.tree_unflatten(treedef, [  # parameters at zero would hide a dependence
+            u + jax.random.normal(k, jnp.shape(u), jnp.result_type(u)) if jnp.issubdtype(jnp.result_type(u), jnp.floating)
+            else u for k, u in zip(keys, flat)])
+        rows = jax.vmap(lambda ex: one_row(constrain(noisy), ex)[0])(probe_values)
+        global_names = tuple(n for n in outside if _is_factor(trace[n]) and not differs(np.asarray(rows[n])))
+        if len(global_names) == len(outside) and data_plate is not None:
+            plate = data_plate
 
     improper = tuple(n for n in sites if isinstance(_unwrap(trace[n]["fn"]), dist.ImproperUniform))
     param_constraints = {n: repr(s["kwargs"].get("constraint", constraints.real)) for n, s in param_sites.items()}
@@ -230,28 +261,55 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base, log_density_parts, improper,
                      log_density_grad, weighted_param_grad, param_constraints,
-                     covariates={k: leaves[k] for k in covariates})
+                     covariates={k: leaves[k] for k in covariates}, log_prior=log_prior if global_names else None)
 
 
-def _data_plate(trace, observed_names, latent_names, num_data):
-    """The data plate ``(name, dim)`` when every sample site (observed, latent, factor) lies
-    in it, so that one run of the model on a batch of rows gives every row's log density;
-    None otherwise (the log density is then a ``vmap`` over rows of one-row runs)."""
+def _data_plate(trace, observed_names, num_data):
+    """The data plate ``(name, dim)``: the first observed site's plate of the data's size."""
     first = trace[observed_names[0]]
     frames = [f for f in first["cond_indep_stack"] if f.size == num_data]
     if not frames:
         return None
     frame = min(frames, key=lambda f: f.dim)
-    for site in trace.values():
-        if site["type"] != "sample":
-            continue
-        if not any(f.name == frame.name and f.dim == frame.dim for f in site["cond_indep_stack"]):
-            return None
     return frame.name, frame.dim
 
 
+def _check_sites(trace, plate, num_data):
+    """Check the shapes of the factors inside the data plate and return the sample sites
+    outside it (raises for a latent site outside it: one value per example is needed)."""
+    check_no_obs_mask({name: bool(site["is_observed"]) for name, site in trace.items()
+                       if site["type"] == "sample"})
+    outside = []
+    for name, site in trace.items():
+        if site["type"] != "sample":
+            continue
+        frames = [(f.name, f.dim, f.size) for f in site["cond_indep_stack"]]
+        if plate is not None and any(f[0] == plate[0] and f[1] == plate[1] for f in frames):
+            if _is_factor(site):
+                check_factor_shape(name, tuple(jnp.shape(site["value"])[:-1]), frames, plate, num_data)
+            continue
+        if not site["is_observed"]:
+            raise NotImplementedError(
+                f"latent site {name!r} is not inside the data plate"
+                + ("" if plate is None else f" {plate[0]!r}")
+                + ": ebm_ppl needs one value of each latent site per example (sample it inside the plate)")
+        outside.append(name)
+    return outside
+
+
+def _probe_rows(sample_base, sites, num_rows=8):
+    """Rows of every site for telling factors of the parameters alone from factors of the
+    sites: draws from the bases, and for discrete sites rows at the ends of the support."""
+    values = sample_base(jax.random.PRNGKey(20_021), num_rows)
+    for name, site in sites.items():
+        if site.is_discrete and site.values is not None:
+            v = values[name].at[0].set(min(site.values)).at[1].set(max(site.values))
+            values[name] = v
+    return values
+
+
 def _batched_log_density(model, model_args, model_kwargs, params_c, values, observed_names, latent_names,
-                         values_to_data, plate):
+                         values_to_data, plate, skip=()):
     """(log p̃, log base) per row from one run of the model on all rows: each site's
     log-probability with the data plate's dimension moved first and the rest summed."""
     _, dim = plate
@@ -262,6 +320,8 @@ def _batched_log_density(model, model_args, model_kwargs, params_c, values, obse
                                       {**params_c, **latents}, sum_log_prob=False)
     total = base = jnp.zeros(num_rows)
     for name, lp in log_probs.items():
+        if name in skip:
+            continue
         lp = jnp.asarray(lp)
         if lp.ndim >= -dim:
             lp = jnp.moveaxis(lp, dim, 0)
@@ -270,16 +330,6 @@ def _batched_log_density(model, model_args, model_kwargs, params_c, values, obse
         if not _is_factor(tr[name]):
             base = base + lp
     return total, base
-
-
-def _factor_log_prob(trace):
-    """The summed log-factors of a trace (``numpyro.factor`` sites), scale included."""
-    total = 0.0
-    for site in trace.values():
-        if site["type"] == "sample" and _is_factor(site):
-            lp = jnp.sum(site["fn"].log_prob(site["value"]))
-            total = total + (lp if site["scale"] is None else site["scale"] * lp)
-    return total
 
 
 def restore_params(info, saved_u):

@@ -6,6 +6,7 @@ example along the data plate's dimension.
 """
 
 import collections
+import math
 import os
 
 import torch
@@ -15,11 +16,13 @@ from pyro import poutine
 from pyro.distributions import constraints
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import biject_to
+from torch.distributions import biject_to, transform_to
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_map
 
-from ebm_ppl._sites import (Same, Transform, base_constraint, check_covariates, check_leaf_shape, explain_failure,
-                            match_leaves, split_covariates)
+from ebm_ppl._sites import (Same, Transform, base_constraint, check_covariates, check_factor_shape, check_leaf_shape,
+                            check_no_obs_mask, differs, explain_failure, match_leaves, split_covariates)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
@@ -133,7 +136,8 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
             return store._constraints[name]
         return trace.nodes[name]["kwargs"].get("constraint", constraints.real)
 
-    transforms = {n: biject_to(_constraint(n)) for n in param_names}
+    # transform_to, as the param store itself uses (biject_to has no positive_definite)
+    transforms = {n: transform_to(_constraint(n)) for n in param_names}
     observed_names = list(dict.fromkeys(v for k, v in mapping.items() if k not in covariates))
     sites = {}
     for name in observed_names:
@@ -145,7 +149,9 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
         sites[name] = _site_info(name, trace.nodes[name], trace.nodes[name]["value"], False)
 
     num_data = next(iter(leaves.values())).shape[0]
-    plate_name = _data_plate(trace, observed_names[0], num_data)
+    plate = _data_plate(trace, observed_names[0], num_data)
+    plate_name = plate[0] if plate is not None else None
+    outside = _check_sites(trace, plate, num_data)
 
     def data_to_values(batch):
         b = batch if isinstance(batch, dict) else {"data": batch}
@@ -202,15 +208,35 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
         out = captured_weighted(params_u, {**values, "__w__": weights})
         return out[0], dict(zip(param_names, out[1:]))
 
-    def log_density_parts(params_u, values):
+    global_names = ()  # parameter-only factors outside the data plate: a log prior on θ
+    by_row = plate_name is None
+
+    def run(params_u, values, skip=(), record=None):
         substituted = None
         if store_u is None or any(params_u[n] is not store_u[n] for n in param_names):
             substituted = constrain(params_u)
         num_chains = next(iter(values.values())).shape[0]
-        handler = _LogDensityMessenger({n: values[n] for n in latent_names}, substituted, plate_name, num_chains)
+        handler = _LogDensityMessenger({n: values[n] for n in latent_names}, substituted, plate_name, num_chains,
+                                       skip, record)
         with pyro.validation_enabled(False), handler:
             model(values_to_data(values), *model_args, **model_kwargs)
-        return handler.total, handler.base
+        total, base = (torch.as_tensor(t).expand(num_chains) if torch.as_tensor(t).dim() == 0 else t
+                       for t in (handler.total, handler.base))
+        return total, base
+
+    def log_density_parts(params_u, values):
+        if not by_row:
+            return run(params_u, values, global_names)
+        # sites outside the data plate: the model is run one example at a time
+        num_chains = next(iter(values.values())).shape[0]
+        rows = [run(params_u, {k: v[i:i + 1] for k, v in values.items()}, global_names) for i in range(num_chains)]
+        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+
+    def log_prior(params_u):
+        """The parameter-only factors (once, not per example)."""
+        record = {}
+        run(params_u, {k: v[:1] for k, v in probe_values.items()}, record=record)
+        return sum(record[n].sum() for n in global_names)
 
     def sample_base(rng_key, num_chains):
         first = {k: v[:1].expand((num_chains,) + tuple(v.shape[1:])) for k, v in leaves.items()}
@@ -223,18 +249,35 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
             for name, site in sites.items():
                 node = tr.nodes[name]
                 try:
-                    out[name] = node["fn"].sample().reshape((num_chains,) + site.shape)
+                    x = node["fn"].sample()
+                    if x.numel() != num_chains * math.prod(site.shape):  # no data plate: one draw a chain
+                        x = node["fn"].sample((num_chains,))
+                    out[name] = x.reshape((num_chains,) + site.shape)
                 except NotImplementedError:
                     x = torch.rand((num_chains,) + site.shape, device=rng_key.device) * 4 - 2
                     out[name] = site.transform(x.to(site.dtype)).detach()
         return {k: v.to(sites[k].dtype).detach() for k, v in out.items()}
 
+    if outside:
+        probe_values = _probe_rows(sample_base, sites, rng_like=next(iter(leaves.values())))
+        with torch.no_grad():
+            g = torch.Generator(device=probe_values[next(iter(probe_values))].device).manual_seed(20_021)
+            noisy = {n: u + torch.randn(u.shape, generator=g, dtype=u.dtype, device=u.device) if u.is_floating_point()
+                     else u for n, u in init_params.items()}  # parameters at zero would hide a dependence
+            record = {}
+            for i in range(next(iter(probe_values.values())).shape[0]):
+                row = {}
+                run(noisy, {k: v[i:i + 1] for k, v in probe_values.items()}, record=row)
+                for n in outside:
+                    record.setdefault(n, []).append(row[n].detach().reshape(-1).cpu().numpy())
+        global_names = tuple(n for n in outside if _is_factor(trace.nodes[n]) and not differs(record[n]))
+        by_row = len(global_names) < len(outside) or plate_name is None
     improper = tuple(n for n in sites if _is_improper(trace.nodes[n]["fn"]))
     param_constraints = {n: repr(_constraint(n)) for n in param_names}
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base, log_density_parts, improper,
                      log_density_grad, weighted_param_grad, param_constraints,
-                     covariates={k: leaves[k] for k in covariates})
+                     covariates={k: leaves[k] for k in covariates}, log_prior=log_prior if global_names else None)
 
 
 _CAPTURE_AFTER = 2
@@ -501,15 +544,40 @@ class _LogDensityMessenger(Messenger):
     as the model runs (no Trace object is built): ``total`` is log p̃, ``base`` the part
     from the sites' distributions (factors excluded)."""
 
-    def __init__(self, latents, params, plate_name, num_chains):
+    def __init__(self, latents, params, plate_name, num_chains, skip=(), record=None):
         super().__init__()
         self.latents, self.params = latents, params
         self.plate_name, self.num_chains = plate_name, num_chains
+        self.skip, self.record = skip, record  # sites left out of the total; name -> log-prob
         self.total = self.base = 0.0
+        self.swap, self.swap_entered = _SwapTensors(), False
+
+    def __exit__(self, *exc):
+        out = super().__exit__(*exc)
+        if self.swap_entered:
+            self.swap.__exit__(*exc)
+            self.swap_entered = False
+        return out
 
     def _pyro_param(self, msg):
-        if self.params is not None and msg["name"] in self.params:
-            msg["value"] = self.params[msg["name"]]
+        if self.params is None or msg["name"] not in self.params:
+            return
+        value = self.params[msg["name"]]
+        init = msg["args"][1] if len(msg["args"]) > 1 else None
+        if isinstance(init, torch.nn.Parameter):
+            # a module's own parameter (pyro.module, an nn.Parameter of a PyroModule): the
+            # module computes with that tensor, not with what pyro.param returns, so every
+            # use of it is replaced while the model runs (and pyro.module's
+            # update_module_params, seeing its own tensor back, leaves the module alone)
+            if not self.swap.swap:  # entered at the first module parameter only
+                self.swap.__enter__()
+                self.swap_entered = True
+            self.swap.swap[id(init)] = (init, value)
+            stored = pyro.get_param_store()._params.get(msg["name"])
+            if stored is not None:
+                self.swap.swap[id(stored)] = (stored, value)
+            return
+        msg["value"] = value
 
     def _pyro_sample(self, msg):
         value = self.latents.get(msg["name"])
@@ -527,9 +595,31 @@ class _LogDensityMessenger(Messenger):
         if msg["scale"] != 1.0:
             lp = msg["scale"] * lp
         lp = _per_example(lp, msg, self.plate_name, self.num_chains)
+        if self.record is not None:
+            self.record[msg["name"]] = lp
+        if msg["name"] in self.skip:
+            return
         self.total = self.total + lp
         if not _is_factor(msg):
             self.base = self.base + lp
+
+
+class _SwapTensors(TorchFunctionMode):
+    """Replaces given tensors (by identity) in every torch operation: a module's parameters
+    by the values a call substitutes for them."""
+
+    def __init__(self):
+        super().__init__()
+        self.swap = {}  # id -> (tensor, replacement); the tensor is kept so its id stays unique
+
+    def _replace(self, a):
+        hit = self.swap.get(id(a)) if isinstance(a, torch.Tensor) else None
+        return a if hit is None or hit[0] is not a else hit[1]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.swap:
+            args, kwargs = tree_map(self._replace, (tuple(args), kwargs or {}))
+        return func(*args, **(kwargs or {}))
 
 
 class _Recorder(Messenger):
@@ -555,10 +645,48 @@ def _explain_failure(fn, data, model_args, model_kwargs, error):
 
 
 def _data_plate(trace, site_name, num_data):
+    """The data plate ``(name, dim)``: the observed site's plate of the data's size."""
     frames = [f for f in trace.nodes[site_name]["cond_indep_stack"] if f.size == num_data]
     if not frames:
         return None
-    return min(frames, key=lambda f: f.dim).name
+    frame = min(frames, key=lambda f: f.dim)
+    return frame.name, frame.dim
+
+
+def _check_sites(trace, plate, num_data):
+    """Check the shapes of the factors inside the data plate and return the sample sites
+    outside it (raises for a latent site outside it: one value per example is needed)."""
+    check_no_obs_mask({name: bool(site["is_observed"]) for name, site in trace.nodes.items()
+                       if site["type"] == "sample"})
+    outside = []
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        frames = [(f.name, f.dim, f.size) for f in site["cond_indep_stack"]]
+        if plate is not None and any(f[0] == plate[0] for f in frames):
+            if _is_factor(site):
+                check_factor_shape(name, tuple(site["value"].shape[:-1]), frames, plate, num_data)
+            continue
+        if not site["is_observed"]:
+            raise NotImplementedError(
+                f"latent site {name!r} is not inside the data plate"
+                + ("" if plate is None else f" {plate[0]!r}")
+                + ": ebm_ppl needs one value of each latent site per example (sample it inside the plate)")
+        outside.append(name)
+    return outside
+
+
+def _probe_rows(sample_base, sites, rng_like, num_rows=8):
+    """Rows of every site for telling factors of the parameters alone from factors of the
+    sites: draws from the bases, and for discrete sites rows at the ends of the support."""
+    key = torch.Generator(device=rng_like.device).manual_seed(20_021)
+    values = sample_base(key, num_rows)
+    for name, site in sites.items():
+        if site.is_discrete and site.values is not None:
+            v = values[name].clone()
+            v[0], v[1] = min(site.values), max(site.values)
+            values[name] = v
+    return values
 
 
 def _per_example(lp, site, plate_name, num_chains):
