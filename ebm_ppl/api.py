@@ -163,6 +163,31 @@ def _check_data(data):
         raise ValueError(f"data leaves have different numbers of examples on axis 0: {counts}")
 
 
+def _check_placement(placement, estimator, data, batch_size, checkpoint_every):
+    """Chains and minibatches split evenly over the devices / ranks, and the settings a
+    split fit does not support, checked before anything changes."""
+    if placement is None:
+        return
+    n, what = placement.num_shards, placement.kind
+    for name_ in ("num_chains", "buffer_size"):
+        value = getattr(estimator, name_, None)
+        if value is not None and value % n:
+            raise ValueError(f"{type(estimator).__name__}: {name_}={value} is not a multiple of the {n} {what} the "
+                             f"fit is split over: pass a multiple of {n}")
+    leaf = next(iter(data.values())) if isinstance(data, dict) else data
+    size = int(leaf.shape[0]) if batch_size is None else int(batch_size)
+    if size % n:
+        label = f"batch_size={size}" if batch_size is not None else f"the data set ({size} examples, batch_size=None)"
+        raise ValueError(f"{label} is not a multiple of the {n} {what} each minibatch is split over")
+    if what == "ranks":
+        if checkpoint_every is not None:
+            raise NotImplementedError("checkpoint_every with torch.distributed: each rank holds other chains; save "
+                                      "each rank's result yourself (ebm_ppl.save(result, f'ckpt-{rank}.npz'))")
+        if getattr(estimator, "positive", "base") == "persistent":
+            raise NotImplementedError(f"{estimator!r} with positive='persistent' under torch.distributed: the "
+                                      "per-example latent chains would be split over ranks")
+
+
 def _negative_chains(estimator, est_state):
     """The estimator's negative-phase chains (sampler space): PT's β = 1 replicas, else ``position``."""
     if hasattr(estimator, "negative_chains"):
@@ -170,8 +195,13 @@ def _negative_chains(estimator, est_state):
     return est_state.position
 
 
-def _make_step(problem, estimator, optimizer):
+def _make_step(problem, estimator, optimizer, placement=None):
     """One parameter update as a pure function of (carry, (indices, active)).
+
+    Over several devices or ranks (``placement``), the minibatch and the chains are split
+    along their first axis (``ops.shard_rows``: a sharding constraint on JAX, each rank's
+    own share on PyTorch) and ``placement.mean`` averages the gradient and the update's
+    statistics over the ranks (PyTorch's all-reduce; on JAX the means are already global).
 
     An update whose loss, gradients or new parameters are not all finite is not applied:
     the carry keeps the parameters, optimizer and chains from before it and records the
@@ -184,10 +214,11 @@ def _make_step(problem, estimator, optimizer):
         idx, active = x
         old_key = key
         key, key_neg = ops.split(key, 2)
-        batch = {k: v[idx] for k, v in data_values.items()}
+        batch = ops.shard_rows({k: v[idx] for k, v in data_values.items()})
         with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
             out = estimator.update(key_neg, problem, est_state, ops.stop_gradient(params), batch, batch_index=idx)
         new_est, positive, negative, rate = out[:4]
+        new_est = ops.shard_rows(new_est)  # keep the carry's chains where they are
         extra = tuple(out[4]) if len(out) > 4 else ()  # the estimator's own history entries
         positive = problem.from_internal(ops.stop_gradient(positive))
         negative = problem.from_internal(ops.stop_gradient(negative))
@@ -211,6 +242,8 @@ def _make_step(problem, estimator, optimizer):
             loss = neg - pos
         else:
             (loss, (pos, neg)), grads = ops.value_and_grad(surrogate, has_aux=True)(params)
+        if placement is not None:  # every rank then sees the same gradient and statistics
+            loss, pos, neg, rate, grads = placement.mean((loss, pos, neg, rate, grads))
         ok = ops.all_finite((loss, pos, neg, grads))
         go = active & ok & (failed < 0)
 
@@ -265,12 +298,13 @@ def _config_key(obj):
 
 
 def _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer, batch_size,
-                  chunk_len):
+                  chunk_len, placement=None):
     leaves = data if isinstance(data, dict) else {"": data}
     shapes = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(leaves.items()))
     kwargs = tuple((k, _Same(v)) for k, v in sorted((model_kwargs or {}).items()))
     return (name, _Same(model), tuple(_Same(a) for a in model_args), kwargs, shapes, _config_key(estimator),
-            _config_key(sampler), _config_key(optimizer), batch_size, chunk_len)
+            _config_key(sampler), _config_key(optimizer), batch_size, chunk_len,
+            None if placement is None else placement.key)
 
 
 class _Minibatches:
@@ -418,9 +452,13 @@ def _check_resume(resume, ops, info, opt, estimator, init_chains, data_values, l
     opt.check_state(st.optimizer_state, info.init_params)
 
 
-def _start_state(ops, be, info, opt, init_chains, data_values, like, rng_seed, resume):
+def _start_state(ops, be, info, opt, init_chains, data_values, like, rng_seed, resume, placement=None):
     """(params, optimizer state, estimator state, key, data key, updates done, epoch
-    permutation, offset) to start from: fresh, or the validated ``resume`` state."""
+    permutation, offset) to start from: fresh, or the validated ``resume`` state.
+
+    The minibatch stream comes from ``rng_seed`` alone (every rank of torch.distributed
+    draws the same minibatches); the sampling stream from ``placement.sampling_seed``
+    (rank 0 and JAX devices: ``rng_seed`` itself)."""
     if resume is not None:
         st = resume.state
         params = be.restore_params(info, st.params)
@@ -433,6 +471,8 @@ def _start_state(ops, be, info, opt, init_chains, data_values, like, rng_seed, r
     opt_state = opt.init(params)
     key = ops.seed(rng_seed, like)
     data_key = ops.fork(key)  # an independent stream for minibatch shuffling
+    if placement is not None and placement.sampling_seed(rng_seed) != rng_seed:
+        key = ops.seed(placement.sampling_seed(rng_seed), like)  # this rank's own stream
     key, key_init = ops.split(key, 2)
     est_state = init_chains(key_init, data_values)
     return params, opt_state, est_state, key, data_key, 0, None, 0
@@ -451,6 +491,8 @@ class _Fit(NamedTuple):
     done: int  # updates before this call
     signature: dict
     watch: Any = None  # the monitor bound to this call (monitor.MonitorRun), or None
+    placement: Any = None  # devices (JAX) or ranks (torch.distributed) the fit is split over
+    given_estimator: Any = None  # the caller's estimator (``estimator`` is this rank's share)
 
 
 def _make_result(fit, carry, stats, num_applied, batches_state):
@@ -471,7 +513,7 @@ def _make_result(fit, carry, stats, num_applied, batches_state):
         rng_key=ops.key_state(key),
         data_key=data_key,
         num_updates=fit.done + num_applied,
-        estimator=fit.estimator,
+        estimator=fit.estimator if fit.given_estimator is None else fit.given_estimator,
         epoch_perm=None if perm is None else np.array(perm),
         epoch_offset=int(offset),
         signature=fit.signature,
@@ -499,6 +541,8 @@ def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
     """Run ``n`` updates from ``good``; returns (the new _Progress, failed?)."""
     ops = fit.ops
     idx = batches.take(n)
+    if fit.placement is not None:
+        idx = fit.placement.local_indices(idx)
     if n < chunk_len:
         idx = np.concatenate([idx, np.zeros((chunk_len - n, idx.shape[1]), idx.dtype)])
     active = ops.asarray(np.arange(chunk_len) < n, None, bool_=True)
@@ -581,6 +625,7 @@ def fit_unnormalized(
     monitor=None,
     checkpoint_every=None,
     checkpoint_path=None,
+    devices=None,
 ):
     """Fit the parameters of an unnormalized model by (stochastic) maximum likelihood.
 
@@ -634,6 +679,19 @@ def fit_unnormalized(
         Together: save the result with :func:`ebm_ppl.save` to ``checkpoint_path`` every
         ``checkpoint_every`` updates (counted from the first call of a resumed fit),
         atomically; ``ebm_ppl.load(checkpoint_path)`` resumes from the last one.
+    devices : int, list of jax.Device or jax.sharding.Mesh, optional
+        NumPyro: shard the fit over these devices (an int: the first ``devices`` of
+        ``jax.devices()``). The persistent chains are split along the chain axis and each
+        minibatch along the example axis; parameters, optimizer state and the training
+        set are replicated; the update stays one compiled program, which gives the
+        one-device fit's parameters up to the order of floating-point sums (the random
+        streams are the same: see the README, "More than one device"). The estimator's
+        ``num_chains`` (``buffer_size``) and the batch size must be multiples of the
+        number of devices. ``result.chains`` stay sharded. Pyro: not supported (raises
+        ``NotImplementedError``); a Pyro fit is split over the ranks of
+        ``torch.distributed`` when it is initialized (each rank holds
+        ``num_chains / world`` chains and its share of every minibatch; gradients are
+        all-reduced; ``result.chains`` are this rank's).
 
     Returns
     -------
@@ -690,25 +748,30 @@ def fit_unnormalized(
             raise ValueError(f"resume: a {resume.backend!r} result cannot resume a {name!r} fit")
     _check_data(data)
     be = get_backend(name)
-    ops = be.ops
+    placement = be.make_placement(devices)
+    _check_placement(placement, estimator, data, batch_size, checkpoint_every)
+    ops = be.ops.with_placement(placement)
+    local_estimator = estimator if placement is None else placement.local_estimator(estimator)
     snapshot = be.snapshot_params()  # a rejected call leaves the Pyro param store as it was
     try:
-        setup = _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args,
-                       model_kwargs, resume)
+        setup = _setup(be, ops, name, model, data, local_estimator, sampler, optimizer, batch_size, model_args,
+                       model_kwargs, resume, placement, estimator)
     except BaseException:
         be.restore_snapshot(snapshot)
         raise
     info, problem, opt, run_chunk, init_chains, data_values, batch_size, like, signature = setup
     num_data = int(next(iter(data_values.values())).shape[0])
     params, opt_state, est_state, key, data_key, done, perm, offset = _start_state(
-        ops, be, info, opt, init_chains, data_values, like, rng_seed, resume)
+        ops, be, info, opt, init_chains, data_values, like, rng_seed, resume, placement)
+    if placement is not None:
+        params, opt_state, est_state, data_values = placement.place(params, opt_state, est_state, data_values)
     total = num_steps if num_steps is not None else num_epochs * (num_data // batch_size)
     watch = None
     if monitor is not None:  # evaluated every `every` updates of the call (callables: every epoch)
         ctx = dict(problem=problem, model=model, backend=name, model_args=model_args, model_kwargs=model_kwargs,
                    data_to_values=lambda d: info.data_to_values(be.as_data(d)))
         watch = MonitorRun(monitor, monitor.every or num_data // batch_size, ctx, done)
-    fit = _Fit(ops, be, info, problem, opt, estimator, name, done, signature, watch)
+    fit = _Fit(ops, be, info, problem, opt, local_estimator, name, done, signature, watch, placement, estimator)
     batches = _Minibatches(ops, data_key, num_data, batch_size, perm, offset)
     carry = (params, opt_state, est_state, key, ops.asarray(0, None, int_=True), ops.asarray(-1, None, int_=True))
     good = _Progress(carry, [], 0, batches.state())
@@ -740,10 +803,11 @@ def fit_unnormalized(
     return result
 
 
-def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args, model_kwargs, resume):
+def _setup(be, ops, name, model, data, estimator, sampler, optimizer, batch_size, model_args, model_kwargs, resume,
+           placement=None, given_estimator=None):
     """Compile (or reuse) the model, kernels, optimizer and chunk runner, and check
-    ``resume``; raises before anything the caller can see changes."""
-    ops = be.ops
+    ``resume``; raises before anything the caller can see changes. ``estimator`` is this
+    rank's share of ``given_estimator`` (the same object without torch.distributed)."""
     data = be.as_data(data)
     info = be.compile_model(model, data, model_args, model_kwargs or {})
     data_values = info.data_to_values(data)
@@ -753,7 +817,7 @@ def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, mod
         raise ValueError(f"batch_size={batch_size} is larger than the data set ({num_data} examples)")
     like = next(iter(data_values.values()))
     cache_key = _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer,
-                              batch_size, _CHUNK_UPDATES) if ops.caches_compiled else None
+                              batch_size, _CHUNK_UPDATES, placement) if ops.caches_compiled else None
     cached = _COMPILED.get(cache_key) if cache_key is not None else None
     if cached is not None:  # the same fit as before: its kernels and compiled update
         _COMPILED.move_to_end(cache_key)
@@ -768,7 +832,7 @@ def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, mod
             problem.positive_kernel = build_kernel(positive, ops, latent, probe=probe)
         opt = be.make_optimizer(optimizer)
         opt.check(info.init_params)
-        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt))
+        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt, placement))
         init_chains = ops.jit(lambda k, d: estimator.init(problem, k, d, batch_size))
         if cache_key is not None:
             _COMPILED[cache_key] = (problem, opt, run_chunk, init_chains)
@@ -776,7 +840,8 @@ def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, mod
                 _COMPILED.popitem(last=False)
     signature = _signature(info, opt)
     if resume is not None:
-        _check_resume(resume, ops, info, opt, estimator, init_chains, data_values, like, signature)
+        _check_resume(resume, ops, info, opt, estimator if given_estimator is None else given_estimator, init_chains, data_values, like,
+                      signature)
     return info, problem, opt, run_chunk, init_chains, data_values, batch_size, like, signature
 
 
