@@ -231,6 +231,23 @@ def _check_finite_params(params):
                 raise ValueError(f"params[{name!r}] contains NaN or inf")
 
 
+def place_problem(problem, devices, num_chains):
+    """``problem`` with its chains split over ``devices`` (NumPyro's ``devices=`` of
+    ``sample`` and ``log_partition``; None: ``problem`` itself). Raises before anything
+    runs when the devices do not exist or do not divide ``num_chains``, and on Pyro."""
+    if devices is None:
+        return problem
+    from .backend import get_backend
+
+    placement = get_backend(problem.ops.name).make_placement(devices)
+    if placement is None:
+        return problem
+    if num_chains % placement.num_shards:
+        raise ValueError(f"num_chains={num_chains} is not a multiple of the {placement.num_shards} devices the "
+                         "chains are split over")
+    return Problem(problem.ops.with_placement(placement), problem.info, problem.kernel, problem.positive_kernel)
+
+
 def compile_problem(model, params, data, backend, model_args, model_kwargs):
     """The backend for ``data``, the model compiled at fixed ``params`` (constrained), and
     the data as that backend's arrays: the preamble of ``sample`` and the evaluation API."""

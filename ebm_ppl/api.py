@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._problem import PROBE_SEED, Problem, compile_problem, run_kernel
+from ._problem import PROBE_SEED, Problem, compile_problem, place_problem, run_kernel
 from ._exclusive import exclusive
 from ._sites import Same as _Same
 from ._tree import describe
@@ -860,6 +860,7 @@ def sample(
     backend=None,
     model_args=(),
     model_kwargs=None,
+    devices=None,
 ):
     """Draw samples of every site from the fitted unnormalized model.
 
@@ -878,6 +879,10 @@ def sample(
     sampler : "auto", a sampler from ``ebm_ppl.samplers``, a list of (sampler, site names)
         pairs, or (NumPyro) a ``numpyro.infer.HMC``/``NUTS`` kernel. Step sizes that
         adapt (``"auto"``, ``MALA``/``HMC`` with ``adapt=True``) adapt during warm-up only.
+    devices : int, list of jax.Device or jax.sharding.Mesh, optional
+        NumPyro: split the chains over these devices, as ``fit_unnormalized(devices=)``
+        does (the same draws as on one device; ``num_chains`` a multiple of the number of
+        devices). Pyro: raises ``NotImplementedError``.
 
     Returns
     -------
@@ -895,6 +900,7 @@ def sample(
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
         raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
     problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs)
+    problem = place_problem(problem, devices, num_chains)
     ops, info = problem.ops, problem.info
     like = next(iter(info.data_to_values(example).values()))
     probe = problem.probe(ops.seed(PROBE_SEED, like))

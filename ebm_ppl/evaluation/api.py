@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._exclusive import exclusive
-from .._problem import PROBE_SEED, compile_problem
+from .._problem import PROBE_SEED, compile_problem, place_problem
 from ..samplers.base import build_kernel
 from .ais import (BASE_START, _parts_fn, ais_log_weights, base_rate_start, equilibrate, log_mean_exp_with_stderr,
                   rb_config, sample_start, temperature_schedule)
@@ -87,6 +87,7 @@ def log_partition(
     backend=None,
     model_args=(),
     model_kwargs=None,
+    devices=None,
 ):
     """log Z(θ), the log normalizer of the model at ``params``: exactly, by AIS, or bracketed
     by forward and reverse AIS.
@@ -138,6 +139,11 @@ def log_partition(
     backend : {"pyro", "numpyro"}, optional
     model_args, model_kwargs
         Extra arguments passed to the model after the batch.
+    devices : int, list of jax.Device or jax.sharding.Mesh, optional
+        NumPyro, AIS methods: split the ``num_chains`` annealing chains over these
+        devices, as ``fit_unnormalized(devices=)`` does (the same estimate as on one
+        device up to float sums; ``num_chains`` a multiple of the number of devices).
+        ``method="exact"`` runs on one device. Pyro: raises ``NotImplementedError``.
 
     Returns
     -------
@@ -200,6 +206,8 @@ def log_partition(
         raise ValueError(f"init={init!r}: pass 'base' or a batch of data to fit a base-rate start to")
     betas = temperature_schedule(schedule, num_temperatures) if method != "exact" else None
     problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs)
+    if method != "exact":
+        problem = place_problem(problem, devices, num_chains)
     ops, info = problem.ops, problem.info
     params_u = info.init_params
     example_values = info.data_to_values(example)
