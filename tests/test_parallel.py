@@ -125,3 +125,28 @@ def test_pyro_two_gloo_ranks_reach_exact_mle(tmp_path):
     gap = exact - ising_mean_loglik(X, r0["J"].astype(np.float64), r0["h"].astype(np.float64))
     print(f"pyro, 2 gloo ranks: Ising PCD gap to the exact MLE {gap:.4f} nats/example")
     assert 0 <= gap < 0.01, gap
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run_and_scaling():
+    """benchmarks/gpu.sh --dry-run: the RBM, MALA and scaling benchmarks at toy size on CPU;
+    scaling.py reports the 1 -> 2 device speed-up."""
+    out = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--dry-run"], env=_env(PYTHON=sys.executable),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+    assert "card:" in out.stdout and "dry run done" in out.stdout
+    lines = [ln for ln in out.stdout.splitlines() if "speed-up" in ln]
+    assert any(ln.startswith("numpyro  2 devices") for ln in lines), out.stdout
+
+
+def test_spmd_philox_equals_jax_philox():
+    """The partitionable Philox draws JAX's philox4x32 numbers bit for bit (the reason a
+    sharded fit's streams are the one-device fit's)."""
+    jax = pytest.importorskip("jax")
+    from ebm_ppl_numpyro.parallel import spmd_philox
+
+    data = jax.random.key_data(jax.random.PRNGKey(7)).astype(np.uint32)
+    for shape in [(5,), (3, 7), (64, 9)]:
+        ours = jax.random.uniform(jax.random.wrap_key_data(data, impl=spmd_philox), shape)
+        theirs = jax.random.uniform(jax.random.wrap_key_data(data, impl="philox4x32"), shape)
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
