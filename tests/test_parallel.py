@@ -30,15 +30,20 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def sharded():
+def _sharding_check(*args):
     pytest.importorskip("numpyro")
-    out = subprocess.run([sys.executable, os.path.join(HERE, "sharding_check.py")], env=_env(), capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run([sys.executable, os.path.join(HERE, "sharding_check.py"), *args], env=_env(),
+                         capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def sharded():
+    return _sharding_check()
+
+
+@pytest.mark.slow
 def test_numpyro_sharded_fit_equals_one_device_fit(sharded):
     assert sharded["num_devices"] == 4
     for name, r in sharded["fits"].items():
@@ -52,14 +57,15 @@ def test_numpyro_sharded_fit_equals_one_device_fit(sharded):
     assert sharded["resume"] < 1e-5
 
 
+@pytest.mark.slow
 def test_numpyro_sample_and_ais_sharded(sharded):
     assert sharded["sample"] < 1e-5
     one, many, se = sharded["ais"]
     assert abs(one - many) < 1e-4 + 1e-3 * se, sharded["ais"]
 
 
-def test_numpyro_bad_settings_raise(sharded):
-    e = sharded["errors"]
+def test_numpyro_bad_settings_raise():
+    e = _sharding_check("errors")["errors"]
     assert e["too_many_devices"].startswith("ValueError") and "5" in e["too_many_devices"], e
     assert "num_chains=30" in e["chains_not_divisible"], e
     assert "buffer_size=66" in e["buffer_not_divisible"], e
