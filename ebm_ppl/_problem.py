@@ -192,7 +192,7 @@ class Problem:
                     position[name] = choices[idx]
                 else:
                     position[name] = ops.astype(4 * u - 2, x.dtype)
-        return position
+        return ops.shard_rows(position)  # split over devices where the fit is (a no-op otherwise)
 
 
 def _is_identity(site):
@@ -234,6 +234,21 @@ def _check_finite_params(params):
             a = leaf.detach().cpu().numpy() if hasattr(leaf, "detach") else np.asarray(leaf)
             if a.dtype.kind in "fc" and not np.isfinite(a).all():
                 raise ValueError(f"params[{name!r}] contains NaN or inf")
+
+
+def place_problem(problem, devices, num_chains):
+    """``problem`` with its chains split over ``devices`` (NumPyro's ``devices=`` of
+    ``sample`` and ``log_partition``; None: ``problem`` itself). Raises before anything
+    runs when the devices do not exist or do not divide ``num_chains``, and on Pyro."""
+    if devices is None:
+        return problem
+    placement = get_backend(problem.ops.name).make_placement(devices)
+    if placement is None:
+        return problem
+    if num_chains % placement.num_shards:
+        raise ValueError(f"num_chains={num_chains} is not a multiple of the {placement.num_shards} devices the "
+                         "chains are split over")
+    return Problem(problem.ops.with_placement(placement), problem.info, problem.kernel, problem.positive_kernel)
 
 
 def compile_problem(model, params, data, backend, model_args, model_kwargs, covariates=None):

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._problem import PROBE_SEED, Problem, compile_problem, run_kernel
+from ._problem import PROBE_SEED, Problem, compile_problem, place_problem, run_kernel
 from ._exclusive import exclusive
 from ._result import FitResult, FitState
 from ._sites import Same as _Same
@@ -99,6 +99,31 @@ def _check_data(data):
         raise ValueError(f"data leaves have different numbers of examples on axis 0: {counts}")
 
 
+def _check_placement(placement, estimator, data, batch_size, checkpoint_every):
+    """Chains and minibatches split evenly over the devices / ranks, and the settings a
+    split fit does not support, checked before anything changes."""
+    if placement is None:
+        return
+    n, what = placement.num_shards, placement.kind
+    for name_ in ("num_chains", "buffer_size"):
+        value = getattr(estimator, name_, None)
+        if value is not None and value % n:
+            raise ValueError(f"{type(estimator).__name__}: {name_}={value} is not a multiple of the {n} {what} the "
+                             f"fit is split over: pass a multiple of {n}")
+    leaf = next(iter(data.values())) if isinstance(data, dict) else data
+    size = int(leaf.shape[0]) if batch_size is None else int(batch_size)
+    if size % n:
+        label = f"batch_size={size}" if batch_size is not None else f"the data set ({size} examples, batch_size=None)"
+        raise ValueError(f"{label} is not a multiple of the {n} {what} each minibatch is split over")
+    if what == "ranks":
+        if checkpoint_every is not None:
+            raise NotImplementedError("checkpoint_every with torch.distributed: each rank holds other chains; save "
+                                      "each rank's result yourself (ebm_ppl.save(result, f'ckpt-{rank}.npz'))")
+        if getattr(estimator, "positive", "base") == "persistent":
+            raise NotImplementedError(f"{estimator!r} with positive='persistent' under torch.distributed: the "
+                                      "per-example latent chains would be split over ranks")
+
+
 def _negative_chains(estimator, est_state):
     """The estimator's negative-phase chains (sampler space): PT's β = 1 replicas, else ``position``."""
     if hasattr(estimator, "negative_chains"):
@@ -115,8 +140,13 @@ def _tree_sub(a, b):
     return a - b
 
 
-def _make_step(problem, estimator, optimizer, num_data):
+def _make_step(problem, estimator, optimizer, num_data, placement=None):
     """One parameter update as a pure function of (carry, (indices, active)).
+
+    Over several devices or ranks (``placement``), the minibatch and the chains are split
+    along their first axis (``ops.shard_rows``: a sharding constraint on JAX, each rank's
+    own share on PyTorch) and ``placement.mean`` averages the gradient and the update's
+    statistics over the ranks (PyTorch's all-reduce; on JAX the means are already global).
 
     An update whose loss, gradients or new parameters are not all finite is not applied:
     the carry keeps the parameters, optimizer and chains from before it and records the
@@ -133,10 +163,11 @@ def _make_step(problem, estimator, optimizer, num_data):
         idx, active = x
         old_key = key
         key, key_neg = ops.split(key, 2)
-        batch = {k: v[idx] for k, v in data_values.items()}
+        batch = ops.shard_rows({k: v[idx] for k, v in data_values.items()})
         with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
             out = estimator.update(key_neg, problem, est_state, ops.stop_gradient(params), batch, batch_index=idx)
         new_est, positive, negative, rate = out[:4]
+        new_est = ops.shard_rows(new_est)  # keep the carry's chains where they are
         extra = tuple(out[4]) if len(out) > 4 else ()  # the estimator's own history entries
         positive = problem.from_internal(ops.stop_gradient(positive))
         negative = problem.from_internal(ops.stop_gradient(negative))
@@ -159,6 +190,8 @@ def _make_step(problem, estimator, optimizer, num_data):
             prior, prior_grads = ops.value_and_grad(lambda p: info.log_prior(p) / num_data)(params)
             loss = loss - prior
             grads = _tree_sub(grads, prior_grads)
+        if placement is not None:  # every rank then sees the same gradient and statistics
+            loss, pos, neg, rate, grads = placement.mean((loss, pos, neg, rate, grads))
         ok = ops.all_finite((loss, pos, neg, grads))
         go = active & ok & (failed < 0)
 
@@ -236,12 +269,13 @@ def _cell_full(cell):
 
 
 def _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer, batch_size,
-                  chunk_len, covariates=None):
+                  chunk_len, covariates=None, placement=None):
     leaves = data if isinstance(data, dict) else {"": data}
     shapes = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(leaves.items()))
     kwargs = tuple((k, _Same(v)) for k, v in sorted((model_kwargs or {}).items()))
     return (name, _Same(model), tuple(_Same(a) for a in model_args), kwargs, shapes, _config_key(estimator),
-            _config_key(sampler), _config_key(optimizer), batch_size, chunk_len, _config_key(covariates))
+            _config_key(sampler), _config_key(optimizer), batch_size, chunk_len, _config_key(covariates),
+            None if placement is None else placement.key)
 
 
 class _Minibatches:
@@ -389,9 +423,13 @@ def _check_resume(resume, ops, info, opt, estimator, init_chains, data_values, l
     opt.check_state(st.optimizer_state, info.init_params)
 
 
-def _start_state(ops, be, info, opt, init_chains, data_values, like, rng_seed, resume):
+def _start_state(ops, be, info, opt, init_chains, data_values, like, rng_seed, resume, placement=None):
     """(params, optimizer state, estimator state, key, data key, updates done, epoch
-    permutation, offset) to start from: fresh, or the validated ``resume`` state."""
+    permutation, offset) to start from: fresh, or the validated ``resume`` state.
+
+    The minibatch stream comes from ``rng_seed`` alone (every rank of torch.distributed
+    draws the same minibatches); the sampling stream from ``placement.sampling_seed``
+    (rank 0 and JAX devices: ``rng_seed`` itself)."""
     if resume is not None:
         st = resume.state
         params = be.restore_params(info, st.params)
@@ -404,6 +442,8 @@ def _start_state(ops, be, info, opt, init_chains, data_values, like, rng_seed, r
     opt_state = opt.init(params)
     key = ops.seed(rng_seed, like)
     data_key = ops.fork(key)  # an independent stream for minibatch shuffling
+    if placement is not None and placement.sampling_seed(rng_seed) != rng_seed:
+        key = ops.seed(placement.sampling_seed(rng_seed), like)  # this rank's own stream
     key, key_init = ops.split(key, 2)
     est_state = init_chains(key_init, data_values)
     return params, opt_state, est_state, key, data_key, 0, None, 0
@@ -422,6 +462,8 @@ class _Fit(NamedTuple):
     done: int  # updates before this call
     signature: dict
     watch: Any = None  # the monitor bound to this call (monitor.MonitorRun), or None
+    placement: Any = None  # devices (JAX) or ranks (torch.distributed) the fit is split over
+    given_estimator: Any = None  # the caller's estimator (``estimator`` is this rank's share)
 
 
 def _make_result(fit, carry, stats, num_applied, batches_state):
@@ -442,7 +484,7 @@ def _make_result(fit, carry, stats, num_applied, batches_state):
         rng_key=ops.key_state(key),
         data_key=data_key,
         num_updates=fit.done + num_applied,
-        estimator=fit.estimator,
+        estimator=fit.estimator if fit.given_estimator is None else fit.given_estimator,
         epoch_perm=None if perm is None else np.array(perm),
         epoch_offset=int(offset),
         signature=fit.signature,
@@ -471,6 +513,8 @@ def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
     """Run ``n`` updates from ``good``; returns (the new _Progress, failed?)."""
     ops = fit.ops
     idx = batches.take(n)
+    if fit.placement is not None:
+        idx = fit.placement.local_indices(idx)
     if n < chunk_len:
         idx = np.concatenate([idx, np.zeros((chunk_len - n, idx.shape[1]), idx.dtype)])
     active = ops.asarray(np.arange(chunk_len) < n, None, bool_=True)
@@ -553,6 +597,7 @@ def fit_unnormalized(
     monitor=None,
     checkpoint_every=None,
     checkpoint_path=None,
+    devices=None,
 ):
     """Fit the parameters of an unnormalized model by (stochastic) maximum likelihood.
 
@@ -615,6 +660,19 @@ def fit_unnormalized(
         Together: save the result with :func:`ebm_ppl.save` to ``checkpoint_path`` every
         ``checkpoint_every`` updates (counted from the first call of a resumed fit),
         atomically; ``ebm_ppl.load(checkpoint_path)`` resumes from the last one.
+    devices : int, list of jax.Device or jax.sharding.Mesh, optional
+        NumPyro: shard the fit over these devices (an int: the first ``devices`` of
+        ``jax.devices()``). The persistent chains are split along the chain axis and each
+        minibatch along the example axis; parameters, optimizer state and the training
+        set are replicated; the update stays one compiled program, which gives the
+        one-device fit's parameters up to the order of floating-point sums (the random
+        streams are the same: see the README, "More than one device"). The estimator's
+        ``num_chains`` (``buffer_size``) and the batch size must be multiples of the
+        number of devices. ``result.chains`` stay sharded. Pyro: not supported (raises
+        ``NotImplementedError``); a Pyro fit is split over the ranks of
+        ``torch.distributed`` when it is initialized (each rank holds
+        ``num_chains / world`` chains and its share of every minibatch; gradients are
+        all-reduced; ``result.chains`` are this rank's).
 
     Returns
     -------
@@ -661,7 +719,8 @@ def fit_unnormalized(
     Hinton (2002); Tieleman (2008); Goodfellow, Bengio & Courville (2016), ch. 18.
     """
     trainer = Trainer(model, estimator, sampler, optimizer, batch_size=batch_size, backend=backend,
-                      model_args=model_args, model_kwargs=model_kwargs, covariates=covariates)
+                      model_args=model_args, model_kwargs=model_kwargs, covariates=covariates,
+                      devices=devices)
     return trainer.run(data, num_epochs=num_epochs, num_steps=num_steps, rng_seed=rng_seed,
                        progress_bar=progress_bar, resume=resume, monitor=monitor,
                        checkpoint_every=checkpoint_every, checkpoint_path=checkpoint_path)
@@ -682,6 +741,7 @@ class _Compiled(NamedTuple):
     """A trainer bound to data of one shape: the compiled model, kernels and update."""
 
     be: Any
+    ops: Any  # the backend's ops, placed over the devices / ranks where the fit is split
     name: str
     info: Any
     problem: Any
@@ -692,6 +752,8 @@ class _Compiled(NamedTuple):
     batch_size: int
     like: Any
     signature: dict
+    placement: Any  # None on one device / process
+    estimator: Any  # this device's or rank's share of the trainer's estimator
 
 
 class Trainer:
@@ -700,7 +762,8 @@ class Trainer:
 
     ``init(data) -> FitState``, ``update(state, batch) -> (state, stats)`` for a loop of
     your own, and ``run(data, num_steps=...) -> FitResult``, which is what
-    :func:`fit_unnormalized` calls (same arguments, same results, bit for bit).
+    :func:`fit_unnormalized` calls (same arguments, same results, bit for bit). The
+    keyword arguments are :func:`fit_unnormalized`'s.
 
     Examples
     --------
@@ -712,15 +775,15 @@ class Trainer:
     """
 
     def __init__(self, model, estimator=None, sampler="auto", optimizer=None, *, batch_size=None, backend=None,
-                 model_args=(), model_kwargs=None, covariates=None):
+                 model_args=(), model_kwargs=None, covariates=None, devices=None):
         self.model, self.sampler, self.optimizer = model, sampler, optimizer
         self.estimator = PCD() if estimator is None else estimator
         _check_fit_args(self.estimator, None, 1, batch_size)
         self.batch_size, self.backend = batch_size, backend
         self.model_args, self.model_kwargs = tuple(model_args), model_kwargs
-        self.covariates = covariates
+        self.covariates, self.devices = covariates, devices
 
-    def _compile(self, data, resume=None, batch_size=None):
+    def _compile(self, data, resume=None, batch_size=None, checkpoint_every=None):
         """Check ``data`` (and ``resume``) and bind the trainer to them; raises before
         anything the caller can see changes (a rejected Pyro call restores the store)."""
         name = detect_backend(data, self.backend)
@@ -731,29 +794,41 @@ class Trainer:
                 raise ValueError(f"resume: a {resume.backend!r} result cannot resume a {name!r} fit")
         _check_data(data)
         be = get_backend(name)
+        batch_size = self.batch_size if batch_size is None else batch_size
+        placement = be.make_placement(self.devices)
+        _check_placement(placement, self.estimator, data, batch_size, checkpoint_every)
+        ops = be.ops.with_placement(placement)
+        local = self.estimator if placement is None else placement.local_estimator(self.estimator)
         snapshot = be.snapshot_params()
         try:
-            setup = _setup(be, name, self.model, data, self.estimator, self.sampler, self.optimizer,
-                           self.batch_size if batch_size is None else batch_size, self.model_args,
-                           self.model_kwargs, resume, self.covariates)
+            setup = _setup(be, ops, name, self.model, data, local, self.sampler, self.optimizer, batch_size,
+                           self.model_args, self.model_kwargs, resume, self.covariates, placement, self.estimator)
         except BaseException:
             be.restore_snapshot(snapshot)
             raise
         info, problem, opt, run_chunk, init_chains, data_values, batch_size, like, signature = setup
-        return _Compiled(be, name, info, problem, opt, run_chunk, init_chains, data_values, batch_size, like,
-                         signature)
+        return _Compiled(be, ops, name, info, problem, opt, run_chunk, init_chains, data_values, batch_size, like,
+                         signature, placement, local)
+
+    def _start(self, c, rng_seed, resume, watch=None):
+        """(_Fit, Carry, data values, (data key, epoch permutation, offset)) to start from."""
+        params, opt_state, est_state, key, data_key, done, perm, offset = _start_state(
+            c.ops, c.be, c.info, c.opt, c.init_chains, c.data_values, c.like, rng_seed, resume, c.placement)
+        data_values = c.data_values
+        if c.placement is not None:
+            params, opt_state, est_state, data_values = c.placement.place(params, opt_state, est_state, data_values)
+        fit = _Fit(c.ops, c.be, c.info, c.problem, c.opt, c.estimator, c.name, done, c.signature, watch,
+                   c.placement, self.estimator)
+        carry = Carry(params, opt_state, est_state, key, c.ops.asarray(0, None, int_=True),
+                      c.ops.asarray(-1, None, int_=True))
+        return fit, carry, data_values, (data_key, perm, offset)
 
     def init(self, data, rng_seed=0, resume=None):
         """The :class:`FitState` a fit on ``data`` starts from (fresh chains, or ``resume``'s)."""
         _check_rng_seed(rng_seed)
         c = self._compile(data, resume)
-        params, opt_state, est_state, key, data_key, done, perm, offset = _start_state(
-            c.be.ops, c.be, c.info, c.opt, c.init_chains, c.data_values, c.like, rng_seed, resume)
-        fit = _Fit(c.be.ops, c.be, c.info, c.problem, c.opt, self.estimator, c.name, done, c.signature)
-        ops = c.be.ops
-        carry = Carry(params, opt_state, est_state, key, ops.asarray(0, None, int_=True),
-                      ops.asarray(-1, None, int_=True))
-        return _make_result(fit, carry, [], 0, (ops.key_state(data_key), perm, offset)).state
+        fit, carry, _, (data_key, perm, offset) = self._start(c, rng_seed, resume)
+        return _make_result(fit, carry, [], 0, (c.ops.key_state(data_key), perm, offset)).state
 
     def update(self, state, batch):
         """One parameter update on ``batch`` (all of its examples) from ``state``:
@@ -765,17 +840,14 @@ class Trainer:
                             f"{type(state).__name__}")
         num = int(next(iter(batch.values())).shape[0]) if isinstance(batch, dict) else int(batch.shape[0])
         c = self._compile(batch, _AsResult(state, detect_backend(batch, self.backend)), batch_size=num)
-        ops = c.be.ops
-        result = _AsResult(state, c.name)
-        params, opt_state, est_state, key, _, done, _, _ = _start_state(
-            ops, c.be, c.info, c.opt, c.init_chains, c.data_values, c.like, 0, result)
-        fit = _Fit(ops, c.be, c.info, c.problem, c.opt, self.estimator, c.name, done, c.signature)
-        carry = Carry(params, opt_state, est_state, key, ops.asarray(0, None, int_=True),
-                      ops.asarray(-1, None, int_=True))
+        ops = c.ops
+        fit, carry, data_values, _ = self._start(c, 0, _AsResult(state, c.name))
         idx = np.zeros((_CHUNK_UPDATES, num), np.int64)
         idx[0] = np.arange(num)
+        if c.placement is not None:
+            idx = c.placement.local_indices(idx)
         active = ops.asarray(np.arange(_CHUNK_UPDATES) < 1, None, bool_=True)
-        carry, out = c.run_chunk(carry, c.data_values, (ops.from_numpy(idx, ops.int_dtype, c.like), active))
+        carry, out = c.run_chunk(carry, data_values, (ops.from_numpy(idx, ops.int_dtype, c.like), active))
         if int(ops.to_numpy(carry.failed)) >= 0:
             raise FloatingPointError("Trainer.update: non-finite log density, gradient or parameter; the state "
                                      "passed is unchanged")
@@ -790,27 +862,23 @@ class Trainer:
         _check_fit_args(self.estimator, num_epochs, num_steps, self.batch_size, rng_seed, checkpoint_every,
                         checkpoint_path)
         monitor = as_monitors(monitor)
-        c = self._compile(data, resume)
-        ops = c.be.ops
+        c = self._compile(data, resume, checkpoint_every=checkpoint_every)
         num_data = int(next(iter(c.data_values.values())).shape[0])
-        params, opt_state, est_state, key, data_key, done, perm, offset = _start_state(
-            ops, c.be, c.info, c.opt, c.init_chains, c.data_values, c.like, rng_seed, resume)
         total = num_steps if num_steps is not None else num_epochs * (num_data // c.batch_size)
         watch = None
         if monitor is not None:  # evaluated every `every` updates of the call (callables: every epoch)
             ctx = dict(problem=c.problem, model=self.model, backend=c.name, model_args=self.model_args,
                        model_kwargs=self.model_kwargs, covariates=c.problem.covariates,
                        data_to_values=lambda d: c.info.data_to_values(c.be.as_data(d)))
+            done = resume.state.num_updates if resume is not None else 0
             watch = MonitorRun(monitor, monitor.every or num_data // c.batch_size, ctx, done)
-        fit = _Fit(ops, c.be, c.info, c.problem, c.opt, self.estimator, c.name, done, c.signature, watch)
-        batches = _Minibatches(ops, data_key, num_data, c.batch_size, perm, offset)
-        carry = Carry(params, opt_state, est_state, key, ops.asarray(0, None, int_=True),
-                      ops.asarray(-1, None, int_=True))
+        fit, carry, data_values, (data_key, perm, offset) = self._start(c, rng_seed, resume, watch)
+        batches = _Minibatches(c.ops, data_key, num_data, c.batch_size, perm, offset)
         good = _Progress(carry, [], 0, batches.state())
         checkpoint = None if checkpoint_every is None else (int(checkpoint_every), os.fspath(checkpoint_path))
         bar = tqdm(total=total, disable=not progress_bar, desc="fit_unnormalized", leave=False)
         try:
-            good, failed, interrupted = _fit_loop(fit, c.run_chunk, good, c.data_values, batches, total,
+            good, failed, interrupted = _fit_loop(fit, c.run_chunk, good, data_values, batches, total,
                                                   _CHUNK_UPDATES, c.like, bar, checkpoint)
         finally:
             bar.close()
@@ -845,11 +913,11 @@ def _raise_if_stopped(result, num_applied, failed, interrupted):
         raise err
 
 
-def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, model_args, model_kwargs, resume,
-           covariates=None):
+def _setup(be, ops, name, model, data, estimator, sampler, optimizer, batch_size, model_args, model_kwargs, resume,
+           covariates=None, placement=None, given_estimator=None):
     """Compile (or reuse) the model, kernels, optimizer and chunk runner, and check
-    ``resume``; raises before anything the caller can see changes."""
-    ops = be.ops
+    ``resume``; raises before anything the caller can see changes. ``estimator`` is this
+    rank's share of ``given_estimator`` (the same object without torch.distributed)."""
     data = be.as_data(data)
     kwargs = {"covariates": covariates} if covariates else {}
     info = be.compile_model(model, data, model_args, model_kwargs or {}, **kwargs)
@@ -863,7 +931,7 @@ def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, mod
         raise ValueError(f"batch_size={batch_size} is larger than the data set ({num_data} examples)")
     like = next(iter(data_values.values()))
     cache_key = _compiled_key(name, model, model_args, model_kwargs, data, estimator, sampler, optimizer,
-                              batch_size, _CHUNK_UPDATES, covariates) if ops.caches_compiled else None
+                              batch_size, _CHUNK_UPDATES, covariates, placement) if ops.caches_compiled else None
     cached = _COMPILED.get(cache_key) if cache_key is not None else None
     if cached is not None:  # the same fit as before: its kernels and compiled update
         _COMPILED.move_to_end(cache_key)
@@ -878,7 +946,7 @@ def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, mod
             problem.positive_kernel = build_kernel(positive, ops, latent, probe=probe)
         opt = be.make_optimizer(optimizer)
         opt.check(info.init_params)
-        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt, num_data))
+        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt, num_data, placement))
         init_chains = ops.jit(lambda k, d: estimator.init(problem, k, d, batch_size))
         if cache_key is not None:
             _COMPILED[cache_key] = (problem, opt, run_chunk, init_chains)
@@ -886,7 +954,8 @@ def _setup(be, name, model, data, estimator, sampler, optimizer, batch_size, mod
                 _COMPILED.popitem(last=False)
     signature = _signature(info, opt)
     if resume is not None:
-        _check_resume(resume, ops, info, opt, estimator, init_chains, data_values, like, signature)
+        _check_resume(resume, ops, info, opt, estimator if given_estimator is None else given_estimator, init_chains, data_values, like,
+                      signature)
     return info, problem, opt, run_chunk, init_chains, data_values, batch_size, like, signature
 
 
@@ -906,6 +975,7 @@ def sample(
     model_args=(),
     model_kwargs=None,
     covariates=None,
+    devices=None,
 ):
     """Draw samples of every site from the fitted unnormalized model.
 
@@ -928,6 +998,10 @@ def sample(
         Data leaves of ``example`` that are inputs of a conditional model: then its values
         are used, and the draws are from p(· | x_i) for each row i of ``example``, with
         ``num_chains`` chains per row.
+    devices : int, list of jax.Device or jax.sharding.Mesh, optional
+        NumPyro: split the chains over these devices, as ``fit_unnormalized(devices=)``
+        does (the same draws as on one device; ``num_chains`` a multiple of the number of
+        devices). Pyro: raises ``NotImplementedError``.
 
     Returns
     -------
@@ -946,6 +1020,7 @@ def sample(
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
         raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
     problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs, covariates)
+    problem = place_problem(problem, devices, num_chains)
     ops, info = problem.ops, problem.info
     example_values = info.data_to_values(example)
     like = next(iter(example_values.values()))

@@ -163,6 +163,16 @@ class Ops(Protocol):
     int_dtype: Any
     #: whether compiled updates are worth keeping across calls (NumPyro: yes; Pyro is eager).
     caches_compiled: bool
+    #: how chains and minibatches are split over devices / ranks (None: one device, one process).
+    placement: Any
+
+    # ---- more than one device
+    def with_placement(self, placement) -> "Ops":
+        """These ops for arrays split by ``placement`` (from ``Backend.make_placement``)."""
+
+    def shard_rows(self, tree) -> Any:
+        """Chains or a minibatch split along their first axis over the devices (a no-op on
+        one device, and on PyTorch, where each rank already holds only its own rows)."""
 
     # ---- random keys
     def seed(self, rng_seed: int, like) -> Any:
@@ -302,6 +312,10 @@ class Backend(Protocol):
 
     def restore_snapshot(self, snapshot) -> None:
         """Put back what :meth:`snapshot_params` copied."""
+
+    def make_placement(self, devices) -> Any:
+        """How a fit is split for ``devices=`` (NumPyro: a device mesh) or an initialized
+        ``torch.distributed`` (Pyro: this rank's share); None for one device / process."""
 
 
 def get_backend(name):

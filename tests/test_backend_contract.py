@@ -108,7 +108,7 @@ def test_compile_model_gives_every_model_info_member(be, fw):
     x = fw.array(ising_sample(np.full(12, 0.2), np.zeros(9), 20, seed=0))
     info = be.compile_model(ising_model(fw), be.as_data(x), (), {})
     assert isinstance(info, ModelInfo)
-    missing = [f for f in ModelInfo._fields if getattr(info, f) is None]
+    missing = [f for f in ModelInfo._fields if getattr(info, f) is None and f != "log_prior"]  # None: no prior
     assert missing == []
     ops = be.ops
     values = info.data_to_values(x)

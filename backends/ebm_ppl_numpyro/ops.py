@@ -24,12 +24,18 @@ def _philox_available():
 _PHILOX = _philox_available()
 
 
-def _bulk(key):
+def _bulk(key, placement=None):
     """The key for bulk random numbers (uniforms, normals): Philox-4x32-10 keyed by the
     threefry key's 64 bits where JAX has it. Keys are split with JAX's default threefry;
     on CPU, XLA runs threefry's rounds as a loop, and Philox draws the same uniforms about
-    3x faster (Salmon et al. 2011, Parallel random numbers: as easy as 1, 2, 3)."""
+    3x faster (Salmon et al. 2011, Parallel random numbers: as easy as 1, 2, 3). A fit
+    sharded over devices (``placement``) draws the same numbers from
+    ``parallel.spmd_philox``, the Philox that the SPMD partitioner can split."""
     if _PHILOX and not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if placement is not None:
+            from .parallel import spmd_philox
+
+            return jax.random.wrap_key_data(key, impl=spmd_philox)
         return jax.random.wrap_key_data(key, impl="philox4x32")
     return key
 
@@ -39,6 +45,19 @@ class JaxOps:
     xp = jnp
     int_dtype = jnp.int32
     caches_compiled = True  # fit_unnormalized keeps compiled updates across calls
+    placement = None  # a parallel.ShardedPlacement where chains are sharded over devices
+
+    def with_placement(self, placement):
+        """These ops for arrays placed by ``placement`` (``None``: one device)."""
+        if placement is None:
+            return self
+        new = JaxOps()
+        new.placement = placement
+        return new
+
+    def shard_rows(self, tree):
+        """Chains or a minibatch: split along axis 0 over the devices (no-op on one device)."""
+        return tree if self.placement is None else self.placement.shard_rows(tree)
 
     # ---- random keys -------------------------------------------------------------
     def seed(self, rng_seed, like):
@@ -63,11 +82,11 @@ class JaxOps:
 
     def uniform(self, key, shape, like):
         dtype = like.dtype if jnp.issubdtype(like.dtype, jnp.floating) else jnp.float32
-        return jax.random.uniform(_bulk(key), shape, dtype=dtype)
+        return jax.random.uniform(_bulk(key, self.placement), shape, dtype=dtype)
 
     def bernoulli_logits(self, key, logits):
         """Booleans, True with probability sigmoid(logits) (one uniform per entry)."""
-        u = jax.random.uniform(_bulk(key), logits.shape, logits.dtype)
+        u = jax.random.uniform(_bulk(key, self.placement), logits.shape, logits.dtype)
         return u * (1 + jnp.exp(-logits)) < 1
 
     def zeros(self, shape, dtype, like=None):
@@ -75,7 +94,7 @@ class JaxOps:
 
     def normal(self, key, shape, like):
         dtype = like.dtype if jnp.issubdtype(like.dtype, jnp.floating) else jnp.float32
-        return jax.random.normal(_bulk(key), shape, dtype=dtype)
+        return jax.random.normal(_bulk(key, self.placement), shape, dtype=dtype)
 
     def map_host(self, fn, tree):
         """``fn`` applied on the host (numpy) to every leaf, results back as jax arrays."""

@@ -18,6 +18,14 @@ class TorchOps:
     xp = torch
     int_dtype = torch.long
     caches_compiled = False  # eager: nothing compiled to keep
+    placement = None  # PyTorch splits chains over ranks (parallel.py), not devices
+
+    def with_placement(self, placement):
+        return self
+
+    def shard_rows(self, tree):
+        """A no-op: each rank already holds only its own chains and examples."""
+        return tree
 
     # ---- random keys -------------------------------------------------------------
     def seed(self, rng_seed, like):

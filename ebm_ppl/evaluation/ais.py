@@ -134,7 +134,7 @@ def sample_start(problem, rng_key, num_chains, start=BASE_START):
         logits = ops.from_numpy(np.tile(a, (num_chains, 1)), like.dtype) * (values[n][:1].reshape((1, -1)) * 0 + 1)
         draw = ops.xp.where(ops.bernoulli_logits(key, logits), hi, lo)
         values[n] = ops.astype(draw, values[n].dtype).reshape((num_chains,) + tuple(site.shape))
-    return problem.to_internal(values)
+    return ops.shard_rows(problem.to_internal(values))  # split over devices= (a no-op otherwise)
 
 
 def _marginal_parts(ops, parts, summed, lo, hi):

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._exclusive import exclusive
-from .._problem import PROBE_SEED, compile_problem
+from .._problem import PROBE_SEED, compile_problem, place_problem
 from ..backend import get_backend
 from ..samplers.auto import build_kernel
 from ..samplers.block_gibbs import BlockGibbs
@@ -90,6 +90,7 @@ def log_partition(
     model_args=(),
     model_kwargs=None,
     covariates=None,
+    devices=None,
 ):
     """log Z(θ), the log normalizer of the model at ``params``: exactly, by AIS, or bracketed
     by forward and reverse AIS.
@@ -151,6 +152,11 @@ def log_partition(
         ``example``, and ``estimate``, ``lower`` and ``upper`` are numpy arrays with one
         value per row, by enumeration (``method="exact"`` only; AIS per example raises
         NotImplementedError).
+    devices : int, list of jax.Device or jax.sharding.Mesh, optional
+        NumPyro, AIS methods: split the ``num_chains`` annealing chains over these
+        devices, as ``fit_unnormalized(devices=)`` does (the same estimate as on one
+        device up to float sums; ``num_chains`` a multiple of the number of devices).
+        ``method="exact"`` runs on one device. Pyro: raises ``NotImplementedError``.
 
     Returns
     -------
@@ -213,6 +219,8 @@ def log_partition(
         raise ValueError(f"init={init!r}: pass 'base' or a batch of data to fit a base-rate start to")
     betas = temperature_schedule(schedule, num_temperatures) if method != "exact" else None
     problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs, covariates)
+    if method != "exact":
+        problem = place_problem(problem, devices, num_chains)
     ops, info = problem.ops, problem.info
     params_u = info.init_params
     example_values = info.data_to_values(example)
