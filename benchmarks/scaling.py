@@ -34,7 +34,7 @@ SIZES = {"large": dict(visible=784, hidden=500, chains=1000, batch=500, data=200
 
 
 def make_fit(backend, cfg, devices):
-    import numpy as np  # noqa: F401
+
     import ebm_ppl
     from _bench import rbm_model, synthetic_binary
 

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 import ebm_ppl
-from conftest import make_framework
+from ebm_ppl.testing.frameworks import framework as make_framework
 from models import ising_model, ising_sample
 
 

@@ -17,7 +17,7 @@ import numpyro
 import numpyro.distributions as dist
 
 import ebm_ppl
-from conftest import make_framework
+from ebm_ppl.testing.frameworks import framework as make_framework
 from models import ising_model, ising_sample
 
 fw = make_framework("numpyro")

@@ -79,7 +79,7 @@ def test_numpyro_bad_settings_raise():
 def test_devices_on_pyro_raises_before_anything_changes():
     pytest.importorskip("pyro")
     import pyro
-    from conftest import make_framework
+    from ebm_ppl.testing.frameworks import framework as make_framework
 
     fw = make_framework("pyro")
     pyro.clear_param_store()

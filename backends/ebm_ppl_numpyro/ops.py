@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .parallel import spmd_philox
+
 __all__ = ["ops"]
 
 
@@ -33,8 +35,6 @@ def _bulk(key, placement=None):
     ``parallel.spmd_philox``, the Philox that the SPMD partitioner can split."""
     if _PHILOX and not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if placement is not None:
-            from .parallel import spmd_philox
-
             return jax.random.wrap_key_data(key, impl=spmd_philox)
         return jax.random.wrap_key_data(key, impl="philox4x32")
     return key
