@@ -1,7 +1,8 @@
 """Framework-free pieces of turning a model into a ``ModelInfo`` (shared by both backends)."""
 
 __all__ = ["Transform", "base_constraint", "match_leaves", "check_leaf_shape", "explain_failure",
-           "check_covariates", "split_covariates", "check_factor_shape", "differs", "check_no_obs_mask"]
+           "check_covariates", "split_covariates", "check_factor_shape", "differs", "check_no_obs_mask",
+           "latent_outside_plate"]
 
 
 class Transform:
@@ -179,3 +180,10 @@ def check_no_obs_mask(sample_sites):
             raise NotImplementedError(
                 f"sample site {base!r} uses obs_mask (partially observed data): not supported by "
                 "ebm_ppl; pass complete data, or model the missing entries as latent sites")
+
+
+def latent_outside_plate(name, plate):
+    """The error for a latent site sampled outside the data plate (both backends)."""
+    return NotImplementedError(
+        f"latent site {name!r} is not inside the data plate" + ("" if plate is None else f" {plate[0]!r}")
+        + ": ebm_ppl needs one value of each latent site per example (sample it inside the plate)")

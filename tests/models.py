@@ -38,19 +38,9 @@ def gaussian_model(fw):
 
 # ---- RBMs
 def rbm_model(fw, num_visible, num_hidden, seed=1):
+    """A Bernoulli RBM with small random weights and zero biases (see :func:`rbm_model_at`)."""
     W_init = 0.01 * np.random.default_rng(seed).normal(size=(num_visible, num_hidden))
-
-    def rbm(v):
-        W = fw.param("W", fw.array(W_init))
-        b = fw.param("b", fw.zeros(num_visible))
-        c = fw.param("c", fw.zeros(num_hidden))
-        with fw.plate("data", v.shape[0]):
-            v = fw.sample("v", fw.dist.Bernoulli(0.5).expand([num_visible]).to_event(1), obs=v)
-            h = fw.sample("h", fw.dist.Bernoulli(0.5).expand([num_hidden]).to_event(1))
-            ebm_ppl.factor("rbm", ((v @ W) * h).sum(-1) + (v * b).sum(-1) + (h * c).sum(-1))
-
-    return rbm
-
+    return rbm_model_at(fw, W_init, np.zeros(num_visible), np.zeros(num_hidden))
 
 
 def rbm_model_at(fw, W, b, c):

@@ -16,7 +16,8 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import compute_log_probs
 
 from ebm_ppl._sites import (Transform, base_constraint, check_covariates, check_factor_shape, check_leaf_shape,
-                            check_no_obs_mask, differs, explain_failure, match_leaves, split_covariates)
+                            check_no_obs_mask, differs, explain_failure, latent_outside_plate, match_leaves,
+                            split_covariates)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 from ebm_ppl.samplers._numerics import differentiate
 
@@ -289,10 +290,7 @@ def _check_sites(trace, plate, num_data):
                 check_factor_shape(name, tuple(jnp.shape(site["value"])[:-1]), frames, plate, num_data)
             continue
         if not site["is_observed"]:
-            raise NotImplementedError(
-                f"latent site {name!r} is not inside the data plate"
-                + ("" if plate is None else f" {plate[0]!r}")
-                + ": ebm_ppl needs one value of each latent site per example (sample it inside the plate)")
+            raise latent_outside_plate(name, plate)
         outside.append(name)
     return outside
 

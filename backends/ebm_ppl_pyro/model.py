@@ -22,7 +22,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
 from ebm_ppl._sites import (Same, Transform, base_constraint, check_covariates, check_factor_shape, check_leaf_shape,
-                            check_no_obs_mask, differs, explain_failure, match_leaves, split_covariates)
+                            check_no_obs_mask, differs, explain_failure, latent_outside_plate, match_leaves,
+                            split_covariates)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
@@ -668,10 +669,7 @@ def _check_sites(trace, plate, num_data):
                 check_factor_shape(name, tuple(site["value"].shape[:-1]), frames, plate, num_data)
             continue
         if not site["is_observed"]:
-            raise NotImplementedError(
-                f"latent site {name!r} is not inside the data plate"
-                + ("" if plate is None else f" {plate[0]!r}")
-                + ": ebm_ppl needs one value of each latent site per example (sample it inside the plate)")
+            raise latent_outside_plate(name, plate)
         outside.append(name)
     return outside
 
