@@ -1008,6 +1008,8 @@ def sample(
     dict
         site name -> array of shape ``(num_samples, *site event shape)``; with covariates
         ``(num_samples, num_rows, *site event shape)``, num_rows the rows of ``example``.
+        The model's deterministic sites (``pyro.deterministic`` / ``numpyro.deterministic``)
+        inside the data plate are included, computed from each draw.
 
     Examples
     --------
@@ -1051,10 +1053,23 @@ def sample(
     for _ in range(num_rounds):
         key, sub = ops.split(key, 2)
         position, aux = run(sub, position, aux, thinning)
-        draws.append(problem.from_internal(position))
+        values = problem.from_internal(position)
+        draws.append({**values, **_deterministic_rows(info, p, values, num_chains * num_rows)})
+    names = list(info.sites) + [n for n in draws[0] if n not in info.sites and n not in problem.covariates]
     if problem.covariates:
         return {k: ops.xp.concatenate([d[k].reshape((num_chains, num_rows) + tuple(d[k].shape[1:])) for d in draws],
-                                      axis=0)[:num_samples] for k in info.sites}
+                                      axis=0)[:num_samples] for k in names}
     return {
-        k: ops.xp.concatenate([d[k] for d in draws], axis=0)[:num_samples] for k in info.sites
+        k: ops.xp.concatenate([d[k] for d in draws], axis=0)[:num_samples] for k in names
     }
+
+
+def _deterministic_rows(info, params, values, num_rows):
+    """The model's deterministic sites at ``values``, one row per chain (a site outside the
+    data plate, one value for all chains, is refused: it would not be a draw per sample)."""
+    out = info.deterministic(params, values)
+    flat = [n for n, v in out.items() if tuple(getattr(v, "shape", ()))[:1] != (num_rows,)]
+    if flat:
+        raise NotImplementedError(f"sample: deterministic site(s) {flat} outside the data plate (one value for "
+                                  "all chains, not one per draw): compute them from the returned draws")
+    return out

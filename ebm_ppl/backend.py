@@ -98,6 +98,10 @@ class ModelInfo(NamedTuple):
         covariate name -> the data leaf the model was compiled with (conditional models,
         ``covariates=``): inputs that every ``values`` dict carries under their own names,
         one row per chain, and that no sampler moves; empty for a joint model.
+    deterministic : callable
+        ``deterministic(params, values) -> {name: array}``: the model's deterministic sites
+        (``pyro.deterministic`` / ``numpy.deterministic``) computed from ``values`` (every
+        site), one row per row of ``values``; ``{}`` when the model has none.
     log_prior : callable, optional
         ``log_prior(params) -> scalar``: the sum of the model's parameter-only factors
         (factors outside the data plate that depend on no site: a penalty or log prior on
@@ -120,6 +124,7 @@ class ModelInfo(NamedTuple):
     param_constraints: Optional[dict] = None
     covariates: Optional[dict] = None
     log_prior: Optional[Callable] = None
+    deterministic: Optional[Callable] = None
 
 
 class Optimizer(NamedTuple):

@@ -297,3 +297,26 @@ def test_numpyro_float64_fits_with_several_steps():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
                          timeout=300)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_sample_returns_deterministic_sites(fw):
+    """``sample`` returns the model's deterministic sites, computed from each draw; a
+    deterministic site outside the data plate (one value for all chains) is refused."""
+    from models import ising_sample
+
+    def model(x, outside=False):
+        J = fw.param("J", fw.zeros(12) + 0.2)
+        with fw.plate("data", x.shape[0]):
+            x = fw.sample("x", fw.dist.Bernoulli(0.5).expand([9]).to_event(1), obs=x)
+            s = fw.deterministic("spins", 2 * x - 1)
+            ebm_ppl.factor("pairs", (s[..., :8] * s[..., 1:] * J[:8]).sum(-1))
+        if outside:
+            fw.deterministic("J2", 2 * J)
+
+    x = fw.array(ising_sample(np.full(12, 0.2), np.zeros(9), 5, seed=0))
+    params = {"J": fw.array(np.full(12, 0.2))}
+    draws = ebm_ppl.sample(model, params, x[:1], num_samples=40, num_chains=20, num_warmup=5)
+    assert set(draws) == {"x", "spins"}
+    np.testing.assert_array_equal(fw.to_numpy(draws["spins"]), 2 * fw.to_numpy(draws["x"]) - 1)
+    with pytest.raises(NotImplementedError, match="J2"):
+        ebm_ppl.sample(lambda v: model(v, outside=True), params, x[:1], num_samples=4, num_chains=2, num_warmup=1)

@@ -259,10 +259,24 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
         (_, ld), grads = jax.value_and_grad(total, has_aux=True)(params_u)
         return ld, grads
 
+    det_names = tuple(n for n, s in trace.items() if s["type"] == "deterministic")
+
+    def deterministic(params_u, values):
+        """{deterministic site: value per row} of the model run on ``values`` (every site)."""
+        if det_names and plate is None:
+            raise NotImplementedError(f"deterministic site(s) {list(det_names)} of a model read one example at a "
+                                      "time (sites outside the data plate)")
+        latents = {k: values[k] for k in latent_names}
+        data_ = values_to_data({k: values[k] for k in observed_names + [c for c in covariates if c in values]})
+        tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), data={**constrain(params_u), **latents})
+                            ).get_trace(data_, *model_args, **model_kwargs) if det_names else {}
+        return {n: tr[n]["value"] for n in det_names}
+
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base, log_density_parts, improper,
                      log_density_grad, weighted_param_grad, param_constraints,
-                     covariates={k: leaves[k] for k in covariates}, log_prior=log_prior if global_names else None)
+                     covariates={k: leaves[k] for k in covariates}, log_prior=log_prior if global_names else None,
+                     deterministic=deterministic)
 
 
 def _data_plate(trace, observed_names, num_data):

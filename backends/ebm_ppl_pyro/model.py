@@ -275,10 +275,25 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
         by_row = len(global_names) < len(outside) or plate_name is None
     improper = tuple(n for n in sites if _is_improper(trace.nodes[n]["fn"]))
     param_constraints = {n: repr(_constraint(n)) for n in param_names}
+    det_names = tuple(n for n, s in trace.nodes.items()
+                      if s["type"] == "sample" and (s.get("infer") or {}).get("_deterministic"))
+
+    def deterministic(params_u, values):
+        """{deterministic site: value per row} of the model run on ``values`` (every site)."""
+        if det_names and by_row:
+            raise NotImplementedError(f"deterministic site(s) {list(det_names)} of a model read one example at a "
+                                      "time (sites outside the data plate)")
+        if not det_names:
+            return {}
+        with poutine.trace() as recorded:
+            run(params_u, values)
+        return {n: recorded.trace.nodes[n]["value"].detach() for n in det_names}
+
     return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
                      data_to_values, values_to_data, sample_base, log_density_parts, improper,
                      log_density_grad, weighted_param_grad, param_constraints,
-                     covariates={k: leaves[k] for k in covariates}, log_prior=log_prior if global_names else None)
+                     covariates={k: leaves[k] for k in covariates}, log_prior=log_prior if global_names else None,
+                     deterministic=deterministic)
 
 
 _CAPTURE_AFTER = 2
