@@ -358,13 +358,18 @@ def test_sigint_stops_with_a_resumable_result(fw):
             timer.start()  # call would also time the setup, which under load can outlast the fit)
         return {}
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # what the deferral needs
-
-    with pytest.raises(KeyboardInterrupt, match="resume=err.result") as info:
-        ebm_ppl.fit_unnormalized(_model(fw), fw.array(X), num_steps=num_steps, monitor=[start_the_clock], **kw)
-    latency = time.perf_counter() - sent[0]
-    timer.join()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's default SIGINT handler, which the deferral takes over (a process started in the
+    # background by a non-interactive shell inherits SIGINT ignored: nothing to defer there)
+    launched_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="resume=err.result") as info:
+            ebm_ppl.fit_unnormalized(_model(fw), fw.array(X), num_steps=num_steps, monitor=[start_the_clock],
+                                     **kw)
+        latency = time.perf_counter() - sent[0]
+        timer.join()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the deferral put it back
+    finally:
+        signal.signal(signal.SIGINT, launched_with)
     partial = info.value.result
     assert 0 < partial.state.num_updates < num_steps
     assert len(partial.history["loss"]) == partial.state.num_updates
