@@ -839,9 +839,10 @@ class Trainer:
             raise TypeError(f"state must be a FitState (from Trainer.init or a FitResult.state), got "
                             f"{type(state).__name__}")
         num = int(next(iter(batch.values())).shape[0]) if isinstance(batch, dict) else int(batch.shape[0])
-        c = self._compile(batch, _AsResult(state, detect_backend(batch, self.backend)), batch_size=num)
+        resume = _AsResult(state, detect_backend(batch, self.backend))
+        c = self._compile(batch, resume, batch_size=num)
         ops = c.ops
-        fit, carry, data_values, _ = self._start(c, 0, _AsResult(state, c.name))
+        fit, carry, data_values, _ = self._start(c, 0, resume)
         idx = np.zeros((_CHUNK_UPDATES, num), np.int64)
         idx[0] = np.arange(num)
         if c.placement is not None:
