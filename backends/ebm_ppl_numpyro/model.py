@@ -248,7 +248,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
 
     improper = tuple(n for n in sites if isinstance(_unwrap(trace[n]["fn"]), dist.ImproperUniform))
     param_constraints = {n: repr(s["kwargs"].get("constraint", constraints.real)) for n, s in param_sites.items()}
-    def log_density_grad(params_u, values, names):
+    def log_density_grad(params_u, values, names, value=True):  # jit drops an unused value
         return differentiate(ops, lambda v: log_density(params_u, v), values, names)
 
     def weighted_param_grad(params_u, values, weights):

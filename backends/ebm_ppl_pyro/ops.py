@@ -60,7 +60,7 @@ class TorchOps:
     def bernoulli_logits(self, key, logits):
         """Booleans, True with probability sigmoid(logits) (one uniform per entry)."""
         u = torch.rand(logits.shape, generator=key, dtype=logits.dtype, device=key.device)
-        return u * (1 + torch.exp(-logits)) < 1
+        return u < torch.sigmoid(logits)
 
     def zeros(self, shape, dtype, like=None):
         return torch.zeros(shape, dtype=dtype, device=getattr(like, "device", None))
@@ -128,7 +128,14 @@ class TorchOps:
         return torch.nanmean(v) if not torch.isnan(v).all() else v[0]
 
     def all_finite(self, tree):
-        return torch.stack([torch.isfinite(x).all() for x in _leaves(tree)]).all()
+        """One boolean tensor: every entry of every leaf finite (one check over the leaves'
+        max |x|, ``torch._foreach_norm``; integer leaves are always finite)."""
+        leaves = [x for x in _leaves(tree) if (x.is_floating_point() or x.is_complex()) and x.numel()]
+        if not leaves:
+            return torch.tensor(True)
+        if len(leaves) == 1:
+            return torch.isfinite(leaves[0]).all()
+        return torch.isfinite(torch.stack(torch._foreach_norm(leaves, float("inf")))).all()
 
     # ---- functional transformations ------------------------------------------------
     def value_and_grad(self, fn, has_aux=False):

@@ -10,6 +10,8 @@ from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from ebm_ppl.backend import Optimizer
 
+from .ops import ops
+
 __all__ = ["make_optimizer"]
 
 
@@ -51,6 +53,95 @@ def _restore(backup, opt_state, params):
         optim.state.update(states[p])
 
 
+# torch optimizers whose step updates each parameter from its own gradient and state alone
+# and leaves its param_group as it was: one step over all parameters equals one step per
+# parameter (ClippedAdam is left out: its step decays the group's lr in place)
+_ELEMENTWISE = tuple(getattr(torch.optim, n) for n in ("Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax",
+                                                       "NAdam", "RAdam", "Adadelta") if hasattr(torch.optim, n))
+
+
+def _hyper(group):
+    return {k: v for k, v in group.items() if k != "params"}
+
+
+class _Merged:
+    """One torch optimizer stepping all parameters at once (one ``step`` call instead of
+    one per parameter), sharing the per-parameter optimizers' state dicts (the same dict
+    objects, updated in place), so that ``PyroOptim.get_state`` and resuming see what
+    Pyro's own per-parameter stepping would give, bit for bit. Built for a plain
+    ``PyroOptim`` whose per-parameter optimizers are all of one elementwise type (see
+    ``_ELEMENTWISE``) with equal hyperparameters, no gradient clipping and no hooks;
+    :meth:`usable` re-checks that cheaply before every step.
+
+    Before each step the parameters and state tensors are copied into buffers kept across
+    updates (one ``torch._foreach_copy_``), so a step that makes a parameter non-finite is
+    undone in place without allocating."""
+
+    def __init__(self, opt_state, params):
+        self.params = list(params)
+        self.optims = [opt_state.optim_objs[p] for p in self.params]
+        self.states = [o.state[p] for o, p in zip(self.optims, self.params)]
+        self.hyper = _hyper(self.optims[0].param_groups[0])
+        self.merged = type(self.optims[0])([{"params": self.params, **self.hyper}])
+        for p, st in zip(self.params, self.states):
+            self.merged.state[p] = st
+        self.sizes = [len(st) for st in self.states]
+        self.tensors = list(self.params) + [v for st in self.states for v in st.values() if torch.is_tensor(v)]
+        self.others = [(st, k, v) for st in self.states for k, v in st.items() if not torch.is_tensor(v)]
+        self.buffers = [torch.empty_like(t) for t in self.tensors]
+
+    @staticmethod
+    def possible(opt_state, params):
+        if type(opt_state) is not pyro.optim.PyroOptim or not params:
+            return False
+        optims = [opt_state.optim_objs.get(p) for p in params]
+        if any(o is None for o in optims) or any(opt_state.grad_clip.get(p) is not None for p in params):
+            return False
+        kind = type(optims[0])
+        if kind not in _ELEMENTWISE or any(type(o) is not kind for o in optims):
+            return False
+        for o, p in zip(optims, params):
+            if (len(o.param_groups) != 1 or len(o.param_groups[0]["params"]) != 1 or o.param_groups[0]["params"][0] is not p
+                    or not o.state.get(p) or o._optimizer_step_pre_hooks or o._optimizer_step_post_hooks
+                    or any(torch.is_tensor(v) for v in o.param_groups[0].values() if not isinstance(v, list))):
+                return False
+        hyper = _hyper(optims[0].param_groups[0])
+        return all(_hyper(o.param_groups[0]) == hyper for o in optims[1:])
+
+    def usable(self, opt_state, params):
+        """Still the same parameters, optimizers, state dicts and hyperparameters."""
+        if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
+            return False
+        objs = opt_state.optim_objs
+        for p, o, st, n in zip(self.params, self.optims, self.states, self.sizes):
+            if objs.get(p) is not o or o.state.get(p) is not st or len(st) != n or opt_state.grad_clip.get(p) is not None:
+                return False
+        return all(_hyper(o.param_groups[0]) == self.hyper for o in self.optims)
+
+    def step(self, grads):
+        """One step; False (and everything as before it) when a parameter is not finite after it."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.buffers, self.tensors)
+        others = [(st, k, copy.deepcopy(v)) for st, k, v in self.others]
+        for p, g in zip(self.params, grads):
+            p.grad = g
+        self.merged.step()
+        for p in self.params:
+            p.grad = None
+        if _all_finite(self.params):
+            return True
+        with torch.no_grad():
+            torch._foreach_copy_(self.tensors, self.buffers)
+        for st, k, v in others:
+            st[k] = v
+        return False
+
+
+def _all_finite(tensors):
+    """Whether every entry of ``tensors`` is finite."""
+    return bool(ops.all_finite(list(tensors)))
+
+
 def _check_lr(optimizer):
     args = optimizer.pt_optim_args
     if isinstance(args, dict) and "lr" in args:
@@ -90,7 +181,15 @@ def make_optimizer(optimizer=None):
             optimizer.set_state(copy.deepcopy(state))
         return optimizer
 
+    merged = [None]  # the _Merged fast path, once the per-parameter optimizers exist
+
     def update(grads, opt_state, params, value=None):
+        values = list(params.values())
+        fast = merged[0]
+        if fast is None or not fast.usable(opt_state, values):
+            fast = merged[0] = _Merged(opt_state, values) if _Merged.possible(opt_state, values) else None
+        if fast is not None:
+            return params, opt_state, fast.step([grads[n] for n in params])
         backup = _backup(opt_state, params)
         for name, p in params.items():
             p.grad = grads[name]
