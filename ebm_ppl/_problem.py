@@ -210,6 +210,10 @@ def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps):
         return position, aux, key, ops.astype(total + rate, zero.dtype)  # float64 rates (jax x64)
 
     zero = ops.asarray(0.0, None)
+    if isinstance(num_steps, int) and num_steps == 1:  # one transition (e.g. PCD-1): no loop, no running sum
+        _, sub = ops.split(rng_key, 2)
+        position, aux, rate = kernel.step(sub, position, aux, logdensity_fn)
+        return position, aux, rate if rate.dtype == zero.dtype else ops.astype(rate, zero.dtype)
     position, aux, _, total = ops.fori_loop(0, num_steps, body, (position, aux, rng_key, zero))
     return position, aux, total / num_steps
 

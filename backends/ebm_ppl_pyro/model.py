@@ -573,7 +573,7 @@ class _Captured:
             return self.eager(params_u, values, *extra)
         names = sorted(values)
         args = [params_u[n] for n in self.param_names] + [values[n] for n in names]
-        key = tuple(names) + tuple((a.shape, a.dtype, a.device) for a in args) + extra
+        key = (tuple(names), *[(a.shape, a.dtype, a.device) for a in args], *extra)
         if key not in self.cache:  # capture a shape at its third call, so that one-off
             calls = self.calls.get(key, 0)  # shapes (structure probes) never are
             if calls < _CAPTURE_AFTER:

@@ -192,8 +192,7 @@ class TorchOps:
             if not outs:
                 nan = torch.full((0,), float("nan"))
                 return carry, (nan, nan, nan, nan)
-            return carry, tuple(torch.stack([torch.as_tensor(o[j]).detach().float() for o in outs])
-                                for j in range(len(outs[0])))
+            return carry, tuple(_stack_stats([o[j] for o in outs]) for j in range(len(outs[0])))
 
         return run
 
@@ -207,6 +206,13 @@ class TorchOps:
             return self.stop_gradient(position), aux
 
         return run
+
+
+def _stack_stats(values):
+    """One float32 tensor of the updates' statistics (tensors or numbers)."""
+    if all(isinstance(v, torch.Tensor) and v.dtype == torch.float32 and not v.requires_grad for v in values):
+        return torch.stack(values)
+    return torch.stack([torch.as_tensor(v).detach().float() for v in values])
 
 
 def _leaves(tree):

@@ -89,6 +89,11 @@ class _Merged:
         self.tensors = list(self.params) + [v for st in self.states for v in st.values() if torch.is_tensor(v)]
         self.others = [(st, k, v) for st in self.states for k, v in st.items() if not torch.is_tensor(v)]
         self.buffers = [torch.empty_like(t) for t in self.tensors]
+        # the step itself, without torch's wrappers (profiler annotation and hooks: none can be
+        # registered on this private optimizer; grad mode: set here, ``differentiable`` is False)
+        self.raw_step = type(self.merged).step
+        while hasattr(self.raw_step, "__wrapped__"):
+            self.raw_step = self.raw_step.__wrapped__
 
     @staticmethod
     def possible(opt_state, params):
@@ -106,7 +111,7 @@ class _Merged:
                     or any(torch.is_tensor(v) for v in o.param_groups[0].values() if not isinstance(v, list))):
                 return False
         hyper = _hyper(optims[0].param_groups[0])
-        return all(_hyper(o.param_groups[0]) == hyper for o in optims[1:])
+        return not hyper.get("differentiable", False) and all(_hyper(o.param_groups[0]) == hyper for o in optims[1:])
 
     def usable(self, opt_state, params):
         """Still the same parameters, optimizers, state dicts and hyperparameters."""
@@ -125,7 +130,8 @@ class _Merged:
         others = [(st, k, copy.deepcopy(v)) for st, k, v in self.others]
         for p, g in zip(self.params, grads):
             p.grad = g
-        self.merged.step()
+        with torch.no_grad():
+            self.raw_step(self.merged)
         for p in self.params:
             p.grad = None
         if _all_finite(self.params):

@@ -164,7 +164,7 @@ def gradient_block_update(ops, rng_key, position, sites, block, whole, logdensit
     new = dict(position)
     for key, n in zip(keys, block):
         lo, hi = sites[n].values
-        g = grads[n].reshape((num_chains, -1))
+        g = grads[n] if grads[n].ndim == 2 else grads[n].reshape((num_chains, -1))
         if not whole[n]:
             g = g[:, block[n]]
         if (lo, hi) == (0, 1):  # the draw itself, as 0/1 (the same draw as below, fewer operations)
@@ -172,7 +172,7 @@ def gradient_block_update(ops, rng_key, position, sites, block, whole, logdensit
         else:
             value = ops.astype(xp.where(ops.bernoulli_logits(key, (hi - lo) * g), hi, lo), position[n].dtype)
         if whole[n]:
-            new[n] = value.reshape(position[n].shape)
+            new[n] = value if value.shape == position[n].shape else value.reshape(position[n].shape)
         else:
             flat = ops.set_column(position[n].reshape((num_chains, -1)), block[n], value)
             new[n] = flat.reshape(position[n].shape)
