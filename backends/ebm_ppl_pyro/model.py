@@ -349,12 +349,26 @@ class _Simplify(torch.fx.Interpreter):
             self.constant[n] = True
         elif n.op == "call_function":
             name = _op_name(n.target)
-            self.constant[n] = name in _SHAPE_ONLY or (
+            self.constant[n] = name in _SHAPE_ONLY or self._half_bernoulli(n, name) or (
                 all(self.constant.get(m, False) for m in inputs) and name is not None
                 and not name.endswith("_") and name not in _RANDOM)
             if isinstance(n.target, torch._ops.OpOverload):
                 self._direct(n, out)
         return out
+
+    def _half_bernoulli(self, n, name):
+        """A Bernoulli(0.5) base measure: ``binary_cross_entropy_with_logits`` of constant
+        zero logits (unweighted, unreduced) is log 2 whatever the (finite) target, since
+        (1 - y)·0 + log(1 + e⁰) = log 2 (the value computed here, so the same bits)."""
+        if name != "binary_cross_entropy_with_logits" or len(n.args) < 2 or n.kwargs:
+            return False
+        logits, rest = n.args[0], list(n.args[2:])
+        if not (isinstance(logits, torch.fx.Node) and self.constant.get(logits, False)):
+            return False
+        if rest[:2] != [None] * len(rest[:2]) or (len(rest) > 2 and rest[2] != 0):  # weight, pos_weight, reduction
+            return False
+        value = self.env.get(logits)
+        return isinstance(value, torch.Tensor) and value.numel() > 0 and not bool(value.any())
 
     def _direct(self, n, out):
         direct = _direct(n.target)

@@ -128,14 +128,19 @@ class TorchOps:
         return torch.nanmean(v) if not torch.isnan(v).all() else v[0]
 
     def all_finite(self, tree):
-        """One boolean tensor: every entry of every leaf finite (one check over the leaves'
-        max |x|, ``torch._foreach_norm``; integer leaves are always finite)."""
+        """One boolean tensor: every entry of every leaf finite (integer leaves always are).
+
+        First from the leaves' sums (a NaN or infinite entry makes its sum non-finite; one
+        fast reduction per leaf), and only where a sum is not finite (a non-finite entry, or
+        finite entries whose sum overflows) entry by entry."""
         leaves = [x for x in _leaves(tree) if (x.is_floating_point() or x.is_complex()) and x.numel()]
         if not leaves:
             return torch.tensor(True)
-        if len(leaves) == 1:
-            return torch.isfinite(leaves[0]).all()
-        return torch.isfinite(torch.stack(torch._foreach_norm(leaves, float("inf")))).all()
+        sums = leaves[0].sum() if len(leaves) == 1 else torch.stack([x.sum() for x in leaves])
+        ok = torch.isfinite(sums).all()
+        if bool(ok):
+            return ok
+        return torch.stack([torch.isfinite(x).all() for x in leaves]).all()
 
     # ---- functional transformations ------------------------------------------------
     def value_and_grad(self, fn, has_aux=False):
