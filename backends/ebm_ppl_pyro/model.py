@@ -551,6 +551,38 @@ def _drop_identities(graph):
         if x is not None and not (x.op == "placeholder" and n in outputs):
             n.replace_all_uses_with(x)
             g.erase_node(n)
+        elif n.users and n not in outputs and all(_broadcasts_anyway(u, n) for u in n.users):
+            x = _ones_times(n, consts)
+            if x is not None:  # ones * x only broadcasts x, and every user broadcasts it too
+                n.replace_all_uses_with(x)
+                g.erase_node(n)
+
+
+def _ones_times(n, consts):
+    """``x`` when ``n`` is ``ones * x`` (a folded constant of ones) of ``x``'s dtype."""
+    if n.op != "call_function" or _op_name(n.target) != "mul" or len(n.args) != 2 or n.kwargs:
+        return None
+    out = n.meta.get("val")
+    for a, b in (n.args, n.args[::-1]):
+        c = consts.get(a) if isinstance(a, torch.fx.Node) else None
+        val = b.meta.get("val") if isinstance(b, torch.fx.Node) else None
+        if (isinstance(c, torch.Tensor) and c.numel() > 0 and bool((c == 1).all()) and isinstance(val, torch.Tensor)
+                and isinstance(out, torch.Tensor) and val.dtype == out.dtype):
+            return b
+    return None
+
+
+def _broadcasts_anyway(u, n):
+    """``u`` is ``a + b`` or ``a - b`` whose other operand has ``u``'s shape and dtype, so
+    that ``n`` is broadcast to ``u``'s shape in any case."""
+    if u.op != "call_function" or _op_name(u.target) not in ("add", "sub") or len(u.args) != 2 or u.kwargs:
+        return False
+    others = [a for a in u.args if a is not n]
+    if len(others) != 1 or not isinstance(others[0], torch.fx.Node):
+        return False
+    out, val = u.meta.get("val"), others[0].meta.get("val")
+    return (isinstance(out, torch.Tensor) and isinstance(val, torch.Tensor) and val.shape == out.shape
+            and val.dtype == out.dtype)
 
 
 class _Captured:
