@@ -187,10 +187,11 @@ class TorchOps:
         def run(carry, data_values, xs):
             idx, active = xs
             outs = []
-            for i in range(idx.shape[0]):
-                if not bool(active[i]):
+            rows, flags = idx.unbind(0), active.unbind(0)  # one call each, not one per update
+            for i, is_active in enumerate(active.tolist()):
+                if not is_active:
                     break
-                carry, out = step(data_values, carry, (idx[i], active[i]))
+                carry, out = step(data_values, carry, (rows[i], flags[i]))
                 outs.append(out)
                 if int(carry[5]) >= 0:
                     break
