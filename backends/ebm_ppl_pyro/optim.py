@@ -105,11 +105,8 @@ class _Merged:
         kind = type(optims[0])
         if kind not in _ELEMENTWISE or any(type(o) is not kind for o in optims):
             return False
-        for o, p in zip(optims, params):
-            if (len(o.param_groups) != 1 or len(o.param_groups[0]["params"]) != 1 or o.param_groups[0]["params"][0] is not p
-                    or not o.state.get(p) or o._optimizer_step_pre_hooks or o._optimizer_step_post_hooks
-                    or any(torch.is_tensor(v) for v in o.param_groups[0].values() if not isinstance(v, list))):
-                return False
+        if not all(_alone(o, p) for o, p in zip(optims, params)):
+            return False
         hyper = _hyper(optims[0].param_groups[0])
         return not hyper.get("differentiable", False) and all(_hyper(o.param_groups[0]) == hyper for o in optims[1:])
 
@@ -119,7 +116,7 @@ class _Merged:
             return False
         objs = opt_state.optim_objs
         for p, o, st, n in zip(self.params, self.optims, self.states, self.sizes):
-            if objs.get(p) is not o or o.state.get(p) is not st or len(st) != n or opt_state.grad_clip.get(p) is not None:
+            if objs.get(p) is not o or o.state.get(p) is not st or len(st) != n or opt_state.grad_clip.get(p):
                 return False
         return all(_hyper(o.param_groups[0]) == self.hyper for o in self.optims)
 
@@ -141,6 +138,15 @@ class _Merged:
         for st, k, v in others:
             st[k] = v
         return False
+
+
+def _alone(optim, p):
+    """``optim`` steps ``p`` alone, has stepped it (its state exists), has no step hooks, and
+    no tensor-valued hyperparameters."""
+    groups = optim.param_groups
+    return (len(groups) == 1 and len(groups[0]["params"]) == 1 and groups[0]["params"][0] is p
+            and bool(optim.state.get(p)) and not optim._optimizer_step_pre_hooks and not optim._optimizer_step_post_hooks
+            and not any(torch.is_tensor(v) for k, v in groups[0].items() if k != "params"))
 
 
 def _all_finite(tensors):
@@ -165,6 +171,9 @@ def make_optimizer(optimizer=None):
 
     A ``PyroLRScheduler`` is stepped once after every parameter update. A step that
     makes a parameter non-finite is undone (parameters and optimizer state restored).
+    Once Pyro has made its per-parameter optimizers (the first update), a plain
+    ``PyroOptim`` of an elementwise torch optimizer steps all parameters in one torch
+    step over the same states (:class:`_Merged`: the same results, bit for bit).
     """
     if optimizer is None:
         optimizer = pyro.optim.Adam({"lr": 1e-2})
