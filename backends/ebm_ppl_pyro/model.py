@@ -406,7 +406,7 @@ def _simplify(graph, inputs, drop_detach=False):
     ``drop_detach``: the graph runs under ``torch.no_grad`` (its outputs are explicit
     gradients), so its ``detach`` nodes are no-ops."""
     g = graph.graph
-    if drop_detach:
+    if drop_detach and not any(_mutates(n) for n in g.nodes):
         outputs = _output_nodes(g)
         for n in list(g.nodes):
             if n.op == "call_function" and _op_name(n.target) == "detach" and not (
@@ -432,12 +432,22 @@ def _simplify(graph, inputs, drop_detach=False):
                 const = g.get_attr(name)
             n.replace_all_uses_with(const)
     g.eliminate_dead_code()
-    _drop_identities(graph)
-    _drop_reshape_chains(g)
-    _merge_repeats(g)
-    g.eliminate_dead_code()
+    if not any(_mutates(n) for n in g.nodes):  # the rewrites below change which tensors alias which
+        _drop_identities(graph)
+        _drop_reshape_chains(g)
+        _merge_repeats(g)
+        g.eliminate_dead_code()
     graph.recompile()
     return graph
+
+
+def _mutates(n):
+    """``n`` writes into a tensor (an in-place or ``out=`` operation)."""
+    if n.op != "call_function":
+        return False
+    name = _op_name(n.target) or ""
+    schema = getattr(n.target, "_schema", None)
+    return name.endswith("_") or "out" in n.kwargs or bool(schema is not None and schema.is_mutable)
 
 
 _ORDER_KEEPING = ("view", "reshape", "_unsafe_view", "unsqueeze", "squeeze", "alias")
