@@ -127,15 +127,16 @@ class Problem:
             values, log_jac = self.from_internal(position, with_jacobian=True)
             return info.log_density(params, values) + log_jac
 
-        def value_and_grad(position, names):
+        def value_and_grad(position, names, value=True):
             """(log p̃ per chain, {n: ∂ Σ log p̃ / ∂ position[n]}) with the backend's
             ``log_density_grad`` (see ``ModelInfo``) where the sites ``names`` move on their
-            own values (discrete sites, real sites), else by differentiating ``logdensity``."""
+            own values (discrete sites, real sites), else by differentiating ``logdensity``.
+            ``value=False``: the log density may be None (the gradient alone is used)."""
             if any(not _is_identity(self.sites[n]) for n in names):
                 return differentiate(self.ops, logdensity, position, names)
             values, log_jac = self.from_internal(position, with_jacobian=True)
-            ld, grads = info.log_density_grad(params, values, names)
-            return ld + log_jac, grads
+            ld, grads = info.log_density_grad(params, values, names, value=value)
+            return (None if ld is None else ld + log_jac), grads
 
         logdensity.value_and_grad = value_and_grad
         return logdensity
@@ -209,6 +210,10 @@ def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps):
         return position, aux, key, ops.astype(total + rate, zero.dtype)  # float64 rates (jax x64)
 
     zero = ops.asarray(0.0, None)
+    if isinstance(num_steps, int) and num_steps == 1:  # one transition (e.g. PCD-1): no loop, no running sum
+        _, sub = ops.split(rng_key, 2)
+        position, aux, rate = kernel.step(sub, position, aux, logdensity_fn)
+        return position, aux, rate if rate.dtype == zero.dtype else ops.astype(rate, zero.dtype)
     position, aux, _, total = ops.fori_loop(0, num_steps, body, (position, aux, rng_key, zero))
     return position, aux, total / num_steps
 

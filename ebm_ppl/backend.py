@@ -82,11 +82,12 @@ class ModelInfo(NamedTuple):
         Names of the sites whose base distribution is improper (e.g. ``ImproperUniform``):
         ``sample_base`` does not draw them from their base and ``log_base`` is not normalized.
     log_density_grad : callable
-        ``log_density_grad(params, values, names) -> (log_density, {name: array})``: the
-        per-row log density and the gradient of its sum over rows with respect to
+        ``log_density_grad(params, values, names, value=True) -> (log_density, {name: array})``:
+        the per-row log density and the gradient of its sum over rows with respect to
         ``values[name]`` for ``name`` in ``names`` (values taken as floats): the gradient
         path of the samplers (Pyro: one captured graph of the forward and backward pass;
-        NumPyro: ``jax.value_and_grad``).
+        NumPyro: ``jax.value_and_grad``). With ``value=False`` the caller needs the
+        gradient alone and ``log_density`` may be None (Pyro then runs the backward pass alone).
     weighted_param_grad : callable
         ``weighted_param_grad(params, values, weights) -> (log_density, grads)``: the
         per-row log density and the gradient of Σ_rows weights · log_density with respect

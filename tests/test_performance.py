@@ -209,3 +209,137 @@ def test_pyro_capture_is_used_only_where_it_agrees(fw):
     gc.collect()
     assert ref() is None
     assert len(pyro_model._GRAPHS) <= pyro_model._GRAPHS_SIZE
+
+
+def _pyro_params(names_shapes, seed):
+    import pyro
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return {n: pyro.param(n, torch.randn(shape, generator=g)).unconstrained() for n, shape in names_shapes}
+
+
+def test_pyro_merged_optimizer_step_is_pyros_own_step(fw):
+    """The Pyro optimizer's fast path (one torch step over all parameters, sharing Pyro's
+    per-parameter optimizer states) gives, bit for bit, the parameters and optimizer state
+    of Pyro's own per-parameter stepping; a step that makes a parameter non-finite is
+    undone (parameters and state as before it) and reported."""
+    if fw.name != "pyro":
+        pytest.skip("the Pyro optimizer's fast path")
+    import pyro
+    import torch
+
+    from ebm_ppl_pyro.optim import _Merged, make_optimizer
+
+    for make in (lambda: pyro.optim.Adam({"lr": 0.05, "betas": (0.8, 0.9)}),
+                 lambda: pyro.optim.SGD({"lr": 0.1, "momentum": 0.5}),
+                 lambda: pyro.optim.RMSprop({"lr": 0.01})):
+        pyro.clear_param_store()
+        params = _pyro_params((("W", (3, 4)), ("b", (4,))), seed=0)
+        opt = make_optimizer(make())
+        state = opt.init(params)
+        ref_params = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
+        ref = make()
+        g = torch.Generator().manual_seed(1)
+        for step in range(5):
+            grads = {n: torch.randn(p.shape, generator=g) for n, p in params.items()}
+            _, state, finite = opt.update(grads, state, params)
+            assert finite
+            for n, p in ref_params.items():
+                p.grad = grads[n].clone()
+            ref(list(ref_params.values()))
+            for n in params:
+                assert torch.equal(params[n], ref_params[n]), (make, step, n)
+                mine = state.optim_objs[params[n]].state_dict()["state"][0]
+                theirs = ref.optim_objs[ref_params[n]].state_dict()["state"][0]
+                assert mine.keys() == theirs.keys()
+                for k in mine:
+                    assert torch.equal(torch.as_tensor(mine[k]), torch.as_tensor(theirs[k])), (make, step, n, k)
+        assert any(isinstance(c, _Merged) for c in _closure_cells(opt.update))  # the fast path was taken
+
+        before = {n: p.detach().clone() for n, p in params.items()}
+        states = {n: {k: torch.as_tensor(v).clone() for k, v in state.optim_objs[params[n]].state[params[n]].items()}
+                  for n in params}
+        huge = {n: torch.full(p.shape, float("inf")) for n, p in params.items()}
+        _, state, finite = opt.update(huge, state, params)
+        assert not finite
+        for n, p in params.items():
+            assert torch.equal(p, before[n])
+            for k, v in state.optim_objs[p].state[p].items():
+                assert torch.equal(torch.as_tensor(v), states[n][k])
+
+
+def _closure_cells(fn):
+    out = []
+    for cell in fn.__closure__ or ():
+        v = cell.cell_contents
+        out.extend(v if isinstance(v, list) else [v])
+    return out
+
+
+def test_pyro_gradient_only_graph_skips_the_forward_pass(fw):
+    """``log_density_grad(..., value=False)``: the same gradients, from a captured graph
+    without the forward pass (BlockGibbs's gradient path); the captured graphs of explicit
+    gradients return tensors without autograd history even for parameters that require grad."""
+    if fw.name != "pyro":
+        pytest.skip("the captured graphs are the Pyro backend's")
+    import torch
+
+    be = get_backend("pyro")
+    v = (torch.rand(5, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    info = be.compile_model(rbm_model(fw, 6, 3), v, (), {})
+    values = {"v": v, "h": (torch.rand(5, 3) < 0.5).float()}
+    for _ in range(3):  # captured at the third call of a shape
+        ld, full = info.log_density_grad(info.init_params, values, ["h"])
+        none, only = info.log_density_grad(info.init_params, values, ["h"], value=False)
+    assert none is None and ld.shape == (5,)
+    torch.testing.assert_close(only["h"], full["h"], rtol=0, atol=0)
+    graphs = {k[-1]: g for k, g in info.log_density_grad.cache.items()}
+    assert set(graphs) == {True, False} and all(isinstance(g, torch.fx.GraphModule) for g in graphs.values())
+    assert len(graphs[False].graph.nodes) < len(graphs[True].graph.nodes)
+    assert any(p.requires_grad for p in info.init_params.values())
+    w = torch.linspace(-1, 1, 5)
+    for _ in range(3):
+        ld, grads = info.weighted_param_grad(info.init_params, values, w)
+    assert not ld.requires_grad and not any(g.requires_grad for g in grads.values())
+    with torch.enable_grad():  # the reference: autograd of Σ w log p̃
+        leaves = {n: p.detach().requires_grad_(True) for n, p in info.init_params.items()}
+        want = torch.autograd.grad((info.log_density(leaves, values) * w).sum(), list(leaves.values()))
+    for (n, g), ref in zip(grads.items(), want):
+        torch.testing.assert_close(g, ref)
+
+
+def test_pyro_graph_simplification_keeps_values(fw):
+    """The rewrites of captured graphs (x·1 and x + 0 dropped, reshape chains that return to
+    a node's shape, repeated subexpressions, Bernoulli(0.5) base measures folded) keep every
+    output's value; a graph that writes in place keeps its nodes."""
+    if fw.name != "pyro":
+        pytest.skip("the captured graphs are the Pyro backend's")
+    import torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ebm_ppl_pyro.model import _simplify
+
+    def f(x, c):
+        ones = torch.ones_like(x)
+        y = (x * ones + torch.zeros_like(x)).reshape(x.shape[0], -1, 1).sum(-1)
+        base = -torch.nn.functional.binary_cross_entropy_with_logits(torch.zeros_like(x), x, reduction="none")
+        return (y * c.exp() + x * c.exp()).sum(-1) + base.sum(-1), ones * c
+
+    def g(x, c):
+        y = x * torch.ones_like(x)
+        y.add_(c)
+        return y * 1.0
+
+    x, c = torch.rand(4, 3), torch.randn(3)
+    for fn in (f, g):
+        want = fn(x.clone(), c.clone())
+        graph = _simplify(make_fx(fn, tracing_mode="fake")(x.clone(), c.clone()), (x.clone(), c.clone()))
+        got = graph(x.clone(), c.clone())
+        for w, o in zip(want if isinstance(want, tuple) else (want,), got if isinstance(got, tuple) else (got,)):
+            torch.testing.assert_close(o, w, rtol=0, atol=0)
+        names = [str(n.target) for n in graph.graph.nodes if n.op == "call_function"]
+        if fn is f:
+            assert sum("exp" in n for n in names) == 1 and not any("binary_cross" in n for n in names), names
+        else:
+            assert any("add_" in n for n in names), names

@@ -268,7 +268,7 @@ class _Functions:
         if len(self.global_names) == len(outside) and data_plate is not None:
             self.plate = data_plate
 
-    def log_density_grad(self, params_u, values, names):
+    def log_density_grad(self, params_u, values, names, value=True):  # jit drops an unused value
         return differentiate(ops, lambda v: self.log_density(params_u, v), values, names)
 
     def weighted_param_grad(self, params_u, values, weights):

@@ -60,7 +60,7 @@ class TorchOps:
     def bernoulli_logits(self, key, logits):
         """Booleans, True with probability sigmoid(logits) (one uniform per entry)."""
         u = torch.rand(logits.shape, generator=key, dtype=logits.dtype, device=key.device)
-        return u * (1 + torch.exp(-logits)) < 1
+        return u < torch.sigmoid(logits)
 
     def zeros(self, shape, dtype, like=None):
         return torch.zeros(shape, dtype=dtype, device=getattr(like, "device", None))
@@ -128,7 +128,19 @@ class TorchOps:
         return torch.nanmean(v) if not torch.isnan(v).all() else v[0]
 
     def all_finite(self, tree):
-        return torch.stack([torch.isfinite(x).all() for x in _leaves(tree)]).all()
+        """One boolean tensor: every entry of every leaf finite (integer leaves always are).
+
+        First from the leaves' sums (a NaN or infinite entry makes its sum non-finite; one
+        fast reduction per leaf), and only where a sum is not finite (a non-finite entry, or
+        finite entries whose sum overflows) entry by entry."""
+        leaves = [x for x in _leaves(tree) if (x.is_floating_point() or x.is_complex()) and x.numel()]
+        if not leaves:
+            return torch.tensor(True)
+        sums = leaves[0].sum() if len(leaves) == 1 else torch.stack([x.sum() for x in leaves])
+        ok = torch.isfinite(sums).all()
+        if bool(ok):
+            return ok
+        return torch.stack([torch.isfinite(x).all() for x in leaves]).all()
 
     # ---- functional transformations ------------------------------------------------
     def value_and_grad(self, fn, has_aux=False):
@@ -175,18 +187,18 @@ class TorchOps:
         def run(carry, data_values, xs):
             idx, active = xs
             outs = []
-            for i in range(idx.shape[0]):
-                if not bool(active[i]):
+            rows, flags = idx.unbind(0), active.unbind(0)  # one call each, not one per update
+            for i, is_active in enumerate(active.tolist()):
+                if not is_active:
                     break
-                carry, out = step(data_values, carry, (idx[i], active[i]))
+                carry, out = step(data_values, carry, (rows[i], flags[i]))
                 outs.append(out)
                 if int(carry[5]) >= 0:
                     break
             if not outs:
                 nan = torch.full((0,), float("nan"))
                 return carry, (nan, nan, nan, nan)
-            return carry, tuple(torch.stack([torch.as_tensor(o[j]).detach().float() for o in outs])
-                                for j in range(len(outs[0])))
+            return carry, tuple(_stack_stats([o[j] for o in outs]) for j in range(len(outs[0])))
 
         return run
 
@@ -200,6 +212,13 @@ class TorchOps:
             return self.stop_gradient(position), aux
 
         return run
+
+
+def _stack_stats(values):
+    """One float32 tensor of the updates' statistics (tensors or numbers)."""
+    if all(isinstance(v, torch.Tensor) and v.dtype == torch.float32 and not v.requires_grad for v in values):
+        return torch.stack(values)
+    return torch.stack([torch.as_tensor(v).detach().float() for v in values])
 
 
 def _leaves(tree):

@@ -10,6 +10,8 @@ from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from ebm_ppl.backend import Optimizer
 
+from .ops import ops
+
 __all__ = ["make_optimizer"]
 
 
@@ -51,6 +53,107 @@ def _restore(backup, opt_state, params):
         optim.state.update(states[p])
 
 
+# torch optimizers whose step updates each parameter from its own gradient and state alone
+# and leaves its param_group as it was: one step over all parameters equals one step per
+# parameter (ClippedAdam is left out: its step decays the group's lr in place)
+_ELEMENTWISE = tuple(getattr(torch.optim, n) for n in ("Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax",
+                                                       "NAdam", "RAdam", "Adadelta") if hasattr(torch.optim, n))
+
+
+def _hyper(group):
+    return {k: v for k, v in group.items() if k != "params"}
+
+
+class _Merged:
+    """One torch optimizer stepping all parameters at once (one ``step`` call instead of
+    one per parameter), sharing the per-parameter optimizers' state dicts (the same dict
+    objects, updated in place), so that ``PyroOptim.get_state`` and resuming see what
+    Pyro's own per-parameter stepping would give, bit for bit. Built for a plain
+    ``PyroOptim`` whose per-parameter optimizers are all of one elementwise type (see
+    ``_ELEMENTWISE``) with equal hyperparameters, no gradient clipping and no hooks;
+    :meth:`usable` re-checks that cheaply before every step.
+
+    Before each step the parameters and state tensors are copied into buffers kept across
+    updates (one ``torch._foreach_copy_``), so a step that makes a parameter non-finite is
+    undone in place without allocating."""
+
+    def __init__(self, opt_state, params):
+        self.params = list(params)
+        self.optims = [opt_state.optim_objs[p] for p in self.params]
+        self.states = [o.state[p] for o, p in zip(self.optims, self.params)]
+        self.hyper = _hyper(self.optims[0].param_groups[0])
+        self.merged = type(self.optims[0])([{"params": self.params, **self.hyper}])
+        for p, st in zip(self.params, self.states):
+            self.merged.state[p] = st
+        self.sizes = [len(st) for st in self.states]
+        self.tensors = list(self.params) + [v for st in self.states for v in st.values() if torch.is_tensor(v)]
+        self.others = [(st, k, v) for st in self.states for k, v in st.items() if not torch.is_tensor(v)]
+        self.buffers = [torch.empty_like(t) for t in self.tensors]
+        # the step itself, without torch's wrappers (profiler annotation and hooks: none can be
+        # registered on this private optimizer; grad mode: set here, ``differentiable`` is False)
+        self.raw_step = type(self.merged).step
+        while hasattr(self.raw_step, "__wrapped__"):
+            self.raw_step = self.raw_step.__wrapped__
+
+    @staticmethod
+    def possible(opt_state, params):
+        if type(opt_state) is not pyro.optim.PyroOptim or not params:
+            return False
+        optims = [opt_state.optim_objs.get(p) for p in params]
+        if any(o is None for o in optims) or any(opt_state.grad_clip.get(p) is not None for p in params):
+            return False
+        kind = type(optims[0])
+        if kind not in _ELEMENTWISE or any(type(o) is not kind for o in optims):
+            return False
+        if not all(_alone(o, p) for o, p in zip(optims, params)):
+            return False
+        hyper = _hyper(optims[0].param_groups[0])
+        return not hyper.get("differentiable", False) and all(_hyper(o.param_groups[0]) == hyper for o in optims[1:])
+
+    def usable(self, opt_state, params):
+        """Still the same parameters, optimizers, state dicts and hyperparameters."""
+        if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
+            return False
+        objs = opt_state.optim_objs
+        for p, o, st, n in zip(self.params, self.optims, self.states, self.sizes):
+            if objs.get(p) is not o or o.state.get(p) is not st or len(st) != n or opt_state.grad_clip.get(p):
+                return False
+        return all(_hyper(o.param_groups[0]) == self.hyper for o in self.optims)
+
+    def step(self, grads):
+        """One step; False (and everything as before it) when a parameter is not finite after it."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.buffers, self.tensors)
+        others = [(st, k, copy.deepcopy(v)) for st, k, v in self.others]
+        for p, g in zip(self.params, grads):
+            p.grad = g
+        with torch.no_grad():
+            self.raw_step(self.merged)
+        for p in self.params:
+            p.grad = None
+        if _all_finite(self.params):
+            return True
+        with torch.no_grad():
+            torch._foreach_copy_(self.tensors, self.buffers)
+        for st, k, v in others:
+            st[k] = v
+        return False
+
+
+def _alone(optim, p):
+    """``optim`` steps ``p`` alone, has stepped it (its state exists), has no step hooks, and
+    no tensor-valued hyperparameters."""
+    groups = optim.param_groups
+    return (len(groups) == 1 and len(groups[0]["params"]) == 1 and groups[0]["params"][0] is p
+            and bool(optim.state.get(p)) and not optim._optimizer_step_pre_hooks and not optim._optimizer_step_post_hooks
+            and not any(torch.is_tensor(v) for k, v in groups[0].items() if k != "params"))
+
+
+def _all_finite(tensors):
+    """Whether every entry of ``tensors`` is finite."""
+    return bool(ops.all_finite(list(tensors)))
+
+
 def _check_lr(optimizer):
     args = optimizer.pt_optim_args
     if isinstance(args, dict) and "lr" in args:
@@ -68,6 +171,9 @@ def make_optimizer(optimizer=None):
 
     A ``PyroLRScheduler`` is stepped once after every parameter update. A step that
     makes a parameter non-finite is undone (parameters and optimizer state restored).
+    Once Pyro has made its per-parameter optimizers (the first update), a plain
+    ``PyroOptim`` of an elementwise torch optimizer steps all parameters in one torch
+    step over the same states (:class:`_Merged`: the same results, bit for bit).
     """
     if optimizer is None:
         optimizer = pyro.optim.Adam({"lr": 1e-2})
@@ -90,7 +196,15 @@ def make_optimizer(optimizer=None):
             optimizer.set_state(copy.deepcopy(state))
         return optimizer
 
+    merged = [None]  # the _Merged fast path, once the per-parameter optimizers exist
+
     def update(grads, opt_state, params, value=None):
+        values = list(params.values())
+        fast = merged[0]
+        if fast is None or not fast.usable(opt_state, values):
+            fast = merged[0] = _Merged(opt_state, values) if _Merged.possible(opt_state, values) else None
+        if fast is not None:
+            return params, opt_state, fast.step([grads[n] for n in params])
         backup = _backup(opt_state, params)
         for name, p in params.items():
             p.grad = grads[name]

@@ -51,10 +51,13 @@ def per_chain_sum(ops, tree):
     return total
 
 
-def logdensity_and_grad(ops, position, names, logdensity_fn):
-    """Per-chain log density and its gradient with respect to the sites ``names``."""
-    if hasattr(logdensity_fn, "value_and_grad"):  # the backend's faster gradient (Pyro: a traced graph)
-        return logdensity_fn.value_and_grad(position, list(names))
+def logdensity_and_grad(ops, position, names, logdensity_fn, value=True):
+    """Per-chain log density and its gradient with respect to the sites ``names``.
+
+    ``value=False``: the caller uses the gradient alone, and the log density may come back
+    as None (Pyro's captured gradient graph then skips the forward pass)."""
+    if hasattr(logdensity_fn, "value_and_grad"):  # the backend's faster gradient (Pyro: a captured graph)
+        return logdensity_fn.value_and_grad(position, list(names), value=value)
     return differentiate(ops, logdensity_fn, position, names)
 
 

@@ -141,14 +141,15 @@ def block_update(ops, rng_key, position, sites, block, onehots, logdensity_fn):
     return new
 
 
-def _block_gradient(ops, position, block, logdensity_fn):
+def _block_gradient(ops, position, block, logdensity_fn, float_dtype=None):
     """∂ Σ_chains log p̃ / ∂x at ``position`` for the sites of ``block`` (as floats)."""
-    float_dtype = ops.asarray(0.0, None).dtype
-    moved = {n: ops.astype(position[n], float_dtype) for n in block}
-    return logdensity_and_grad(ops, {**position, **moved}, list(block), logdensity_fn)[1]
+    float_dtype = ops.asarray(0.0, None).dtype if float_dtype is None else float_dtype
+    moved = {n: position[n] if position[n].dtype == float_dtype else ops.astype(position[n], float_dtype)
+             for n in block}
+    return logdensity_and_grad(ops, {**position, **moved}, list(block), logdensity_fn, value=False)[1]
 
 
-def gradient_block_update(ops, rng_key, position, sites, block, whole, logdensity_fn):
+def gradient_block_update(ops, rng_key, position, sites, block, whole, logdensity_fn, float_dtype=None):
     """:func:`block_update` for a block of binary coordinates on which log p̃ is affine.
 
     Then log p(x_i = hi | rest) − log p(x_i = lo | rest) = (hi − lo) ∂ log p̃ / ∂x_i at
@@ -158,17 +159,20 @@ def gradient_block_update(ops, rng_key, position, sites, block, whole, logdensit
     """
     xp = ops.xp
     num_chains = next(iter(position.values())).shape[0]
-    grads = _block_gradient(ops, position, block, logdensity_fn)
+    grads = _block_gradient(ops, position, block, logdensity_fn, float_dtype)
     keys = ops.split(rng_key, len(block))
     new = dict(position)
     for key, n in zip(keys, block):
         lo, hi = sites[n].values
-        g = grads[n].reshape((num_chains, -1))
+        g = grads[n] if grads[n].ndim == 2 else grads[n].reshape((num_chains, -1))
         if not whole[n]:
             g = g[:, block[n]]
-        value = ops.astype(xp.where(ops.bernoulli_logits(key, (hi - lo) * g), hi, lo), position[n].dtype)
+        if (lo, hi) == (0, 1):  # the draw itself, as 0/1 (the same draw as below, fewer operations)
+            value = ops.astype(ops.bernoulli_logits(key, g), position[n].dtype)
+        else:
+            value = ops.astype(xp.where(ops.bernoulli_logits(key, (hi - lo) * g), hi, lo), position[n].dtype)
         if whole[n]:
-            new[n] = value.reshape(position[n].shape)
+            new[n] = value if value.shape == position[n].shape else value.reshape(position[n].shape)
         else:
             flat = ops.set_column(position[n].reshape((num_chains, -1)), block[n], value)
             new[n] = flat.reshape(position[n].shape)
@@ -315,7 +319,9 @@ def _rows_update(ops, sites, block, onehot):
 
 
 def _gradient_update(ops, sites, block, whole):
+    float_dtype = ops.asarray(0.0, None).dtype
+
     def gradient(key, position, logdensity_fn):
-        return gradient_block_update(ops, key, position, sites, block, whole, logdensity_fn)
+        return gradient_block_update(ops, key, position, sites, block, whole, logdensity_fn, float_dtype)
 
     return gradient

@@ -50,7 +50,7 @@ class Langevin(Sampler):
             return ()
 
         def step(rng_key, position, aux, logdensity_fn):
-            _, grad = logdensity_and_grad(ops, position, names, logdensity_fn)
+            _, grad = logdensity_and_grad(ops, position, names, logdensity_fn, value=False)
             keys = ops.split(rng_key, len(names))
             new = dict(position)
             for key, n in zip(keys, names):
