@@ -121,11 +121,34 @@ def _train(epoch, seconds, clock):
     return _log(cpu, wall, cpu0, start)
 
 
-def train_ebm_ppl(x, num_hidden, seconds, lr, batch, seed=0, optimizer="sgd", clock=time.perf_counter):
-    """PCD-1 (chains = ``batch``), ``BlockGibbs(["h", "v"])``, whole epochs until ``clock``
-    has advanced by ``seconds`` (the first call's tracing and compiling included)."""
-    import jax.numpy as jnp
+def make_optimizer(name, lr):
+    """``sgd``, ``adam`` or ``momentumM`` (SGD with momentum M, e.g. ``momentum0.5``)."""
     import optax
+
+    if name == "adam":
+        return optax.adam(lr)
+    if name.startswith("momentum"):
+        return optax.sgd(lr, momentum=float(name[len("momentum"):] or 0.9))
+    if name == "sgd":
+        return optax.sgd(lr)
+    raise ValueError(f"unknown optimizer {name!r}: sgd, adam or momentumM")
+
+
+def parse_recipe(recipe):
+    """``OPTIMIZER,LR,BATCH[,rb]`` -> (optimizer, lr, batch, rao_blackwell)."""
+    parts = recipe.split(",")
+    if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != "rb"):
+        raise ValueError(f"--ebm-recipe {recipe!r}: expected OPTIMIZER,LR,BATCH[,rb]")
+    return parts[0], float(parts[1]), int(parts[2]), len(parts) == 4
+
+
+def train_ebm_ppl(x, num_hidden, seconds, lr, batch, seed=0, optimizer="sgd", clock=time.perf_counter,
+                  rao_blackwell=False):
+    """PCD-1 (chains = ``batch``), ``BlockGibbs(["h", "v"])``, whole epochs until ``clock``
+    has advanced by ``seconds`` (the first call's tracing and compiling included).
+    ``rao_blackwell``: ``PCD(rao_blackwell=True)``, the hidden layer's conditional means in
+    both phases' gradients (as scikit-learn's update)."""
+    import jax.numpy as jnp
 
     import ebm_ppl
 
@@ -137,9 +160,9 @@ def train_ebm_ppl(x, num_hidden, seconds, lr, batch, seed=0, optimizer="sgd", cl
             state["model"] = rbm(x.shape[1], num_hidden, W0, base_rate_logits(x).astype(np.float32),
                                  np.zeros(num_hidden, np.float32))
             state["data"] = jnp.asarray(x)
-            state["opt"] = optax.adam(lr) if optimizer == "adam" else optax.sgd(lr)
+            state["opt"] = make_optimizer(optimizer, lr)
         state["result"] = ebm_ppl.fit_unnormalized(
-            state["model"], state["data"], ebm_ppl.PCD(num_chains=batch, num_steps=1),
+            state["model"], state["data"], ebm_ppl.PCD(num_chains=batch, num_steps=1, rao_blackwell=rao_blackwell),
             ebm_ppl.samplers.BlockGibbs(["h", "v"]), optimizer=state["opt"], num_epochs=1, batch_size=batch,
             progress_bar=False, resume=state["result"], rng_seed=seed)
 
@@ -254,8 +277,8 @@ def run_contender(spec, args, x_train, x_test, seconds, K, clock):
         r20, _ = exact_20(x_train, x_test, 3.0 if args.quick else 60.0, clock)
         out["ebm_ppl_784x20_exact"] = r20
     elif spec == "ebm_ppl":
-        opt, lr, batch = args.ebm_recipe.split(",")
-        params, log = train_ebm_ppl(x_train, 500, seconds, float(lr), int(batch), optimizer=opt, clock=clock)
+        opt, lr, batch, rb = parse_recipe(args.ebm_recipe)
+        params, log = train_ebm_ppl(x_train, 500, seconds, lr, batch, optimizer=opt, clock=clock, rao_blackwell=rb)
         np.savez(ROOT / "benchmarks" / "mnist_rbm_ebm_ppl_500.npz", **params)
         out["ebm_ppl_784x500_training"] = dict(log, recipe=args.ebm_recipe)
         out["ebm_ppl_784x500_eval"] = evaluate(params, x_train, x_test, K, args.chains)
@@ -320,8 +343,9 @@ def main():
     parser.add_argument("--temperatures", type=int, default=500)
     parser.add_argument("--chains", type=int, default=100)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--ebm-recipe", default="sgd,0.01,100", metavar="OPTIMIZER,LR,BATCH",
-                        help="ebm_ppl's optimizer (sgd or adam), learning rate and batch size")
+    parser.add_argument("--ebm-recipe", default="sgd,0.01,100", metavar="OPTIMIZER,LR,BATCH[,rb]",
+                        help="ebm_ppl's optimizer (sgd, adam or momentumM), learning rate and batch size; "
+                             "',rb' adds PCD(rao_blackwell=True)")
     parser.add_argument("--only", default=None,
                         help="';'-separated contenders to run (default all: " + ";".join(CONTENDERS) + "); "
                              "with --reevaluate, parts of the saved models' names, e.g. 'ebm_ppl;lr0.01_batch100'")
