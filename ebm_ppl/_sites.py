@@ -2,7 +2,7 @@
 
 __all__ = ["Transform", "base_constraint", "match_leaves", "check_leaf_shape", "explain_failure",
            "check_covariates", "split_covariates", "check_factor_shape", "differs", "check_no_obs_mask",
-           "latent_outside_plate"]
+           "latent_outside_plate", "check_data_leaves", "check_param_names", "site_table", "leaf_converters"]
 
 
 class Transform:
@@ -187,3 +187,62 @@ def latent_outside_plate(name, plate):
     return NotImplementedError(
         f"latent site {name!r} is not inside the data plate" + ("" if plate is None else f" {plate[0]!r}")
         + ": ebm_ppl needs one value of each latent site per example (sample it inside the plate)")
+
+
+# What both backends' ``compile_model`` share once the model has been traced: checking the
+# data leaves and parameters, the table of sites, and the data <-> site values mapping.
+# ``nodes`` is the trace as a dict site name -> site (NumPyro's trace, Pyro's trace.nodes).
+
+
+def check_data_leaves(nodes, leaves, mapping, covariates, check_leaf, has_nonfinite):
+    """Check every data leaf against its site (``check_leaf(key, leaf, site)`` raises) and
+    every covariate for NaN or inf (``has_nonfinite(leaf)``: a float leaf that is not finite)."""
+    for key, name in mapping.items():
+        if key in covariates:
+            if has_nonfinite(leaves[key]):
+                raise ValueError(f"data leaf {key!r} (a covariate) contains NaN or inf")
+        else:
+            check_leaf(key, leaves[key], nodes[name])
+
+
+def check_param_names(names, params, how):
+    """The model must have parameters (``how``: the framework's ways of declaring one), and
+    given ``params`` must name every one of them."""
+    if not names:
+        raise ValueError(f"the model has no parameters ({how}): nothing to fit")
+    if params is not None:
+        missing = [n for n in names if n not in params]
+        if missing:
+            raise ValueError(f"params is missing parameter(s) {missing} of the model")
+
+
+def site_table(nodes, leaves, mapping, covariates, latent_names, site_info):
+    """``(observed site names, {site name: SiteInfo})``: the observed sites first, described
+    from their data leaves, then the latent ones from their traced values
+    (``site_info(name, site, value, is_observed)`` builds one entry)."""
+    observed_names = list(dict.fromkeys(v for k, v in mapping.items() if k not in covariates))
+    sites = {}
+    for name in observed_names:
+        key = next(k for k, v in mapping.items() if v == name)
+        sites[name] = site_info(name, nodes[name], leaves[key], True)
+    for name in latent_names:
+        sites[name] = site_info(name, nodes[name], nodes[name]["value"], False)
+    return observed_names, sites
+
+
+def leaf_converters(data, mapping, observed_names):
+    """``(data_to_values, values_to_data)`` of :class:`~ebm_ppl.backend.ModelInfo`: a batch
+    shaped like ``data`` (an array or a dict of leaves) to ``{site (or covariate): array}``
+    and back, through ``mapping`` (data leaf -> site name, covariates to themselves)."""
+    leaves = data if isinstance(data, dict) else {"data": data}
+
+    def data_to_values(batch):
+        b = batch if isinstance(batch, dict) else {"data": batch}
+        return {mapping[k]: v for k, v in b.items()}
+
+    def values_to_data(values):
+        if isinstance(data, dict):
+            return {k: values[mapping[k]] for k in leaves}
+        return values[observed_names[0]]
+
+    return data_to_values, values_to_data

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ._problem import PROBE_SEED, Problem, compile_problem, place_problem, run_kernel
 from ._exclusive import exclusive
+from ._doc import doc
 from ._rao_blackwell import conditional_means, rao_blackwell_site
 from ._result import FitResult, FitState
 from ._sites import Same as _Same
@@ -581,29 +582,7 @@ def _show(bar, good):
         bar.set_postfix(loss=f"{stats[0][-1]:.4g}", acc=f"{acc:.3g}")
 
 
-@exclusive
-def fit_unnormalized(
-    model,
-    data,
-    estimator=None,
-    sampler="auto",
-    optimizer=None,
-    num_epochs=None,
-    num_steps=None,
-    batch_size=None,
-    backend=None,
-    rng_seed=0,
-    progress_bar=True,
-    resume=None,
-    model_args=(),
-    model_kwargs=None,
-    covariates=None,
-    monitor=None,
-    checkpoint_every=None,
-    checkpoint_path=None,
-    devices=None,
-):
-    """Fit the parameters of an unnormalized model by (stochastic) maximum likelihood.
+_FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stochastic) maximum likelihood.
 
     The gradient of the mean log-likelihood of a batch is the positive phase (the batch's
     ∇θ log p̃) minus the negative phase, the model expectation of ∇θ log p̃, estimated
@@ -710,8 +689,9 @@ def fit_unnormalized(
     data shapes, so resuming a fit, or fitting the same model again, does not compile
     again (a model that reads mutable global state sees that state as it was when it was
     compiled, as with ``jax.jit``). On Pyro the model's log density and the gradients the
-    samplers and the optimizer take run as TorchScript graphs traced once per input shape,
-    where the trace reproduces the eager model (see the README).
+    samplers and the optimizer take run as Pyro-free ``torch.fx`` graphs captured once per
+    input shape, where capture succeeds and reproduces the eager model, else eagerly (see
+    the README).
 
     Examples
     --------
@@ -722,6 +702,31 @@ def fit_unnormalized(
     ----------
     Hinton (2002); Tieleman (2008); Goodfellow, Bengio & Courville (2016), ch. 18.
     """
+
+
+@exclusive
+@doc(_FIT_UNNORMALIZED_DOC)
+def fit_unnormalized(
+    model,
+    data,
+    estimator=None,
+    sampler="auto",
+    optimizer=None,
+    num_epochs=None,
+    num_steps=None,
+    batch_size=None,
+    backend=None,
+    rng_seed=0,
+    progress_bar=True,
+    resume=None,
+    model_args=(),
+    model_kwargs=None,
+    covariates=None,
+    monitor=None,
+    checkpoint_every=None,
+    checkpoint_path=None,
+    devices=None,
+):
     trainer = Trainer(model, estimator, sampler, optimizer, batch_size=batch_size, backend=backend,
                       model_args=model_args, model_kwargs=model_kwargs, covariates=covariates,
                       devices=devices)
@@ -965,25 +970,7 @@ def _setup(be, ops, name, model, data, estimator, sampler, optimizer, batch_size
     return info, problem, opt, run_chunk, init_chains, data_values, batch_size, like, signature
 
 
-@exclusive
-def sample(
-    model,
-    params,
-    example,
-    num_samples=1000,
-    *,
-    sampler="auto",
-    num_chains=100,
-    num_warmup=1000,
-    thinning=1,
-    rng_seed=0,
-    backend=None,
-    model_args=(),
-    model_kwargs=None,
-    covariates=None,
-    devices=None,
-):
-    """Draw samples of every site from the fitted unnormalized model.
+_SAMPLE_DOC = """Draw samples of every site from the fitted unnormalized model.
 
     Chains start as ``PCD(init="base")`` does, run ``num_warmup`` transitions, then keep
     every ``thinning``-th state until ``num_samples`` are collected across chains.
@@ -1021,6 +1008,27 @@ def sample(
     --------
     >>> draws = ebm_ppl.sample(ising, result.params, data[:1], num_samples=2000)  # doctest: +SKIP
     """
+
+
+@exclusive
+@doc(_SAMPLE_DOC)
+def sample(
+    model,
+    params,
+    example,
+    num_samples=1000,
+    *,
+    sampler="auto",
+    num_chains=100,
+    num_warmup=1000,
+    thinning=1,
+    rng_seed=0,
+    backend=None,
+    model_args=(),
+    model_kwargs=None,
+    covariates=None,
+    devices=None,
+):
     _check_positive_int("num_samples", num_samples, allow_none=False)
     _check_positive_int("num_chains", num_chains, allow_none=False)
     _check_positive_int("thinning", thinning, allow_none=False)

@@ -175,3 +175,46 @@ def test_test_modules_are_independent_and_benchmarks_use_no_test_code():
         text = f.read_text()
         bad = [m for m in _imported_names(f) if m.split(".")[0] in support]
         assert bad == [] and '"tests"' not in text and "'tests'" not in text, (f.name, bad)
+
+
+MAX_FUNCTION_LINES = 80
+MAX_FIT_UNNORMALIZED_LINES = 50
+
+
+def _function_lengths():
+    """(lines, "path:line name") of every function and method in the package (def line to
+    last line, its docstring included, its decorators not)."""
+    out = []
+    for base in PACKAGES.values():
+        for f in sorted(base.rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    where = f"{f.relative_to(ROOT)}:{node.lineno} {node.name}"
+                    out.append((node.end_lineno - node.lineno + 1, where))
+    return out
+
+
+def test_no_function_is_longer_than_80_lines_and_fit_unnormalized_is_short():
+    lengths = _function_lengths()
+    assert len(lengths) > 300
+    long = sorted((f"{where} ({n} lines)" for n, where in lengths if n > MAX_FUNCTION_LINES))
+    assert long == [], f"functions longer than {MAX_FUNCTION_LINES} lines: {long}"
+    fit = [(n, where) for n, where in lengths if where.endswith(" fit_unnormalized")]
+    assert len(fit) == 1
+    assert fit[0][0] <= MAX_FIT_UNNORMALIZED_LINES, f"{fit[0][1]} has {fit[0][0]} lines"
+
+
+def test_public_functions_keep_their_numpydoc_docstrings():
+    """The long docstrings live beside their functions (``ebm_ppl._doc.doc``); help() and
+    inspect.getdoc still show them, through the ``exclusive`` wrapper."""
+    import inspect
+
+    import ebm_ppl
+
+    for fn in (ebm_ppl.fit_unnormalized, ebm_ppl.sample, ebm_ppl.log_partition, ebm_ppl.log_likelihood):
+        text = inspect.getdoc(fn)
+        assert text is not None, fn
+        for section in ("Parameters\n----------", "Returns\n-------", "Examples\n--------"):
+            assert section in text, (fn.__name__, section)
+    assert inspect.getdoc(ebm_ppl.fit_unnormalized).startswith("Fit the parameters of an unnormalized model")
+    assert "    num_epochs, num_steps : int" not in inspect.getdoc(ebm_ppl.fit_unnormalized)  # dedented

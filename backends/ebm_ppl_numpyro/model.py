@@ -15,9 +15,9 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import compute_log_probs
 
-from ebm_ppl._sites import (Transform, base_constraint, check_covariates, check_factor_shape, check_leaf_shape,
-                            check_no_obs_mask, differs, explain_failure, latent_outside_plate, match_leaves,
-                            split_covariates)
+from ebm_ppl._sites import (Transform, base_constraint, check_covariates, check_data_leaves, check_factor_shape,
+                            check_leaf_shape, check_no_obs_mask, check_param_names, differs, explain_failure,
+                            latent_outside_plate, leaf_converters, match_leaves, site_table, split_covariates)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 from ebm_ppl.samplers._numerics import differentiate
 
@@ -125,104 +125,122 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
     traced = handlers.seed(model, rng_seed=0)
     if params is not None:
         traced = handlers.substitute(traced, data=dict(params))
+    trace = _first_trace(traced, data, model_args, model_kwargs)
+    mapping = _match_leaves(trace, data, covariates)
+    leaves = data if isinstance(data, dict) else {"data": data}
+    check_data_leaves(trace, leaves, mapping, covariates, _check_leaf, _has_nonfinite)
+    param_sites = {n: s for n, s in trace.items() if s["type"] == "param"}
+    check_param_names(param_sites, params, "numpyro.param or numpyro.contrib.module")
+    return _Functions(model, traced, model_args, model_kwargs, data, trace, mapping, covariates, param_sites,
+                      params).model_info()
+
+
+def _first_trace(traced, data, model_args, model_kwargs):
+    """The model's trace on ``data``; a failure is re-raised naming what does not fit."""
     try:
-        trace = handlers.trace(traced).get_trace(data, *model_args, **model_kwargs)
+        return handlers.trace(traced).get_trace(data, *model_args, **model_kwargs)
     except Exception as e:  # often a data shape the model's own code cannot handle
         if "Tensor" in str(e) or "torch" in str(e):
             raise TypeError("data: the data are jax arrays (the NumPyro backend), but running the model "
                             f"mixed them with torch tensors (a Pyro model?): {type(e).__name__}: {e}. Pass torch "
                             "tensors to fit a Pyro model, or write the model with numpyro") from e
         _explain_failure(traced, data, model_args, model_kwargs, e)
-    mapping = _match_leaves(trace, data, covariates)
-    leaves = data if isinstance(data, dict) else {"data": data}
-    for key, name in mapping.items():
-        if key in covariates:
-            if jnp.issubdtype(leaves[key].dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(leaves[key]))):
-                raise ValueError(f"data leaf {key!r} (a covariate) contains NaN or inf")
-        else:
-            _check_leaf(key, leaves[key], trace[name])
 
-    param_sites = {n: s for n, s in trace.items() if s["type"] == "param"}
-    if not param_sites:
-        raise ValueError("the model has no parameters (numpyro.param or numpyro.contrib.module): nothing to fit")
-    if params is not None:
-        missing = [n for n in param_sites if n not in params]
-        if missing:
-            raise ValueError(f"params is missing parameter(s) {missing} of the model")
-    transforms = {
-        n: biject_to(s["kwargs"].get("constraint", constraints.real)) for n, s in param_sites.items()
-    }
 
-    observed_names = list(dict.fromkeys(v for k, v in mapping.items() if k not in covariates))
-    sites = {}
-    for name in observed_names:
-        key = next(k for k, v in mapping.items() if v == name)
-        sites[name] = _site_info(name, trace[name], leaves[key], True)
-    latent_names = [n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]]
-    for name in latent_names:
-        sites[name] = _site_info(name, trace[name], trace[name]["value"], False)
+def _has_nonfinite(leaf):
+    return jnp.issubdtype(leaf.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(leaf)))
 
-    def data_to_values(batch):
-        b = batch if isinstance(batch, dict) else {"data": batch}
-        return {mapping[k]: v for k, v in b.items()}
 
-    def values_to_data(values):
-        if isinstance(data, dict):
-            return {k: values[mapping[k]] for k in leaves}
-        return values[observed_names[0]]
+class _Functions:
+    """The pure functions of one traced model: the members of its ``ModelInfo``.
 
-    def constrain(params_u):
-        return {n: jax.tree_util.tree_map(transforms[n], u) for n, u in params_u.items()}
+    ``plate`` is the data plate when one run of the model vectorizes over rows (None: the
+    model is run one example at a time), ``global_names`` the parameter-only factors
+    outside the data plate (a log prior on θ, left out of the log density); both are
+    settled by :meth:`_find_global_factors`, which runs these functions on probe rows.
+    """
 
-    def unconstrain(params_c):
-        return {n: jax.tree_util.tree_map(transforms[n].inv, params_c[n]) for n in param_sites}
+    def __init__(self, model, traced, model_args, model_kwargs, data, trace, mapping, covariates, param_sites,
+                 params):
+        self.model, self.traced, self.model_args, self.model_kwargs = model, traced, model_args, model_kwargs
+        self.data, self.trace, self.covariates, self.param_sites = data, trace, covariates, param_sites
+        self.leaves = data if isinstance(data, dict) else {"data": data}
+        self.transforms = {
+            n: biject_to(s["kwargs"].get("constraint", constraints.real)) for n, s in param_sites.items()
+        }
+        self.latent_names = [n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]]
+        self.observed_names, self.sites = site_table(trace, self.leaves, mapping, covariates, self.latent_names,
+                                                     _site_info)
+        self.data_to_values, self.values_to_data = leaf_converters(data, mapping, self.observed_names)
+        self.init_params = self.unconstrain(
+            {n: s["value"] for n, s in param_sites.items()} if params is None else params)
+        num_data = next(iter(self.leaves.values())).shape[0]
+        data_plate = _data_plate(trace, self.observed_names, num_data)
+        outside = _check_sites(trace, data_plate, num_data)
+        self.global_names = ()  # parameter-only factors outside the data plate: a log prior on θ
+        self.plate = data_plate if not outside else None
+        self.probe_values = None
+        if outside:
+            self._find_global_factors(outside, data_plate)
+        self.det_names = tuple(n for n, s in trace.items() if s["type"] == "deterministic")
 
-    init_params = unconstrain({n: s["value"] for n, s in param_sites.items()} if params is None else params)
+    def model_info(self):
+        trace = self.trace
+        improper = tuple(n for n in self.sites if isinstance(_unwrap(trace[n]["fn"]), dist.ImproperUniform))
+        param_constraints = {n: repr(s["kwargs"].get("constraint", constraints.real))
+                             for n, s in self.param_sites.items()}
+        return ModelInfo(self.sites, self.log_density, self.init_params, self.constrain, self.unconstrain,
+                         self.data_to_values, self.values_to_data, self.sample_base, self.log_density_parts,
+                         improper, self.log_density_grad, self.weighted_param_grad, param_constraints,
+                         covariates={k: self.leaves[k] for k in self.covariates},
+                         log_prior=self.log_prior if self.global_names else None, deterministic=self.deterministic)
 
-    def log_density(params_u, values):
-        return log_density_parts(params_u, values)[0]
+    def constrain(self, params_u):
+        return {n: jax.tree_util.tree_map(self.transforms[n], u) for n, u in params_u.items()}
 
-    num_data = next(iter(leaves.values())).shape[0]
-    data_plate = _data_plate(trace, observed_names, num_data)
-    outside = _check_sites(trace, data_plate, num_data)
-    global_names = ()  # parameter-only factors outside the data plate: a log prior on θ
-    plate = data_plate if not outside else None
+    def unconstrain(self, params_c):
+        return {n: jax.tree_util.tree_map(self.transforms[n].inv, params_c[n]) for n in self.param_sites}
 
-    def one_row(params_c, example):
+    def log_density(self, params_u, values):
+        return self.log_density_parts(params_u, values)[0]
+
+    def _one_row(self, params_c, example):
         """{site: log-prob} of the model run on one example (``example``: one row of each site)."""
-        first = values_to_data({k: example[k][None] for k in observed_names + [c for c in covariates if c in example]})
-        latents = {k: example[k][None] for k in latent_names}
-        log_probs, tr = compute_log_probs(model, (first,) + model_args, model_kwargs, {**params_c, **latents},
-                                          sum_log_prob=False)
+        first = self.values_to_data({k: example[k][None] for k in self.observed_names
+                                     + [c for c in self.covariates if c in example]})
+        latents = {k: example[k][None] for k in self.latent_names}
+        log_probs, tr = compute_log_probs(self.model, (first,) + self.model_args, self.model_kwargs,
+                                          {**params_c, **latents}, sum_log_prob=False)
         return {n: jnp.sum(lp) for n, lp in log_probs.items()}, tr
 
-    def log_density_parts(params_u, values):
-        params_c = constrain(params_u)
-        if plate is not None:  # one run of the model on all rows, its data plate vectorizing it
-            return _batched_log_density(model, model_args, model_kwargs, params_c, values, observed_names,
-                                        latent_names, values_to_data, plate, global_names)
+    def log_density_parts(self, params_u, values):
+        params_c = self.constrain(params_u)
+        if self.plate is not None:  # one run of the model on all rows, its data plate vectorizing it
+            return _batched_log_density(self.model, self.model_args, self.model_kwargs, params_c, values,
+                                        self.observed_names, self.latent_names, self.values_to_data, self.plate,
+                                        self.global_names)
 
         def one(example):  # sites outside the data plate: the model is run one example at a time
-            log_probs, tr = one_row(params_c, example)
-            total = sum((lp for n, lp in log_probs.items() if n not in global_names), jnp.zeros(()))
+            log_probs, tr = self._one_row(params_c, example)
+            total = sum((lp for n, lp in log_probs.items() if n not in self.global_names), jnp.zeros(()))
             base = sum((lp for n, lp in log_probs.items() if not _is_factor(tr[n])), jnp.zeros(()))
             return total, base
 
         return jax.vmap(one)(values)
 
-    def log_prior(params_u):
+    def log_prior(self, params_u):
         """The parameter-only factors (once, not per example)."""
-        log_probs, _ = one_row(constrain(params_u), {k: v[0] for k, v in probe_values.items()})
-        return sum(log_probs[n] for n in global_names)
+        log_probs, _ = self._one_row(self.constrain(params_u), {k: v[0] for k, v in self.probe_values.items()})
+        return sum(log_probs[n] for n in self.global_names)
 
-    def sample_base(rng_key, num_chains):
-        first = {k: jnp.broadcast_to(v[:1], (num_chains,) + tuple(v.shape[1:])) for k, v in leaves.items()}
+    def sample_base(self, rng_key, num_chains):
+        first = {k: jnp.broadcast_to(v[:1], (num_chains,) + tuple(v.shape[1:])) for k, v in self.leaves.items()}
         key_trace, key_sites = jax.random.split(rng_key)
-        tr = handlers.trace(handlers.seed(traced, key_trace)).get_trace(
-            first if isinstance(data, dict) else first["data"], *model_args, **model_kwargs
+        tr = handlers.trace(handlers.seed(self.traced, key_trace)).get_trace(
+            first if isinstance(self.data, dict) else first["data"], *self.model_args, **self.model_kwargs
         )
         out = {}
-        for key, (name, site) in zip(jax.random.split(key_sites, len(sites)), sites.items()):
+        for key, (name, site) in zip(jax.random.split(key_sites, len(self.sites)), self.sites.items()):
             try:
                 x = tr[name]["fn"].sample(key)
             except NotImplementedError:
@@ -234,49 +252,46 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
                                          ).astype(site.dtype)
         return out
 
-    if outside:
-        probe_values = _probe_rows(sample_base, sites)
-        flat, treedef = jax.tree_util.tree_flatten(init_params)
+    def _find_global_factors(self, outside, data_plate):
+        """Tell the factors outside the data plate that depend on no site (the same at every
+        probe row, with noisy parameters) from the rest; with only such factors outside,
+        the model still runs on all rows at once."""
+        self.probe_values = _probe_rows(self.sample_base, self.sites)
+        flat, treedef = jax.tree_util.tree_flatten(self.init_params)
         keys = jax.random.split(jax.random.PRNGKey(20_021), len(flat))
         noisy = jax.tree_util.tree_unflatten(treedef, [  # parameters at zero would hide a dependence
-            u + jax.random.normal(k, jnp.shape(u), jnp.result_type(u)) if jnp.issubdtype(jnp.result_type(u), jnp.floating)
-            else u for k, u in zip(keys, flat)])
-        rows = jax.vmap(lambda ex: one_row(constrain(noisy), ex)[0])(probe_values)
-        global_names = tuple(n for n in outside if _is_factor(trace[n]) and not differs(np.asarray(rows[n])))
-        if len(global_names) == len(outside) and data_plate is not None:
-            plate = data_plate
+            u + jax.random.normal(k, jnp.shape(u), jnp.result_type(u))
+            if jnp.issubdtype(jnp.result_type(u), jnp.floating) else u for k, u in zip(keys, flat)])
+        rows = jax.vmap(lambda ex: self._one_row(self.constrain(noisy), ex)[0])(self.probe_values)
+        self.global_names = tuple(n for n in outside
+                                  if _is_factor(self.trace[n]) and not differs(np.asarray(rows[n])))
+        if len(self.global_names) == len(outside) and data_plate is not None:
+            self.plate = data_plate
 
-    improper = tuple(n for n in sites if isinstance(_unwrap(trace[n]["fn"]), dist.ImproperUniform))
-    param_constraints = {n: repr(s["kwargs"].get("constraint", constraints.real)) for n, s in param_sites.items()}
-    def log_density_grad(params_u, values, names):
-        return differentiate(ops, lambda v: log_density(params_u, v), values, names)
+    def log_density_grad(self, params_u, values, names):
+        return differentiate(ops, lambda v: self.log_density(params_u, v), values, names)
 
-    def weighted_param_grad(params_u, values, weights):
+    def weighted_param_grad(self, params_u, values, weights):
         def total(p):
-            ld = log_density(p, values)
+            ld = self.log_density(p, values)
             return (ld * weights).sum(), ld
 
         (_, ld), grads = jax.value_and_grad(total, has_aux=True)(params_u)
         return ld, grads
 
-    det_names = tuple(n for n, s in trace.items() if s["type"] == "deterministic")
-
-    def deterministic(params_u, values):
+    def deterministic(self, params_u, values):
         """{deterministic site: value per row} of the model run on ``values`` (every site)."""
-        if det_names and plate is None:
+        det_names = self.det_names
+        if det_names and self.plate is None:
             raise NotImplementedError(f"deterministic site(s) {list(det_names)} of a model read one example at a "
                                       "time (sites outside the data plate)")
-        latents = {k: values[k] for k in latent_names}
-        data_ = values_to_data({k: values[k] for k in observed_names + [c for c in covariates if c in values]})
-        tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), data={**constrain(params_u), **latents})
-                            ).get_trace(data_, *model_args, **model_kwargs) if det_names else {}
+        latents = {k: values[k] for k in self.latent_names}
+        data_ = self.values_to_data({k: values[k] for k in self.observed_names
+                                     + [c for c in self.covariates if c in values]})
+        tr = handlers.trace(handlers.substitute(handlers.seed(self.model, 0),
+                                                data={**self.constrain(params_u), **latents})
+                            ).get_trace(data_, *self.model_args, **self.model_kwargs) if det_names else {}
         return {n: tr[n]["value"] for n in det_names}
-
-    return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
-                     data_to_values, values_to_data, sample_base, log_density_parts, improper,
-                     log_density_grad, weighted_param_grad, param_constraints,
-                     covariates={k: leaves[k] for k in covariates}, log_prior=log_prior if global_names else None,
-                     deterministic=deterministic)
 
 
 def _data_plate(trace, observed_names, num_data):

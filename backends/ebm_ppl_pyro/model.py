@@ -21,9 +21,9 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
-from ebm_ppl._sites import (Same, Transform, base_constraint, check_covariates, check_factor_shape, check_leaf_shape,
-                            check_no_obs_mask, differs, explain_failure, latent_outside_plate, match_leaves,
-                            split_covariates)
+from ebm_ppl._sites import (Same, Transform, base_constraint, check_covariates, check_data_leaves, check_factor_shape,
+                            check_leaf_shape, check_no_obs_mask, check_param_names, differs, explain_failure,
+                            latent_outside_plate, leaf_converters, match_leaves, site_table, split_covariates)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
@@ -105,149 +105,165 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
     """
     covariates = check_covariates(covariates, data)
     model_kwargs = model_kwargs or {}
-    store = pyro.get_param_store()
     traced = model if params is None else poutine.substitute(model, data=dict(params))
+    trace = _first_trace(traced, data, model_args, model_kwargs)
+    mapping = _match_leaves(trace, data, covariates)
+    leaves = data if isinstance(data, dict) else {"data": data}
+    check_data_leaves(trace.nodes, leaves, mapping, covariates, _check_leaf, _has_nonfinite)
+    param_names = [n for n, s in trace.nodes.items() if s["type"] == "param"]
+    check_param_names(param_names, params, "pyro.param, pyro.module or PyroModule")
+    return _Functions(model, traced, model_args, model_kwargs, data, trace, mapping, covariates, param_names,
+                      params).model_info()
+
+
+def _first_trace(traced, data, model_args, model_kwargs):
+    """The model's trace on ``data``; a failure is re-raised naming what does not fit."""
     try:
-        trace = _run(traced, (data,) + tuple(model_args), model_kwargs)
+        return _run(traced, (data,) + tuple(model_args), model_kwargs)
     except Exception as e:  # often a data shape the model's own code cannot handle
         if "jax" in str(e) or "ArrayImpl" in str(e):
             raise TypeError("data: the data are torch tensors (the Pyro backend), but running the model "
                             f"mixed them with jax arrays (a NumPyro model?): {type(e).__name__}: {e}. Pass jax "
                             "arrays to fit a NumPyro model, or write the model with pyro") from e
         _explain_failure(traced, data, model_args, model_kwargs, e)
-    mapping = _match_leaves(trace, data, covariates)
-    leaves = data if isinstance(data, dict) else {"data": data}
-    for key, name in mapping.items():
-        if key in covariates:
-            if leaves[key].is_floating_point() and not bool(torch.isfinite(leaves[key]).all()):
-                raise ValueError(f"data leaf {key!r} (a covariate) contains NaN or inf")
-        else:
-            _check_leaf(key, leaves[key], trace.nodes[name])
 
-    param_names = [n for n, s in trace.nodes.items() if s["type"] == "param"]
-    if not param_names:
-        raise ValueError("the model has no parameters (pyro.param, pyro.module or PyroModule): nothing to fit")
-    if params is not None:
-        missing = [n for n in param_names if n not in params]
-        if missing:
-            raise ValueError(f"params is missing parameter(s) {missing} of the model")
 
-    def _constraint(name):
-        if name in store._constraints:
-            return store._constraints[name]
-        return trace.nodes[name]["kwargs"].get("constraint", constraints.real)
+def _has_nonfinite(leaf):
+    return leaf.is_floating_point() and not bool(torch.isfinite(leaf).all())
 
-    # transform_to, as the param store itself uses (biject_to has no positive_definite)
-    transforms = {n: transform_to(_constraint(n)) for n in param_names}
-    observed_names = list(dict.fromkeys(v for k, v in mapping.items() if k not in covariates))
-    sites = {}
-    for name in observed_names:
-        key = next(k for k, v in mapping.items() if v == name)
-        sites[name] = _site_info(name, trace.nodes[name], leaves[key], True)
-    latent_names = [n for n, s in trace.nodes.items()
-                    if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
-    for name in latent_names:
-        sites[name] = _site_info(name, trace.nodes[name], trace.nodes[name]["value"], False)
 
-    num_data = next(iter(leaves.values())).shape[0]
-    plate = _data_plate(trace, observed_names[0], num_data)
-    plate_name = plate[0] if plate is not None else None
-    outside = _check_sites(trace, plate, num_data)
+class _Functions:
+    """The functions of one traced model: the members of its ``ModelInfo``.
 
-    def data_to_values(batch):
-        b = batch if isinstance(batch, dict) else {"data": batch}
-        return {mapping[k]: v for k, v in b.items()}
+    ``by_row`` says whether the model is run one example at a time (sites outside the data
+    plate that depend on the example) and ``global_names`` names the parameter-only
+    factors outside the data plate (a log prior on θ, left out of the log density); both
+    are settled by :meth:`_find_global_factors`, which runs the model on probe rows.
+    """
 
-    def values_to_data(values):
-        if isinstance(data, dict):
-            return {k: values[mapping[k]] for k in leaves}
-        return values[observed_names[0]]
+    def __init__(self, model, traced, model_args, model_kwargs, data, trace, mapping, covariates, param_names,
+                 params):
+        self.model, self.traced, self.model_args, self.model_kwargs = model, traced, model_args, model_kwargs
+        self.data, self.trace, self.covariates, self.param_names = data, trace, covariates, param_names
+        self.store = store = pyro.get_param_store()
+        self.leaves = data if isinstance(data, dict) else {"data": data}
+        # transform_to, as the param store itself uses (biject_to has no positive_definite)
+        self.transforms = {n: transform_to(self._constraint(n)) for n in param_names}
+        self.latent_names = [n for n, s in trace.nodes.items()
+                             if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+        self.observed_names, self.sites = site_table(trace.nodes, self.leaves, mapping, covariates,
+                                                     self.latent_names, _site_info)
+        num_data = next(iter(self.leaves.values())).shape[0]
+        plate = _data_plate(trace, self.observed_names[0], num_data)
+        self.plate_name = plate[0] if plate is not None else None
+        outside = _check_sites(trace, plate, num_data)
+        self.data_to_values, self.values_to_data = leaf_converters(data, mapping, self.observed_names)
+        self.store_u = {n: store.get_param(n).unconstrained() for n in param_names} if params is None else None
+        self.init_params = self.store_u if params is None else self.unconstrain(params)
+        # captured graphs are kept (a bounded LRU, see _GRAPHS) for later fits of the same model
+        self.scope = (Same(model), tuple(Same(a) for a in model_args),
+                      tuple((k, Same(v)) for k, v in sorted(model_kwargs.items())), tuple(param_names),
+                      tuple(self.sites), params is None)
+        self.global_names = ()  # parameter-only factors outside the data plate: a log prior on θ
+        self.by_row = self.plate_name is None
+        self.probe_values = None
+        if outside:
+            self._find_global_factors(outside)
+        self.det_names = tuple(n for n, s in trace.nodes.items()
+                               if s["type"] == "sample" and (s.get("infer") or {}).get("_deterministic"))
 
-    store_u = {n: store.get_param(n).unconstrained() for n in param_names} if params is None else None
+    def model_info(self):
+        """The ``ModelInfo``: log density and gradients as captured graphs (:class:`_Captured`)."""
+        names, sites, scope = self.param_names, self.sites, self.scope
+        log_density = _Captured(self.eager_log_density, names, sites, scope + ("log_density",))
+        log_density_grad = _CapturedGrad(self.eager_grad, names, sites, scope + ("grad",))
+        captured_weighted = _Captured(self.eager_weighted, names, sites, scope + ("weighted",))
 
-    def constrain(params_u):
-        return {n: transforms[n](u) for n, u in params_u.items()}
+        def weighted_param_grad(params_u, values, weights):
+            out = captured_weighted(params_u, {**values, "__w__": weights})
+            return out[0], dict(zip(names, out[1:]))
 
-    def unconstrain(params_c):
-        return {n: transforms[n].inv(torch.as_tensor(params_c[n])).detach() for n in param_names}
+        improper = tuple(n for n in sites if _is_improper(self.trace.nodes[n]["fn"]))
+        param_constraints = {n: repr(self._constraint(n)) for n in names}
+        return ModelInfo(sites, log_density, self.init_params, self.constrain, self.unconstrain,
+                         self.data_to_values, self.values_to_data, self.sample_base, self.log_density_parts,
+                         improper, log_density_grad, weighted_param_grad, param_constraints,
+                         covariates={k: self.leaves[k] for k in self.covariates},
+                         log_prior=self.log_prior if self.global_names else None, deterministic=self.deterministic)
 
-    init_params = store_u if params is None else unconstrain(params)
+    def _constraint(self, name):
+        if name in self.store._constraints:
+            return self.store._constraints[name]
+        return self.trace.nodes[name]["kwargs"].get("constraint", constraints.real)
 
-    def eager_log_density(params_u, values):
-        return log_density_parts(params_u, values)[0]
+    def constrain(self, params_u):
+        return {n: self.transforms[n](u) for n, u in params_u.items()}
 
-    # captured graphs are kept (a bounded LRU, see _GRAPHS) for later fits of the same model
-    scope = (Same(model), tuple(Same(a) for a in model_args),
-             tuple((k, Same(v)) for k, v in sorted(model_kwargs.items())), tuple(param_names), tuple(sites),
-             params is None)
-    log_density = _Captured(eager_log_density, param_names, sites, scope + ("log_density",))
+    def unconstrain(self, params_c):
+        return {n: self.transforms[n].inv(torch.as_tensor(params_c[n])).detach() for n in self.param_names}
 
-    def eager_grad(params_u, values, names):
+    def eager_log_density(self, params_u, values):
+        return self.log_density_parts(params_u, values)[0]
+
+    def eager_grad(self, params_u, values, names):
         with torch.enable_grad():
             moved = {n: (values[n] if values[n].is_floating_point() else values[n].to(torch.get_default_dtype()))
                      .detach().requires_grad_(True) for n in names}
-            ld = eager_log_density(params_u, {**values, **moved})
+            ld = self.eager_log_density(params_u, {**values, **moved})
             grads = torch.autograd.grad(ld.sum(), [moved[n] for n in names], allow_unused=True)
         return ld.detach(), {n: torch.zeros_like(moved[n]) if g is None else g for n, g in zip(names, grads)}
 
-    log_density_grad = _CapturedGrad(eager_grad, param_names, sites, scope + ("grad",))
-
-    def eager_weighted(params_u, values):
+    def eager_weighted(self, params_u, values):
         """(log p̃ per row, ∇θ Σ_rows w_row log p̃) with the weights in values["__w__"]."""
         values = dict(values)
         w = values.pop("__w__")
+        names = self.param_names
         with torch.enable_grad():
             leaves = {n: u.detach().requires_grad_(True) for n, u in params_u.items()}
-            ld = eager_log_density(leaves, values)
-            grads = torch.autograd.grad((ld * w).sum(), [leaves[n] for n in param_names], allow_unused=True)
-        grads = tuple(torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(param_names, grads))
+            ld = self.eager_log_density(leaves, values)
+            grads = torch.autograd.grad((ld * w).sum(), [leaves[n] for n in names], allow_unused=True)
+        grads = tuple(torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(names, grads))
         return (ld.detach(),) + grads
 
-    captured_weighted = _Captured(eager_weighted, param_names, sites, scope + ("weighted",))
-
-    def weighted_param_grad(params_u, values, weights):
-        out = captured_weighted(params_u, {**values, "__w__": weights})
-        return out[0], dict(zip(param_names, out[1:]))
-
-    global_names = ()  # parameter-only factors outside the data plate: a log prior on θ
-    by_row = plate_name is None
-
-    def run(params_u, values, skip=(), record=None):
+    def run(self, params_u, values, skip=(), record=None):
+        """(log p̃, log base) per row from one run of the model on ``values`` (sites in
+        ``skip`` left out of the total; ``record``: site name -> log-prob, filled in)."""
         substituted = None
-        if store_u is None or any(params_u[n] is not store_u[n] for n in param_names):
-            substituted = constrain(params_u)
+        if self.store_u is None or any(params_u[n] is not self.store_u[n] for n in self.param_names):
+            substituted = self.constrain(params_u)
         num_chains = next(iter(values.values())).shape[0]
-        handler = _LogDensityMessenger({n: values[n] for n in latent_names}, substituted, plate_name, num_chains,
-                                       skip, record)
+        handler = _LogDensityMessenger({n: values[n] for n in self.latent_names}, substituted, self.plate_name,
+                                       num_chains, skip, record)
         with pyro.validation_enabled(False), handler:
-            model(values_to_data(values), *model_args, **model_kwargs)
+            self.model(self.values_to_data(values), *self.model_args, **self.model_kwargs)
         total, base = (torch.as_tensor(t).expand(num_chains) if torch.as_tensor(t).dim() == 0 else t
                        for t in (handler.total, handler.base))
         return total, base
 
-    def log_density_parts(params_u, values):
-        if not by_row:
-            return run(params_u, values, global_names)
+    def log_density_parts(self, params_u, values):
+        if not self.by_row:
+            return self.run(params_u, values, self.global_names)
         # sites outside the data plate: the model is run one example at a time
         num_chains = next(iter(values.values())).shape[0]
-        rows = [run(params_u, {k: v[i:i + 1] for k, v in values.items()}, global_names) for i in range(num_chains)]
+        rows = [self.run(params_u, {k: v[i:i + 1] for k, v in values.items()}, self.global_names)
+                for i in range(num_chains)]
         return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
 
-    def log_prior(params_u):
+    def log_prior(self, params_u):
         """The parameter-only factors (once, not per example)."""
         record = {}
-        run(params_u, {k: v[:1] for k, v in probe_values.items()}, record=record)
-        return sum(record[n].sum() for n in global_names)
+        self.run(params_u, {k: v[:1] for k, v in self.probe_values.items()}, record=record)
+        return sum(record[n].sum() for n in self.global_names)
 
-    def sample_base(rng_key, num_chains):
-        first = {k: v[:1].expand((num_chains,) + tuple(v.shape[1:])) for k, v in leaves.items()}
+    def sample_base(self, rng_key, num_chains):
+        first = {k: v[:1].expand((num_chains,) + tuple(v.shape[1:])) for k, v in self.leaves.items()}
         seed = int(torch.randint(0, 2**62, (), generator=rng_key, device=rng_key.device))
         out = {}
         with torch.random.fork_rng(devices=[] if rng_key.device.type == "cpu" else [rng_key.device]):
             torch.manual_seed(seed)
-            fn = traced if params is None else traced
-            tr = _run(fn, ((first if isinstance(data, dict) else first["data"]),) + tuple(model_args), model_kwargs)
-            for name, site in sites.items():
+            batch = first if isinstance(self.data, dict) else first["data"]
+            tr = _run(self.traced, (batch,) + tuple(self.model_args), self.model_kwargs)
+            for name, site in self.sites.items():
                 node = tr.nodes[name]
                 try:
                     x = node["fn"].sample()
@@ -257,43 +273,37 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
                 except NotImplementedError:
                     x = torch.rand((num_chains,) + site.shape, device=rng_key.device) * 4 - 2
                     out[name] = site.transform(x.to(site.dtype)).detach()
-        return {k: v.to(sites[k].dtype).detach() for k, v in out.items()}
+        return {k: v.to(self.sites[k].dtype).detach() for k, v in out.items()}
 
-    if outside:
-        probe_values = _probe_rows(sample_base, sites, rng_like=next(iter(leaves.values())))
+    def _find_global_factors(self, outside):
+        """Tell the factors outside the data plate that depend on no site (the same at every
+        probe row, with noisy parameters) from the rest; with only such factors outside,
+        the model still runs on all rows at once."""
+        self.probe_values = probe_values = _probe_rows(self.sample_base, self.sites,
+                                                       rng_like=next(iter(self.leaves.values())))
         with torch.no_grad():
             g = torch.Generator(device=probe_values[next(iter(probe_values))].device).manual_seed(20_021)
             noisy = {n: u + torch.randn(u.shape, generator=g, dtype=u.dtype, device=u.device) if u.is_floating_point()
-                     else u for n, u in init_params.items()}  # parameters at zero would hide a dependence
+                     else u for n, u in self.init_params.items()}  # parameters at zero would hide a dependence
             record = {}
             for i in range(next(iter(probe_values.values())).shape[0]):
                 row = {}
-                run(noisy, {k: v[i:i + 1] for k, v in probe_values.items()}, record=row)
+                self.run(noisy, {k: v[i:i + 1] for k, v in probe_values.items()}, record=row)
                 for n in outside:
                     record.setdefault(n, []).append(row[n].detach().reshape(-1).cpu().numpy())
-        global_names = tuple(n for n in outside if _is_factor(trace.nodes[n]) and not differs(record[n]))
-        by_row = len(global_names) < len(outside) or plate_name is None
-    improper = tuple(n for n in sites if _is_improper(trace.nodes[n]["fn"]))
-    param_constraints = {n: repr(_constraint(n)) for n in param_names}
-    det_names = tuple(n for n, s in trace.nodes.items()
-                      if s["type"] == "sample" and (s.get("infer") or {}).get("_deterministic"))
+        self.global_names = tuple(n for n in outside if _is_factor(self.trace.nodes[n]) and not differs(record[n]))
+        self.by_row = len(self.global_names) < len(outside) or self.plate_name is None
 
-    def deterministic(params_u, values):
+    def deterministic(self, params_u, values):
         """{deterministic site: value per row} of the model run on ``values`` (every site)."""
-        if det_names and by_row:
-            raise NotImplementedError(f"deterministic site(s) {list(det_names)} of a model read one example at a "
-                                      "time (sites outside the data plate)")
-        if not det_names:
+        if self.det_names and self.by_row:
+            raise NotImplementedError(f"deterministic site(s) {list(self.det_names)} of a model read one example "
+                                      "at a time (sites outside the data plate)")
+        if not self.det_names:
             return {}
         with poutine.trace() as recorded:
-            run(params_u, values)
-        return {n: recorded.trace.nodes[n]["value"].detach() for n in det_names}
-
-    return ModelInfo(sites, log_density, init_params, constrain, unconstrain,
-                     data_to_values, values_to_data, sample_base, log_density_parts, improper,
-                     log_density_grad, weighted_param_grad, param_constraints,
-                     covariates={k: leaves[k] for k in covariates}, log_prior=log_prior if global_names else None,
-                     deterministic=deterministic)
+            self.run(params_u, values)
+        return {n: recorded.trace.nodes[n]["value"].detach() for n in self.det_names}
 
 
 _CAPTURE_AFTER = 2

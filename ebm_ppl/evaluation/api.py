@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._doc import doc
 from .._exclusive import exclusive
 from .._problem import PROBE_SEED, compile_problem, place_problem
 from ..backend import get_backend
@@ -73,26 +74,7 @@ def _check_count(name, value):
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-@exclusive
-def log_partition(
-    model,
-    params,
-    example,
-    *,
-    method="exact",
-    num_chains=100,
-    num_temperatures=1000,
-    sampler="auto",
-    init="base",
-    schedule="sigmoid",
-    rng_seed=0,
-    backend=None,
-    model_args=(),
-    model_kwargs=None,
-    covariates=None,
-    devices=None,
-):
-    """log Z(θ), the log normalizer of the model at ``params``: exactly, by AIS, or bracketed
+_LOG_PARTITION_DOC = """log Z(θ), the log normalizer of the model at ``params``: exactly, by AIS, or bracketed
     by forward and reverse AIS.
 
     Z(θ) is the integral (sum) of p̃ over every site whose value is not fixed by data:
@@ -211,6 +193,28 @@ def log_partition(
     Burda, Y., Grosse, R. & Salakhutdinov, R. (2015). Accurate and conservative estimates
     of MRF log-likelihood using reverse annealing. *AISTATS*.
     """
+
+
+@exclusive
+@doc(_LOG_PARTITION_DOC)
+def log_partition(
+    model,
+    params,
+    example,
+    *,
+    method="exact",
+    num_chains=100,
+    num_temperatures=1000,
+    sampler="auto",
+    init="base",
+    schedule="sigmoid",
+    rng_seed=0,
+    backend=None,
+    model_args=(),
+    model_kwargs=None,
+    covariates=None,
+    devices=None,
+):
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
     _check_count("num_chains", num_chains)
@@ -236,7 +240,20 @@ def log_partition(
         summed = _exact_plan(problem, params_u, probe(), "log_partition(method='exact')")
         value = log_partition_exact(problem, params_u, like, summed=summed)
         return LogZ(value, 0.0, value, value, 0.0, 0.0, float("nan"), True)
-    start = BASE_START
+    result = _result(*_ais_bracket(problem, params_u, example_values, probe, method, init, sampler, betas,
+                                   num_chains, num_temperatures, rng_seed, backend), method)
+    _check_estimate(result, method, init)
+    return result
+
+
+def _ais_bracket(problem, params_u, example_values, probe, method, init, sampler, betas, num_chains,
+                 num_temperatures, rng_seed, backend):
+    """Forward AIS from ``init`` (a stochastic lower bound on log Z) and, for
+    ``method="bidirectional"``, reverse AIS from model draws (a stochastic upper bound):
+    ``(lower, lower_se, upper, upper_se, data_bound, upper_is_exact_start)``."""
+    ops = problem.ops
+    like = next(iter(example_values.values()))
+    start, init_values = BASE_START, None
     if not isinstance(init, str):
         init_values = _data_values(problem, init, backend, "init")
         start = base_rate_start(problem, params_u, init_values, like)
@@ -245,28 +262,24 @@ def log_partition(
     log_w = ais_log_weights(problem, kernel, key_fwd, params_u, betas, num_chains, start, rb)
     lower, lower_se = log_mean_exp_with_stderr(log_w)
     bound = _data_bound(problem, params_u, example_values)
-    upper, upper_se, exact_start = float("inf"), float("nan"), False
-    if method == "bidirectional" and start is not BASE_START:
+    if method != "bidirectional":
+        return lower, lower_se, float("inf"), float("nan"), bound, False
+    if start is not BASE_START:
         # a second forward run from the sites' base measures: forward AIS from any start is a
         # stochastic lower bound, so the larger is kept; where it lies above the reverse side
-        # that started near the data, that side was no upper bound and the check below warns
+        # that started near the data, that side was no upper bound and the check in log_partition warns
         base_kernel, base_rb = _ais_kernel(problem, params_u, sampler, probe, BASE_START, like)
         log_w_base = ais_log_weights(problem, base_kernel, key_fwd, params_u, betas, num_chains, BASE_START,
                                      base_rb)
         lower_base, lower_base_se = log_mean_exp_with_stderr(log_w_base)
         if lower_base > lower:
             lower, lower_se = lower_base, lower_base_se
-    if method == "bidirectional":
-        position, exact_start = _model_draws(problem, params_u, kernel, rb, key_eq, num_chains, rng_seed,
-                                             num_temperatures, start, like,
-                                             None if isinstance(init, str) else init_values)
-        log_w_rev = ais_log_weights(problem, kernel, key_rev, params_u, betas[::-1].copy(), num_chains,
-                                    start, rb, position=position)
-        neg, upper_se = log_mean_exp_with_stderr(log_w_rev)
-        upper = -neg
-    result = _result(lower, lower_se, upper, upper_se, bound, exact_start, method)
-    _check_estimate(result, method, init)
-    return result
+    position, exact_start = _model_draws(problem, params_u, kernel, rb, key_eq, num_chains, rng_seed,
+                                         num_temperatures, start, like, init_values)
+    log_w_rev = ais_log_weights(problem, kernel, key_rev, params_u, betas[::-1].copy(), num_chains,
+                                start, rb, position=position)
+    neg, upper_se = log_mean_exp_with_stderr(log_w_rev)
+    return lower, lower_se, -neg, upper_se, bound, exact_start
 
 
 def _data_values(problem, data, backend, what):
@@ -442,10 +455,7 @@ def _log_z_value(log_z):
     return float(value.reshape(()))
 
 
-@exclusive
-def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=(), model_kwargs=None,
-                   covariates=None):
-    """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z) − log Z.
+_LOG_LIKELIHOOD_DOC = """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z) − log Z.
 
     Latent sites (unobserved sample sites) are summed out: a binary site measured to be
     conditionally independent given the rest (an RBM's hidden layer, any width)
@@ -494,6 +504,12 @@ def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=
     Salakhutdinov, R. & Murray, I. (2008). On the quantitative analysis of deep belief
     networks. *ICML* (log-likelihoods of RBMs from an estimate of log Z).
     """
+
+
+@exclusive
+@doc(_LOG_LIKELIHOOD_DOC)
+def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=(), model_kwargs=None,
+                   covariates=None):
     problem, data = compile_problem(model, params, data, backend, model_args, model_kwargs, covariates)
     ops, info = problem.ops, problem.info
     data_values = info.data_to_values(data)
