@@ -94,6 +94,38 @@ def rbm(num_visible, num_hidden, W0, b0, c0):
     return model
 
 
+def rbm_centered(num_visible, num_hidden, W0, b0, c0, mu, lam):
+    """The same RBM family written with centered units (Montavon & Müller 2012; Melchior,
+    Fischer & Wiskott 2016): log p̃ = (v − μ)ᵀW(h − λ) + bᵀv + cᵀh with fixed offsets μ (the
+    training images' mean) and λ = 0.5. It is an ordinary RBM (:func:`uncenter`), but the
+    gradient in these coordinates is better conditioned."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    import ebm_ppl
+
+    mu, lam = jnp.asarray(mu, jnp.float32), jnp.asarray(lam, jnp.float32)
+
+    def model(v):
+        W = numpyro.param("W", jnp.asarray(W0))
+        b = numpyro.param("b", jnp.asarray(b0))
+        c = numpyro.param("c", jnp.asarray(c0))
+        with numpyro.plate("data", v.shape[0]):
+            v = numpyro.sample("v", dist.Bernoulli(0.5).expand([num_visible]).to_event(1), obs=v)
+            h = numpyro.sample("h", dist.Bernoulli(0.5).expand([num_hidden]).to_event(1))
+            ebm_ppl.factor("rbm", (((v - mu) @ W) * (h - lam)).sum(-1) + (v * b).sum(-1) + (h * c).sum(-1))
+
+    return model
+
+
+def uncenter(params, mu, lam):
+    """The ordinary RBM parameters of a centered one (the constant μᵀWλ cancels in p̃ / Z)."""
+    W = np.asarray(params["W"], np.float64)
+    return {"W": W.astype(np.float32), "b": (np.asarray(params["b"]) - W @ lam).astype(np.float32),
+            "c": (np.asarray(params["c"]) - mu @ W).astype(np.float32)}
+
+
 def base_rate_logits(x):
     p = (x.sum(0) + 1.0) / (x.shape[0] + 2.0)
     return np.log(p) - np.log1p(-p)
@@ -121,11 +153,36 @@ def _train(epoch, seconds, clock):
     return _log(cpu, wall, cpu0, start)
 
 
-def train_ebm_ppl(x, num_hidden, seconds, lr, batch, seed=0, optimizer="sgd", clock=time.perf_counter):
-    """PCD-1 (chains = ``batch``), ``BlockGibbs(["h", "v"])``, whole epochs until ``clock``
-    has advanced by ``seconds`` (the first call's tracing and compiling included)."""
-    import jax.numpy as jnp
+def make_optimizer(name, lr):
+    """``sgd``, ``adam`` or ``momentumM`` (SGD with momentum M, e.g. ``momentum0.5``)."""
     import optax
+
+    if name == "adam":
+        return optax.adam(lr)
+    if name.startswith("momentum"):
+        return optax.sgd(lr, momentum=float(name[len("momentum"):] or 0.9))
+    if name == "sgd":
+        return optax.sgd(lr)
+    raise ValueError(f"unknown optimizer {name!r}: sgd, adam or momentumM")
+
+
+def parse_recipe(recipe):
+    """``OPTIMIZER,LR,BATCH[,rb][,centered]`` -> (optimizer, lr, batch, {"rao_blackwell", "centered"})."""
+    parts = recipe.split(",")
+    flags = set(parts[3:])
+    if len(parts) < 3 or not flags <= {"rb", "centered"}:
+        raise ValueError(f"--ebm-recipe {recipe!r}: expected OPTIMIZER,LR,BATCH[,rb][,centered]")
+    return parts[0], float(parts[1]), int(parts[2]), {"rao_blackwell": "rb" in flags, "centered": "centered" in flags}
+
+
+def train_ebm_ppl(x, num_hidden, seconds, lr, batch, seed=0, optimizer="sgd", clock=time.perf_counter,
+                  rao_blackwell=False, centered=False):
+    """PCD-1 (chains = ``batch``), ``BlockGibbs(["h", "v"])``, whole epochs until ``clock``
+    has advanced by ``seconds`` (the first call's tracing and compiling included).
+    ``rao_blackwell``: ``PCD(rao_blackwell=True)``, the hidden layer's conditional means in
+    both phases' gradients (as scikit-learn's update); ``centered``: the model of
+    :func:`rbm_centered` (the returned parameters are the ordinary RBM's)."""
+    import jax.numpy as jnp
 
     import ebm_ppl
 
@@ -134,18 +191,20 @@ def train_ebm_ppl(x, num_hidden, seconds, lr, batch, seed=0, optimizer="sgd", cl
     def epoch():
         if state["result"] is None:  # building the model and the first call's compile count too
             W0 = (0.01 * np.random.default_rng(seed).standard_normal((x.shape[1], num_hidden))).astype(np.float32)
-            state["model"] = rbm(x.shape[1], num_hidden, W0, base_rate_logits(x).astype(np.float32),
-                                 np.zeros(num_hidden, np.float32))
+            b0, c0 = base_rate_logits(x).astype(np.float32), np.zeros(num_hidden, np.float32)
+            state["model"] = (rbm_centered(x.shape[1], num_hidden, W0, b0, c0, mu, lam) if centered
+                              else rbm(x.shape[1], num_hidden, W0, b0, c0))
             state["data"] = jnp.asarray(x)
-            state["opt"] = optax.adam(lr) if optimizer == "adam" else optax.sgd(lr)
+            state["opt"] = make_optimizer(optimizer, lr)
         state["result"] = ebm_ppl.fit_unnormalized(
-            state["model"], state["data"], ebm_ppl.PCD(num_chains=batch, num_steps=1),
+            state["model"], state["data"], ebm_ppl.PCD(num_chains=batch, num_steps=1, rao_blackwell=rao_blackwell),
             ebm_ppl.samplers.BlockGibbs(["h", "v"]), optimizer=state["opt"], num_epochs=1, batch_size=batch,
             progress_bar=False, resume=state["result"], rng_seed=seed)
 
+    mu, lam = x.mean(0), np.full(num_hidden, 0.5)
     log = _train(epoch, seconds, clock)
     params = {k: np.asarray(v) for k, v in state["result"].params.items()}
-    return params, log
+    return (uncenter(params, mu, lam) if centered else params), log
 
 
 def train_sklearn(x, num_hidden, seconds, lr, batch, seed=0, clock=time.perf_counter):
@@ -254,8 +313,8 @@ def run_contender(spec, args, x_train, x_test, seconds, K, clock):
         r20, _ = exact_20(x_train, x_test, 3.0 if args.quick else 60.0, clock)
         out["ebm_ppl_784x20_exact"] = r20
     elif spec == "ebm_ppl":
-        opt, lr, batch = args.ebm_recipe.split(",")
-        params, log = train_ebm_ppl(x_train, 500, seconds, float(lr), int(batch), optimizer=opt, clock=clock)
+        opt, lr, batch, flags = parse_recipe(args.ebm_recipe)
+        params, log = train_ebm_ppl(x_train, 500, seconds, lr, batch, optimizer=opt, clock=clock, **flags)
         np.savez(ROOT / "benchmarks" / "mnist_rbm_ebm_ppl_500.npz", **params)
         out["ebm_ppl_784x500_training"] = dict(log, recipe=args.ebm_recipe)
         out["ebm_ppl_784x500_eval"] = evaluate(params, x_train, x_test, K, args.chains)
@@ -320,8 +379,9 @@ def main():
     parser.add_argument("--temperatures", type=int, default=500)
     parser.add_argument("--chains", type=int, default=100)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--ebm-recipe", default="sgd,0.01,100", metavar="OPTIMIZER,LR,BATCH",
-                        help="ebm_ppl's optimizer (sgd or adam), learning rate and batch size")
+    parser.add_argument("--ebm-recipe", default="sgd,0.01,100", metavar="OPTIMIZER,LR,BATCH[,rb][,centered]",
+                        help="ebm_ppl's optimizer (sgd, adam or momentumM), learning rate and batch size; "
+                             "',rb' adds PCD(rao_blackwell=True)")
     parser.add_argument("--only", default=None,
                         help="';'-separated contenders to run (default all: " + ";".join(CONTENDERS) + "); "
                              "with --reevaluate, parts of the saved models' names, e.g. 'ebm_ppl;lr0.01_batch100'")

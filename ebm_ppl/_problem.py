@@ -41,6 +41,7 @@ class Problem:
         self.covariates = tuple(info.covariates or ())
         self.kernel = kernel  # negative phase: moves every site
         self.positive_kernel = positive_kernel  # positive phase: moves the latent sites
+        self.rao_blackwell = None  # (site, lo, hi): gradients at E[site | rest] (see ebm_ppl._rao_blackwell)
 
     def probe(self, rng_key):
         """A memoized ``probe()`` for :func:`~ebm_ppl.samplers.base.build_kernel`."""

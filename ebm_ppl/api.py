@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ._problem import PROBE_SEED, Problem, compile_problem, place_problem, run_kernel
 from ._exclusive import exclusive
 from ._doc import doc
+from ._rao_blackwell import conditional_means, rao_blackwell_site
 from ._result import FitResult, FitState
 from ._sites import Same as _Same
 from .checkpoint import save
@@ -167,7 +168,10 @@ def _make_step(problem, estimator, optimizer, num_data, placement=None):
         batch = ops.shard_rows({k: v[idx] for k, v in data_values.items()})
         with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
             out = estimator.update(key_neg, problem, est_state, ops.stop_gradient(params), batch, batch_index=idx)
-        new_est, positive, negative, rate = out[:4]
+            new_est, positive, negative, rate = out[:4]
+            if problem.rao_blackwell is not None:  # E[h | rest] in place of the drawn h, both phases
+                positive, negative = (conditional_means(problem, problem.rao_blackwell, ops.stop_gradient(params), p)
+                                      for p in (positive, negative))
         new_est = ops.shard_rows(new_est)  # keep the carry's chains where they are
         extra = tuple(out[4]) if len(out) > 4 else ()  # the estimator's own history entries
         positive = problem.from_internal(ops.stop_gradient(positive))
@@ -685,8 +689,9 @@ _FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stoch
     data shapes, so resuming a fit, or fitting the same model again, does not compile
     again (a model that reads mutable global state sees that state as it was when it was
     compiled, as with ``jax.jit``). On Pyro the model's log density and the gradients the
-    samplers and the optimizer take run as TorchScript graphs traced once per input shape,
-    where the trace reproduces the eager model (see the README).
+    samplers and the optimizer take run as Pyro-free ``torch.fx`` graphs captured once per
+    input shape, where capture succeeds and reproduces the eager model, else eagerly (see
+    the README).
 
     Examples
     --------
@@ -949,6 +954,7 @@ def _setup(be, ops, name, model, data, estimator, sampler, optimizer, batch_size
         if latent:
             positive = restrict_sampler(sampler, [s.name for s in latent])
             problem.positive_kernel = build_kernel(positive, ops, latent, probe=probe)
+        problem.rao_blackwell = rao_blackwell_site(problem, estimator, probe)
         opt = be.make_optimizer(optimizer)
         opt.check(info.init_params)
         run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt, num_data, placement))

@@ -110,6 +110,7 @@ def test_sample_exact_matches_enumeration(fw):
     assert np.all(np.abs(v.mean(0) - mean) < 5 * se + 1e-3)
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 @pytest.mark.parametrize("init", ["base", "data"])
 def test_bidirectional_brackets_exact(fw, init):
     W, b, c = peaked_rbm(seed=4, scale=2.0)
@@ -125,6 +126,7 @@ def test_bidirectional_brackets_exact(fw, init):
     assert log_z.data_bound <= exact + 1e-6
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_forward_ais_below_data_bound_warns(fw):
     """One annealing step from the uniform base on a sharply peaked RBM: the estimate
     falls below log Σ_data p̃(x), and the warning says so and what to do."""
@@ -142,6 +144,7 @@ def test_forward_ais_below_data_bound_warns(fw):
         assert not caught
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_bidirectional_disagreement_warns(fw):
     """Plain importance sampling both ways (schedule [0, 1]) on a sharply peaked RBM: the
     forward side misses the modes, the reverse side overshoots, and the warning names the
@@ -233,6 +236,7 @@ def test_mnist_784x20_exact_and_bracket(fw):
             assert abs(lz.lower - exact) < 1.0, (lz, exact)
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_bidirectional_from_data_keeps_the_larger_forward_side(fw):
     """With a base-rate start the forward side also runs from the sites' base measures (the
     same random stream) and keeps the larger of the two stochastic lower bounds: a reverse

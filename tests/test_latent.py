@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import pytest
 
 import ebm_ppl
 from models import rbm_model
@@ -25,6 +26,7 @@ def rbm_mean_loglik(x, W, b, c):
 
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_small_rbm_reaches_true_likelihood(fw):
     """PCD with a latent hidden layer: the exact log-likelihood of the fit is within 0.02
     nats of the data-generating parameters' (the MLE lies above the truth on training data;
@@ -61,6 +63,7 @@ def gaussian_bernoulli_rbm(fw, num_hidden=2):
     return gbrbm
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_gaussian_bernoulli_rbm_recovers_both_components(fw):
     """Real visible units (Normal base), binary hidden units, mixed sampler ("auto": Gibbs on
     h, MALA on v). Criterion: 4000 draws from the fit put 50% ± 12% of their mass nearer each

@@ -49,6 +49,7 @@ def bernoulli_forms(fw):
     return [in_plate, framework_factor, summed_outside, outside_2d, no_plate]
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_model_forms_agree_on_both_backends(fw):
     """Every accepted form gives the same per-example log-likelihood at the same
     parameters, on both backends: log p(x) = h·x - Σ log(1 + e^h) (base 0.5³ included)."""
@@ -60,6 +61,7 @@ def test_model_forms_agree_on_both_backends(fw):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=model.__name__)
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_model_forms_fit_alike(fw):
     """The forms fit to the same parameters (same seed: the same chains and updates)."""
     fitted = []
@@ -165,6 +167,7 @@ def _flat(fw, params):
     return np.concatenate([np.ravel(fw.to_numpy(a)) for a in leaves])
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_module_models_train_and_evaluate_at_the_params_given(fw, index):
     """Module parameters train, end in FitResult.params (and on Pyro in the module itself),
@@ -225,6 +228,7 @@ def test_neural_energy_module_forms_agree():
     assert max(out.values()) - min(out.values()) < 0.1, out
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_readme_models_you_can_write_runs():
     """The README's "Models you can write" blocks run as they stand."""
     import pathlib
@@ -242,6 +246,7 @@ def test_readme_models_you_can_write_runs():
         exec(compile(block, "README.md", "exec"), namespace)
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 @pytest.mark.parametrize("cname", ["positive_definite", "lower_cholesky", "simplex"])
 def test_matrix_and_simplex_parameter_constraints(fw, cname):
     """Parameter constraints of the frameworks work on both backends (Pyro's param store
@@ -272,6 +277,7 @@ def test_matrix_and_simplex_parameter_constraints(fw, cname):
         assert P[0, 1] == 0 and (np.diag(P) > 0).all()
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_numpyro_float64_fits_with_several_steps():
     """NumPyro under ``jax_enable_x64`` fits with num_steps >= 2 (the loop carry keeps its
     dtype); run in a subprocess so that x64 does not leak into the other tests."""

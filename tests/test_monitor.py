@@ -11,6 +11,7 @@ X = ising_sample(np.full(12, 0.3), np.zeros(9), 300, seed=3)
 HELD_OUT = ising_sample(np.full(12, 0.3), np.zeros(9), 100, seed=4)
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_monitor_records_exact_pseudo_likelihood_and_diagnostics(fw):
     seen = {}
 

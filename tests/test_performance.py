@@ -67,6 +67,7 @@ def test_rbm_layers_take_the_gradient_path(fw):
     assert positive.step.redraws_all
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_non_affine_model_takes_the_rows_path_and_stays_exact(fw):
     """s**3 has the right values but the wrong gradient: the check must refuse the gradient
     path, and the rows path must still sample the exact distribution."""
@@ -97,6 +98,7 @@ def _counting(model):
     return counted, calls
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_hot_loop_runs_no_python_model_code(fw):
     """Fits of 32 and of 160 updates run the model's Python code equally often: the update
     is traced (and on NumPyro compiled) once, in the first chunk, never again."""

@@ -1,4 +1,5 @@
-"""Every tutorial notebook runs top to bottom at small size (EBM_PPL_TUTORIAL_SMALL=1).
+"""Every tutorial notebook runs top to bottom at small size (EBM_PPL_TUTORIAL_SMALL=1), in
+the slow tests (``pytest -m slow``, which CI runs).
 
 Each notebook ends with assertions of its claims (looser at small size), so a passing run
 also checks what the notebook says. The notebooks pick their framework themselves, so these
@@ -56,6 +57,7 @@ def test_committed_notebooks_have_no_outputs():
                 assert not cell.outputs and cell.execution_count is None, name
 
 
+@pytest.mark.slow  # 20-130 s each: every notebook runs in CI's slow pass (``pytest -m slow``)
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_tutorial_runs_small(name):
     nb = execute(TUTORIALS / name, small=True, timeout=300)

@@ -343,8 +343,13 @@ def _batched_log_density(model, model_args, model_kwargs, params_c, values, obse
     batch = values_to_data({k: values[k] for k in values if k not in latent_names})
     latents = {k: values[k] for k in latent_names}
     num_rows = next(iter(values.values())).shape[0]
-    log_probs, tr = compute_log_probs(model, (batch,) + tuple(model_args), model_kwargs,
-                                      {**params_c, **latents}, sum_log_prob=False)
+    # without NumPyro's support checks, as the Pyro backend runs its traces: the data were
+    # checked against the supports when they were matched to the sites, and the samplers stay
+    # in them, but Rao-Blackwellized gradients evaluate a binary site at its conditional mean
+    # (a Bernoulli's log-probability is affine in the value: NumPyro's formula is exact there)
+    with numpyro.validation_enabled(False):
+        log_probs, tr = compute_log_probs(model, (batch,) + tuple(model_args), model_kwargs,
+                                          {**params_c, **latents}, sum_log_prob=False)
     total = base = jnp.zeros(num_rows)
     for name, lp in log_probs.items():
         if name in skip:

@@ -10,7 +10,7 @@ suffices, as the chain carries over), ``positive_steps`` transitions each time.
 import numbers
 from typing import Any, NamedTuple
 
-__all__ = ["check_int", "check_positive_args", "PersistentLatents", "init_positive", "run_positive"]
+__all__ = ["check_int", "check_positive_args", "check_bool", "PersistentLatents", "init_positive", "run_positive"]
 
 POSITIVE = ("base", "persistent")
 
@@ -46,6 +46,13 @@ def check_positive_args(owner, positive, positive_steps):
     return positive, check_int(owner, "positive_steps", positive_steps, allow_none=True)
 
 
+def check_bool(owner, name, value):
+    """``value`` as a Python bool, else a ValueError naming it."""
+    if not isinstance(value, (bool,)) and type(value).__name__ != "bool_":
+        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def init_positive(estimator, problem, rng_key, data_values, batch_size):
     """The positive phase's initial state: the kernel's adapted state (``"base"``), or
     :class:`PersistentLatents` with one chain per training example drawn from the base."""
@@ -77,4 +84,6 @@ def positive_repr(estimator):
         out += f", positive={estimator.positive!r}"
     if estimator.positive_steps is not None:
         out += f", positive_steps={estimator.positive_steps}"
+    if getattr(estimator, "rao_blackwell", False):
+        out += ", rao_blackwell=True"
     return out

@@ -9,7 +9,7 @@ Carreira-Perpiñán & Hinton (2005), On contrastive divergence learning (its bia
 from typing import Any, NamedTuple
 
 from .._problem import run_kernel
-from ._common import check_int, check_positive_args, init_positive, positive_repr, run_positive
+from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 
 __all__ = ["CD", "CDState"]
 
@@ -55,6 +55,9 @@ class CD:
         update, or one persistent chain per training example.
     positive_steps : int, optional
         Transitions of the positive phase (default ``num_steps``).
+    rao_blackwell : bool
+        Use the conditional means of a layer of binary latent units instead of their draws
+        in both phases' gradients.
 
     Notes
     -----
@@ -62,18 +65,31 @@ class CD:
     of example i starts at its own y_i and runs ``num_steps`` transitions of p(y | x_i),
     its inputs x_i held fixed: CD-k of each conditional model, averaged over the batch.
 
+    Rao-Blackwellized phases (``rao_blackwell=True``, every estimator takes it): where a
+    latent site h is a layer of binary units, conditionally independent given the other
+    sites, on which log p̃ is affine (an RBM's hidden layer), both phases' gradients use
+    E[∇θ log p̃(x, h) | x] = ∇θ log p̃(x, E[h | x]) in place of ∇θ log p̃(x, h) at the
+    drawn h: the same expectation, less variance (the "mean-field" statistics of Hinton's
+    RBM recipe and scikit-learn's ``BernoulliRBM``). The chains still carry drawn values.
+    The structure is measured when the fit is compiled, as ``"auto"`` measures blocks, with
+    h also at fractional values (the identity needs log p̃ affine in h on [lo, hi], not only
+    at the two values); a model without such a site raises ``ValueError``. With several
+    such sites, only the largest is averaged (averaging two interacting layers at once
+    would bias the gradient).
+
     Examples
     --------
     >>> ebm_ppl.CD(num_steps=5)
     CD(num_steps=5)
     """
 
-    def __init__(self, num_steps=1, positive="base", positive_steps=None):
+    def __init__(self, num_steps=1, positive="base", positive_steps=None, rao_blackwell=False):
         check_int("CD", "num_steps", num_steps)
         positive, positive_steps = check_positive_args("CD", positive, positive_steps)
         self.num_steps = int(num_steps)
         self.positive = positive
         self.positive_steps = positive_steps
+        self.rao_blackwell = check_bool("CD", "rao_blackwell", rao_blackwell)
 
     def __repr__(self):
         return f"CD(num_steps={self.num_steps}{positive_repr(self)})"

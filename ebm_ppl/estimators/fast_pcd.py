@@ -20,7 +20,7 @@ Tieleman & Hinton (2009), Using fast weights to improve persistent contrastive d
 from typing import Any, NamedTuple
 
 from .._problem import run_kernel
-from ._common import check_int, check_positive_args, init_positive, positive_repr, run_positive
+from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 from .pcd import _INITS
 
 __all__ = ["FPCD", "FPCDState"]
@@ -65,8 +65,9 @@ class FPCD:
         Factor in [0, 1) applied to the fast weights at every update (default 0.95).
     init : {"base", "data", "uniform"}
         Where chains start (as :class:`~ebm_ppl.PCD`).
-    positive, positive_steps
-        The positive phase of latent sites (see :class:`~ebm_ppl.CD`).
+    positive, positive_steps, rao_blackwell
+        The positive phase of latent sites, and Rao-Blackwellized gradients (see
+        :class:`~ebm_ppl.CD`).
 
     Examples
     --------
@@ -75,7 +76,7 @@ class FPCD:
     """
 
     def __init__(self, num_chains=100, num_steps=1, fast_lr=None, fast_decay=0.95, init="base",
-                 positive="base", positive_steps=None):
+                 positive="base", positive_steps=None, rao_blackwell=False):
         check_int("FPCD", "num_chains", num_chains)
         check_int("FPCD", "num_steps", num_steps)
         fast_lr = DEFAULT_FAST_LR if fast_lr is None else fast_lr
@@ -93,6 +94,7 @@ class FPCD:
         self.init_method = init
         self.positive = positive
         self.positive_steps = positive_steps
+        self.rao_blackwell = check_bool("FPCD", "rao_blackwell", rao_blackwell)
 
     def __repr__(self):
         init = "" if self.init_method == "base" else f", init={self.init_method!r}"

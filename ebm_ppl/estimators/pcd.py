@@ -12,7 +12,7 @@ likelihood gradient.
 """
 
 from .._problem import run_kernel
-from ._common import check_int, check_positive_args, init_positive, positive_repr, run_positive
+from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 from .cd import CDState
 
 __all__ = ["PCD", "PCDState"]
@@ -44,6 +44,9 @@ class PCD:
         Latent sites of the positive phase (see :class:`CD`).
     positive_steps : int, optional
         Transitions of the positive phase (default ``num_steps``).
+    rao_blackwell : bool
+        Use the conditional means of a layer of binary latent units instead of their draws
+        in both phases' gradients (see :class:`~ebm_ppl.CD`).
 
     Notes
     -----
@@ -63,7 +66,7 @@ class PCD:
     PCD(num_chains=500, num_steps=2, init='base')
     """
 
-    def __init__(self, num_chains=100, num_steps=1, init="base", positive="base", positive_steps=None):
+    def __init__(self, num_chains=100, num_steps=1, init="base", positive="base", positive_steps=None, rao_blackwell=False):
         check_int("PCD", "num_chains", num_chains)
         check_int("PCD", "num_steps", num_steps)
         if init not in _INITS:
@@ -74,6 +77,7 @@ class PCD:
         self.init_method = init
         self.positive = positive
         self.positive_steps = positive_steps
+        self.rao_blackwell = check_bool("PCD", "rao_blackwell", rao_blackwell)
 
     def __repr__(self):
         return (f"PCD(num_chains={self.num_chains}, num_steps={self.num_steps}, init={self.init_method!r}"

@@ -17,7 +17,7 @@ non-convergent non-persistent short-run MCMC toward energy-based model.
 from typing import Any, NamedTuple
 
 from .._problem import run_kernel
-from ._common import check_int, check_positive_args, init_positive, positive_repr, run_positive
+from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 from .pcd import _INITS
 
 __all__ = ["ReplayBuffer", "ReplayState"]
@@ -60,8 +60,9 @@ class ReplayBuffer:
     init : {"base", "data", "uniform"}
         Where the buffer starts and restarts draw from (``"data"``: random examples of the
         current batch for restarts, of the data set for the initial buffer).
-    positive, positive_steps
-        The positive phase of latent sites (see :class:`~ebm_ppl.CD`).
+    positive, positive_steps, rao_blackwell
+        The positive phase of latent sites, and Rao-Blackwellized gradients (see
+        :class:`~ebm_ppl.CD`).
 
     Examples
     --------
@@ -70,7 +71,7 @@ class ReplayBuffer:
     """
 
     def __init__(self, buffer_size=10000, num_chains=100, reinit=0.05, num_steps=20, init="base",
-                 positive="base", positive_steps=None):
+                 positive="base", positive_steps=None, rao_blackwell=False):
         check_int("ReplayBuffer", "buffer_size", buffer_size)
         check_int("ReplayBuffer", "num_chains", num_chains)
         if num_chains > buffer_size:
@@ -88,6 +89,7 @@ class ReplayBuffer:
         self.init_method = init
         self.positive = positive
         self.positive_steps = positive_steps
+        self.rao_blackwell = check_bool("ReplayBuffer", "rao_blackwell", rao_blackwell)
 
     def __repr__(self):
         return (f"ReplayBuffer(buffer_size={self.buffer_size}, num_chains={self.num_chains}, "

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._tempered import parts_fn, tempered
-from ._common import check_int, check_positive_args, init_positive, positive_repr, run_positive
+from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 
 __all__ = ["PT", "PTState"]
 
@@ -87,8 +87,9 @@ class PT:
         Sampler transitions per parameter update (each moves every replica).
     swap_every : int
         A round of neighbour swaps after every ``swap_every`` transitions.
-    positive, positive_steps
-        The positive phase of latent sites (see :class:`~ebm_ppl.CD`).
+    positive, positive_steps, rao_blackwell
+        The positive phase of latent sites, and Rao-Blackwellized gradients (see
+        :class:`~ebm_ppl.CD`).
 
     Examples
     --------
@@ -99,7 +100,7 @@ class PT:
     history_names = ("swap_rate",)
 
     def __init__(self, num_chains=100, num_temperatures=10, betas=None, num_steps=1, swap_every=1,
-                 positive="base", positive_steps=None):
+                 positive="base", positive_steps=None, rao_blackwell=False):
         check_int("PT", "num_chains", num_chains)
         check_int("PT", "num_temperatures", num_temperatures, minimum=2)
         check_int("PT", "num_steps", num_steps)
@@ -116,6 +117,7 @@ class PT:
         self.swap_every = int(swap_every)
         self.positive = positive
         self.positive_steps = positive_steps
+        self.rao_blackwell = check_bool("PT", "rao_blackwell", rao_blackwell)
 
     def __repr__(self):
         betas = tuple(round(b, 6) for b in self.betas)
