@@ -1041,13 +1041,6 @@ def sample(
     example_values = info.data_to_values(example)
     like = next(iter(example_values.values()))
     num_rows = int(like.shape[0]) if problem.covariates else 1
-    probe = problem.probe(ops.seed(PROBE_SEED, like))
-    kernel = build_kernel(sampler, ops, list(info.sites.values()), num_warmup=num_warmup, probe=probe)
-    # adaptation only during warm-up: afterwards the chain must be a fixed Markov kernel
-    frozen = kernel
-    if is_adaptive(sampler):
-        frozen = build_kernel(sampler, ops, list(info.sites.values()), is_adapting=False,
-                              num_warmup=num_warmup, probe=probe)
     key = ops.seed(rng_seed, like)
     key, key_init = ops.split(key, 2)
     p = info.init_params
@@ -1056,6 +1049,15 @@ def sample(
     if problem.covariates:  # chain c conditions on row c % num_rows of example
         rows = ops.from_numpy(np.tile(np.arange(num_rows), num_chains), ops.int_dtype, like)
         position.update({c: example_values[c][rows] for c in problem.covariates})
+    # a deterministic site outside the data plate is refused before any kernel is built
+    _deterministic_rows(info, p, problem.from_internal(position), num_chains * num_rows)
+    probe = problem.probe(ops.seed(PROBE_SEED, like))
+    kernel = build_kernel(sampler, ops, list(info.sites.values()), num_warmup=num_warmup, probe=probe)
+    # adaptation only during warm-up: afterwards the chain must be a fixed Markov kernel
+    frozen = kernel
+    if is_adaptive(sampler):
+        frozen = build_kernel(sampler, ops, list(info.sites.values()), is_adapting=False,
+                              num_warmup=num_warmup, probe=probe)
     aux = kernel.init(position)
     if num_warmup:
         run = ops.make_sample_runner(kernel, logdensity, run_kernel)
