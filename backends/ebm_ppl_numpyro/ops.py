@@ -63,6 +63,25 @@ def _once(draw, key, *args):
     return jax.lax.cond(word != word ^ 1, draw, lambda *_: jnp.zeros(out.shape, out.dtype), key, *args)
 
 
+def all_finite(tree):
+    """Whether every number in ``tree`` is finite, as a 0-d boolean array.
+
+    Real floating-point leaves are checked as ``isfinite(Σ 0·x)``: 0·x is 0 for a finite
+    x and NaN for ±inf and NaN (IEEE 754), and a sum of zeros cannot overflow, so this is
+    exact. XLA's CPU compiler makes ``all(isfinite(x))`` a boolean array reduced by a
+    window reduction: on the 784x500 RBM of ``benchmarks/rbm_pcd.py`` the update's two
+    checks (gradients, new parameters) took about 10% of it, one fused sum less than
+    half of that."""
+    total, ok = jnp.zeros((), jnp.float32), jnp.ones((), bool)
+    for x in jax.tree_util.tree_leaves(tree):
+        x = jnp.asarray(x)
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            total = total + jnp.sum(x * jnp.zeros((), x.dtype)).astype(jnp.float32)
+        elif jnp.issubdtype(x.dtype, jnp.complexfloating):
+            ok = ok & jnp.all(jnp.isfinite(x))
+    return ok & jnp.isfinite(total)
+
+
 class JaxOps:
     name = "numpyro"
     xp = jnp
@@ -185,8 +204,7 @@ class JaxOps:
         return jnp.where(jnp.all(jnp.isnan(v)), jnp.nan, jnp.nanmean(v))
 
     def all_finite(self, tree):
-        leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
-        return jnp.all(jnp.stack(leaves))
+        return all_finite(tree)
 
     # ---- functional transformations ------------------------------------------------
     def value_and_grad(self, fn, has_aux=False):
