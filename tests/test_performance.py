@@ -345,3 +345,47 @@ def test_pyro_graph_simplification_keeps_values(fw):
             assert sum("exp" in n for n in names) == 1 and not any("binary_cross" in n for n in names), names
         else:
             assert any("add_" in n for n in names), names
+
+
+def test_finite_checks_are_exact(fw):
+    """``ops.all_finite`` (the update's check of its loss, gradients and new parameters)
+    finds one NaN or ±inf among many numbers, and is not fooled by finite numbers whose
+    sum overflows; compiled and eager alike."""
+    ops = get_backend(fw.name).ops
+    like = ops.asarray(0.0, None)
+    big = np.full((300, 7), 3e38, np.float32)
+    tree = {"a": ops.from_numpy(big, like.dtype, like), "n": ops.asarray([1, 2], like, int_=True),
+            "b": (ops.asarray(np.arange(5.0), like),)}
+    compiled = ops.jit(lambda t: ops.all_finite(t))
+    for check in (ops.all_finite, compiled):
+        assert bool(check(tree))
+        for bad in (np.nan, np.inf, -np.inf):
+            wrong = big.copy()
+            wrong[123 // 7, 123 % 7] = bad
+            assert not bool(check({**tree, "a": ops.from_numpy(wrong, like.dtype, like)})), bad
+
+
+def test_numpyro_draws_are_the_generators_numbers(fw):
+    """NumPyro computes large draws once (in the branch of a conditional, so that XLA does
+    not repeat the generator in each consumer): the numbers are Philox's, compiled or not."""
+    if fw.name != "numpyro":
+        pytest.skip("the draws of JAX's ops")
+    import jax
+    import jax.numpy as jnp
+
+    ops = get_backend("numpyro").ops
+    key = jax.random.split(jax.random.PRNGKey(5))[1]
+    philox = jax.random.wrap_key_data(key, impl="philox4x32")
+    logits = jnp.linspace(-3.0, 3.0, 64 * 50).reshape(64, 50)
+    want_u = jax.random.uniform(philox, (64, 50))
+    want = {"u": want_u, "z": jax.random.normal(philox, (64, 50)), "b": want_u * (1 + jnp.exp(-logits)) < 1}
+
+    def draws(k, lg):
+        b = ops.bernoulli_logits(k, lg)
+        return {"u": ops.uniform(k, (64, 50), lg), "z": ops.normal(k, (64, 50), lg), "b": b,
+                "twice": jnp.sum(b) + jnp.sum(b.astype(jnp.int32) * 2)}  # more than one consumer
+
+    for got in (draws(key, logits), jax.jit(draws)(key, logits)):
+        for name in ("u", "z", "b"):
+            np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(want[name]), err_msg=name)
+        assert int(got["twice"]) == 3 * int(np.sum(np.asarray(want["b"])))

@@ -7,6 +7,8 @@ import numpyro.optim
 from ebm_ppl._tree import describe
 from ebm_ppl.backend import Optimizer
 
+from .ops import all_finite
+
 __all__ = ["make_optimizer"]
 
 
@@ -53,8 +55,7 @@ def make_optimizer(optimizer=None):
     def update(grads, opt_state, params, value=None):
         new_state = raw_update(grads, opt_state, value)
         new_params = optimizer.get_params(new_state)
-        leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(new_params)]
-        return new_params, new_state, jnp.all(jnp.stack(leaves))
+        return new_params, new_state, all_finite(new_params)
 
     def get_state(opt_state):
         """The state's leaves, a list of arrays (``init(params, state=...)`` rebuilds it)."""
