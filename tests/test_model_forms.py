@@ -113,6 +113,7 @@ def test_obs_mask_raises_naming_the_site(fw):
     with pytest.raises(NotImplementedError, match="site 'x' uses obs_mask"):
         ebm_ppl.fit_unnormalized(model, fw.array(X3), num_steps=1, progress_bar=False)
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_parameter_only_factor_is_a_penalty_once_per_data_set(fw):
     """A factor of the parameters alone is not part of p̃ (log_likelihood ignores it) and
     pulls the fit towards the MAP: with a huge penalty the fitted h is ~0."""

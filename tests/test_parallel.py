@@ -109,6 +109,7 @@ def _run_ranks(tmp_path, num_steps, world=2):
     return [np.load(o) for o in outs]
 
 
+@pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_pyro_two_gloo_ranks_identical_params(tmp_path):
     r0, r1 = _run_ranks(tmp_path, 20)
     np.testing.assert_array_equal(r0["J"], r1["J"])
