@@ -142,7 +142,9 @@ def gaussian_draws(fw, sampler, thinning=5):
     return fw.to_numpy(draws["x"]).astype(np.float64)
 
 
-@pytest.mark.parametrize("make, tol, thinning", CONTINUOUS.values(), ids=CONTINUOUS.keys())
+# NUTS (the framework's own kernel, 13 s on NumPyro) runs in the slow pass
+@pytest.mark.parametrize("make, tol, thinning", [
+    pytest.param(*v, id=k, marks=[pytest.mark.slow] if k == "nuts" else []) for k, v in CONTINUOUS.items()])
 def test_gaussian_moments(fw, make, tol, thinning):
     """Mean and covariance within tol, relative to the marginal scales."""
     sampler = make(fw)
