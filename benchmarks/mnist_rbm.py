@@ -75,12 +75,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def rbm(num_visible, num_hidden, W0, b0, c0):
+def rbm(num_visible, num_hidden, W0, b0, c0, offsets=None):
+    """A Bernoulli RBM, log p̃ = vᵀWh + bᵀv + cᵀh (Bernoulli(0.5) base measures).
+
+    ``offsets=(μ, λ)``: the same family written with centered units (Montavon & Müller
+    2012; Melchior, Fischer & Wiskott 2016), log p̃ = (v − μ)ᵀW(h − λ) + bᵀv + cᵀh with fixed
+    offsets (μ the training images' mean, λ = 0.5): an ordinary RBM (:func:`uncenter`), but
+    the gradient in these coordinates is better conditioned."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
 
     import ebm_ppl
+
+    if offsets is not None:
+        mu, lam = (jnp.asarray(o, jnp.float32) for o in offsets)
 
     def model(v):
         W = numpyro.param("W", jnp.asarray(W0))
@@ -89,32 +98,8 @@ def rbm(num_visible, num_hidden, W0, b0, c0):
         with numpyro.plate("data", v.shape[0]):
             v = numpyro.sample("v", dist.Bernoulli(0.5).expand([num_visible]).to_event(1), obs=v)
             h = numpyro.sample("h", dist.Bernoulli(0.5).expand([num_hidden]).to_event(1))
-            ebm_ppl.factor("rbm", ((v @ W) * h).sum(-1) + (v * b).sum(-1) + (h * c).sum(-1))
-
-    return model
-
-
-def rbm_centered(num_visible, num_hidden, W0, b0, c0, mu, lam):
-    """The same RBM family written with centered units (Montavon & Müller 2012; Melchior,
-    Fischer & Wiskott 2016): log p̃ = (v − μ)ᵀW(h − λ) + bᵀv + cᵀh with fixed offsets μ (the
-    training images' mean) and λ = 0.5. It is an ordinary RBM (:func:`uncenter`), but the
-    gradient in these coordinates is better conditioned."""
-    import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as dist
-
-    import ebm_ppl
-
-    mu, lam = jnp.asarray(mu, jnp.float32), jnp.asarray(lam, jnp.float32)
-
-    def model(v):
-        W = numpyro.param("W", jnp.asarray(W0))
-        b = numpyro.param("b", jnp.asarray(b0))
-        c = numpyro.param("c", jnp.asarray(c0))
-        with numpyro.plate("data", v.shape[0]):
-            v = numpyro.sample("v", dist.Bernoulli(0.5).expand([num_visible]).to_event(1), obs=v)
-            h = numpyro.sample("h", dist.Bernoulli(0.5).expand([num_hidden]).to_event(1))
-            ebm_ppl.factor("rbm", (((v - mu) @ W) * (h - lam)).sum(-1) + (v * b).sum(-1) + (h * c).sum(-1))
+            pair = ((v @ W) * h) if offsets is None else (((v - mu) @ W) * (h - lam))
+            ebm_ppl.factor("rbm", pair.sum(-1) + (v * b).sum(-1) + (h * c).sum(-1))
 
     return model
 
@@ -181,7 +166,7 @@ def train_ebm_ppl(x, num_hidden, seconds, lr, batch, seed=0, optimizer="sgd", cl
     has advanced by ``seconds`` (the first call's tracing and compiling included).
     ``rao_blackwell``: ``PCD(rao_blackwell=True)``, the hidden layer's conditional means in
     both phases' gradients (as scikit-learn's update); ``centered``: the model of
-    :func:`rbm_centered` (the returned parameters are the ordinary RBM's)."""
+    :func:`rbm` with ``offsets`` (the returned parameters are the ordinary RBM's)."""
     import jax.numpy as jnp
 
     import ebm_ppl
@@ -192,8 +177,7 @@ def train_ebm_ppl(x, num_hidden, seconds, lr, batch, seed=0, optimizer="sgd", cl
         if state["result"] is None:  # building the model and the first call's compile count too
             W0 = (0.01 * np.random.default_rng(seed).standard_normal((x.shape[1], num_hidden))).astype(np.float32)
             b0, c0 = base_rate_logits(x).astype(np.float32), np.zeros(num_hidden, np.float32)
-            state["model"] = (rbm_centered(x.shape[1], num_hidden, W0, b0, c0, mu, lam) if centered
-                              else rbm(x.shape[1], num_hidden, W0, b0, c0))
+            state["model"] = rbm(x.shape[1], num_hidden, W0, b0, c0, offsets=(mu, lam) if centered else None)
             state["data"] = jnp.asarray(x)
             state["opt"] = make_optimizer(optimizer, lr)
         state["result"] = ebm_ppl.fit_unnormalized(
