@@ -169,18 +169,14 @@ def _make_step(problem, estimator, optimizer, num_data, placement=None):
         with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
             out = estimator.update(key_neg, problem, est_state, ops.stop_gradient(params), batch, batch_index=idx)
             new_est, positive, negative, rate = out[:4]
-            if problem.rao_blackwell is not None:  # E[h | rest] in place of the drawn h, both phases
-                positive, negative = (conditional_means(problem, problem.rao_blackwell, ops.stop_gradient(params), p)
-                                      for p in (positive, negative))
+            num_pos = next(iter(positive.values())).shape[0]
+            num_neg = next(iter(negative.values())).shape[0]
+            both = {k: xp.concatenate([positive[k], negative[k]], axis=0) for k in positive}
+            if problem.rao_blackwell is not None:  # E[h | rest] in place of the drawn h, both phases in one run
+                both = conditional_means(problem, problem.rao_blackwell, ops.stop_gradient(params), both)
         new_est = ops.shard_rows(new_est)  # keep the carry's chains where they are
         extra = tuple(out[4]) if len(out) > 4 else ()  # the estimator's own history entries
-        positive = problem.from_internal(ops.stop_gradient(positive))
-        negative = problem.from_internal(ops.stop_gradient(negative))
-
-        num_pos = next(iter(positive.values())).shape[0]
-        both = {k: xp.concatenate([positive[k], negative[k]], axis=0) for k in positive}
-
-        num_neg = next(iter(negative.values())).shape[0]
+        both = problem.from_internal(ops.stop_gradient(both))
         if (num_pos, num_neg) not in surrogate_weights:  # the same for every update of a fit
             surrogate_weights[num_pos, num_neg] = np.concatenate(
                 [np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)])

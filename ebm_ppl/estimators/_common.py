@@ -10,6 +10,8 @@ suffices, as the chain carries over), ``positive_steps`` transitions each time.
 import numbers
 from typing import Any, NamedTuple
 
+import numpy as np
+
 __all__ = ["check_int", "check_positive_args", "check_bool", "PersistentLatents", "init_positive", "run_positive"]
 
 POSITIVE = ("base", "persistent")
@@ -48,7 +50,7 @@ def check_positive_args(owner, positive, positive_steps):
 
 def check_bool(owner, name, value):
     """``value`` as a Python bool, else a ValueError naming it."""
-    if not isinstance(value, (bool,)) and type(value).__name__ != "bool_":
+    if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
     return bool(value)
 
