@@ -80,6 +80,28 @@ def rbm_exact_log_z(W, b, c):
 
 
 
+def small_rbm_truth_and_data(num_rows=3000):
+    """A 6 x 3 Bernoulli RBM ``(W, b, c)`` and ``num_rows`` exact draws of its visible layer
+    (float32): the data of the latent-RBM accuracy tests."""
+    vs = np.array(list(itertools.product([0, 1], repeat=6)), float)
+    r = np.random.default_rng(0)
+    W, b, c = r.normal(0, 1.0, (6, 3)), r.normal(0, 0.5, 6), r.normal(0, 0.5, 3)
+    lpv = vs @ b + np.logaddexp(0, vs @ W + c).sum(-1)
+    x = vs[np.random.default_rng(2).choice(len(vs), num_rows, p=np.exp(lpv - np.logaddexp.reduce(lpv)))]
+    return (W, b, c), x.astype(np.float32)
+
+
+def small_rbm_mean_loglik(x, W, b, c):
+    """Exact mean log-likelihood of binary rows ``x`` under an RBM whose visible states can be
+    enumerated (the hidden layer summed out analytically)."""
+    num_visible = W.shape[0]
+    vs = np.array(list(itertools.product([0, 1], repeat=num_visible)), float)
+    lpv = vs @ b + np.logaddexp(0, vs @ W + c).sum(-1)
+    idx = (x @ (2 ** np.arange(num_visible)[::-1])).astype(int)
+    return float(np.mean(lpv[idx]) - np.logaddexp.reduce(lpv))
+
+
+
 def rbm_log_marginal(v, W, b, c):
     """log Σ_h p̃(v, h), base measures included."""
     num_visible, num_hidden = W.shape

@@ -1,29 +1,10 @@
 """Latent sites: the positive phase samples them given the batch, the negative phase jointly."""
 
-import itertools
-
 import numpy as np
 import pytest
 
 import ebm_ppl
-from models import rbm_model
-
-V, H = 6, 3
-VS = np.array(list(itertools.product([0, 1], repeat=V)), float)
-_rng = np.random.default_rng(0)
-W0, B0, C0 = _rng.normal(0, 1.0, (V, H)), _rng.normal(0, 0.5, V), _rng.normal(0, 0.5, H)
-
-
-def rbm_log_marginal(W, b, c):
-    """log p̃(v) for every visible state, the hidden layer summed analytically."""
-    return VS @ b + np.logaddexp(0, VS @ W + c).sum(-1)
-
-
-def rbm_mean_loglik(x, W, b, c):
-    lpv = rbm_log_marginal(W, b, c)
-    idx = (x @ (2 ** np.arange(V)[::-1])).astype(int)
-    return float(np.mean(lpv[idx]) - np.logaddexp.reduce(lpv))
-
+from models import rbm_model, small_rbm_mean_loglik, small_rbm_truth_and_data
 
 
 @pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
@@ -31,18 +12,16 @@ def test_small_rbm_reaches_true_likelihood(fw):
     """PCD with a latent hidden layer: the exact log-likelihood of the fit is within 0.02
     nats of the data-generating parameters' (the MLE lies above the truth on training data;
     0.02 nats is ~3x the spread seen across seeds)."""
-    lpv = rbm_log_marginal(W0, B0, C0)
-    x = VS[np.random.default_rng(2).choice(len(VS), 3000, p=np.exp(lpv - np.logaddexp.reduce(lpv)))]
-    x = x.astype(np.float32)
+    (W0, B0, C0), x = small_rbm_truth_and_data()
     result = ebm_ppl.fit_unnormalized(
-        rbm_model(fw, V, H), fw.array(x), ebm_ppl.PCD(num_chains=200, num_steps=1),
+        rbm_model(fw, 6, 3), fw.array(x), ebm_ppl.PCD(num_chains=200, num_steps=1),
         optimizer=fw.adam_decay(0.05, 0.999), num_steps=1500, batch_size=300, progress_bar=False,
     )
     P = {k: fw.to_numpy(v).astype(float) for k, v in result.params.items()}
-    gap = rbm_mean_loglik(x, W0, B0, C0) - rbm_mean_loglik(x, P["W"], P["b"], P["c"])
+    gap = small_rbm_mean_loglik(x, W0, B0, C0) - small_rbm_mean_loglik(x, P["W"], P["b"], P["c"])
     assert gap < 0.02, gap
     assert set(result.chains) == {"v", "h"}
-    assert tuple(result.chains["h"].shape) == (200, H)
+    assert tuple(result.chains["h"].shape) == (200, 3)
 
 
 MU = np.array([[-2.0, 0.0], [2.0, 0.0]])

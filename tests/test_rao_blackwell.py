@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ebm_ppl
-from models import random_rbm, rbm_model, rbm_model_at, rbm_params
+from models import random_rbm, rbm_model, rbm_model_at, rbm_params, small_rbm_mean_loglik, small_rbm_truth_and_data
 
 V, H = 6, 3
 VS = np.array(list(itertools.product([0, 1], repeat=V)), float)
@@ -84,16 +84,6 @@ def test_needs_a_latent_site_and_a_bool(fw):
         assert "rao_blackwell=True" in repr(cls(rao_blackwell=True))
 
 
-def _log_marginal(W, b, c):
-    return VS @ b + np.logaddexp(0, VS @ W + c).sum(-1)
-
-
-def _mean_loglik(x, W, b, c):
-    lpv = _log_marginal(W, b, c)
-    idx = (x @ (2 ** np.arange(V)[::-1])).astype(int)
-    return float(np.mean(lpv[idx]) - np.logaddexp.reduce(lpv))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["cd", "pcd"])
 def test_rao_blackwellized_fit_reaches_the_true_likelihood(fw, estimator):
@@ -101,15 +91,11 @@ def test_rao_blackwellized_fit_reaches_the_true_likelihood(fw, estimator):
     0.02 nats of the data-generating parameters' (the criterion of test_latent's PCD test;
     the MLE lies above the truth on training data). CD-1 is biased, but on this small RBM its
     fixed point is close to the MLE."""
-    r = np.random.default_rng(0)
-    W0, B0, C0 = r.normal(0, 1.0, (V, H)), r.normal(0, 0.5, V), r.normal(0, 0.5, H)
-    lpv = _log_marginal(W0, B0, C0)
-    x = VS[np.random.default_rng(2).choice(len(VS), 3000, p=np.exp(lpv - np.logaddexp.reduce(lpv)))]
-    x = x.astype(np.float32)
+    (W0, B0, C0), x = small_rbm_truth_and_data()
     est = (ebm_ppl.PCD(num_chains=200, num_steps=1, rao_blackwell=True) if estimator == "pcd"
            else ebm_ppl.CD(num_steps=1, rao_blackwell=True))
     result = ebm_ppl.fit_unnormalized(rbm_model(fw, V, H), fw.array(x), est, optimizer=fw.adam_decay(0.05, 0.999),
                                       num_steps=1500, batch_size=300, progress_bar=False)
     P = {k: fw.to_numpy(v).astype(float) for k, v in result.params.items()}
-    gap = _mean_loglik(x, W0, B0, C0) - _mean_loglik(x, P["W"], P["b"], P["c"])
+    gap = small_rbm_mean_loglik(x, W0, B0, C0) - small_rbm_mean_loglik(x, P["W"], P["b"], P["c"])
     assert gap < 0.02, gap
