@@ -318,6 +318,16 @@ def run_contender(spec, args, x_train, x_test, seconds, K, clock):
     return out
 
 
+def combine(runs):
+    """``(mean log p̃, lower, upper)`` of log Z from evaluations of one model (see
+    :func:`summarize`): the largest forward estimate or the data bound below, the largest of
+    all estimates above."""
+    mean_log_p = runs[0]["ll_upper"] + runs[0]["log_z_lower"]
+    lower = max([r["log_z_lower"] for r in runs] + [runs[0]["log_z_data_bound"]])
+    upper = max([r["log_z_upper"] for r in runs] + [lower])
+    return mean_log_p, lower, upper
+
+
 def summarize(results):
     """Per 784 x 500 contender, both AIS brackets (base-rate and uniform start) combined.
 
@@ -338,9 +348,7 @@ def summarize(results):
         runs = [results[name]] + ([results[other]] if other in results else [])
         if again:
             stem = stem.replace("ebm_ppl_500", "ebm_ppl_784x500")
-        mean_log_p = runs[0]["ll_upper"] + runs[0]["log_z_lower"]
-        lower = max([r["log_z_lower"] for r in runs] + [runs[0]["log_z_data_bound"]])
-        upper = max([r["log_z_upper"] for r in runs] + [lower])
+        mean_log_p, lower, upper = combine(runs)
         train = results.get(stem + "_training", {})
         out[stem + key] = {
             "temperatures": int(key[2:]) if key else results.get("settings", {}).get("temperatures"),
@@ -365,7 +373,8 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ebm-recipe", default="sgd,0.01,100", metavar="OPTIMIZER,LR,BATCH[,rb][,centered]",
                         help="ebm_ppl's optimizer (sgd, adam or momentumM), learning rate and batch size; "
-                             "',rb' adds PCD(rao_blackwell=True)")
+                             "',rb' adds PCD(rao_blackwell=True), ',centered' the centered parametrization "
+                             "(rbm with offsets)")
     parser.add_argument("--only", default=None,
                         help="';'-separated contenders to run (default all: " + ";".join(CONTENDERS) + "); "
                              "with --reevaluate, parts of the saved models' names, e.g. 'ebm_ppl;lr0.01_batch100'")
