@@ -217,16 +217,14 @@ def with_spurious_mode(W, b, c, log_z, strength=4.0, excess=20.0, seed=1):
 
 @pytest.mark.slow
 def test_mnist_784x20_exact_and_bracket(fw):
-    import time
-
     x, W, b, c = plain_pcd_rbm()
     xs = fw.array(x)
     for name in ["trained", "spurious"]:
         W_, b_, c_ = (W, b, c) if name == "trained" else with_spurious_mode(W, b, c, exact)
         model, params = rbm_model(fw, W_, b_, c_), rbm_params(fw, W_, b_, c_)
-        t0 = time.perf_counter()
+        # 2**20 hidden states enumerated, the visibles summed (its time is reported by
+        # benchmarks/mnist_rbm.py, contender exact20, not asserted here: issue 26)
         exact = ebm_ppl.log_partition(model, params, xs[:1]).estimate
-        assert time.perf_counter() - t0 < 120  # seconds on a quiet machine; generous under load
         lz, caught = run(ebm_ppl.log_partition, model, params, xs, method="bidirectional", init=xs,
                          num_chains=100, num_temperatures=500)
         assert lz.upper_is_exact_start and lz.data_bound <= exact + 1e-3
