@@ -9,6 +9,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from ._one_hot import is_one_hot, random_states
 from .backend import detect_backend, get_backend
 from .samplers._numerics import differentiate
 
@@ -70,7 +71,9 @@ class Problem:
             position = {}
             for name, site in self.sites.items():
                 shape = (num_states,) + tuple(site.shape)
-                if site.is_discrete:
+                if is_one_hot(site):
+                    position[name] = ops.from_numpy(random_states(rng, site, num_states), site.dtype, like)
+                elif site.is_discrete:
                     values = np.asarray(site.values if site.values is not None else (0,))
                     position[name] = ops.from_numpy(values[rng.integers(len(values), size=shape)], site.dtype, like)
                 else:
@@ -188,7 +191,11 @@ class Problem:
             for key, (name, site) in zip(keys, self.sites.items()):
                 x = position[name]
                 u = ops.uniform(key, tuple(x.shape), ops.asarray(0.0, None))
-                if site.is_discrete:
+                if is_one_hot(site):  # a uniform state of each group
+                    k = int(site.shape[-1])
+                    idx = xp.argmax(u.reshape((x.shape[0], -1, k)), axis=-1)
+                    position[name] = ops.asarray(np.eye(k), x)[idx].reshape(tuple(x.shape))
+                elif site.is_discrete:
                     choices = ops.asarray(site.values, x)
                     idx = xp.clip(ops.astype(u * len(site.values), ops.int_dtype), 0, len(site.values) - 1)
                     position[name] = choices[idx]

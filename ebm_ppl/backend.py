@@ -38,6 +38,11 @@ class SiteInfo(NamedTuple):
         Human-readable support, for error messages.
     dtype : object
         The dtype of the site's values.
+    one_hot : bool
+        A one-hot site (Pyro's ``OneHotCategorical``): each value is a one-hot vector along
+        the last axis of ``shape`` (K states; leading axes are independent groups), and
+        ``values`` is None (its coordinates are not free: ``Gibbs`` and enumeration move
+        or list the K states of each group).
     """
 
     name: str
@@ -48,6 +53,7 @@ class SiteInfo(NamedTuple):
     transform: Any
     support: str
     dtype: Any
+    one_hot: bool = False
 
 
 class ModelInfo(NamedTuple):

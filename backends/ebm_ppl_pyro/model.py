@@ -60,7 +60,8 @@ def _site_info(name, site, value, is_observed):
     shape = tuple(value.shape[1:])
     if support.is_discrete:
         values = _discrete_values(name, support, value.dtype)
-        return SiteInfo(name, shape, True, is_observed, values, None, repr(support), value.dtype)
+        one_hot = base_constraint(support) is constraints.one_hot  # OneHotCategorical: K states a group
+        return SiteInfo(name, shape, True, is_observed, values, None, repr(support), value.dtype, one_hot)
     is_identity = base_constraint(support) is constraints.real
     transform = Transform(biject_to(support), is_identity)
     return SiteInfo(name, shape, False, is_observed, None, transform, repr(support), value.dtype)

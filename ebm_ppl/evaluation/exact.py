@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from .._one_hot import is_one_hot, num_states as one_hot_count, states_at as one_hot_states_at
 from .analytic import sum_out
 
 __all__ = ["MAX_STATES", "CHUNK_SIZE", "count_states", "state_block", "log_partition_exact",
@@ -36,6 +37,9 @@ def count_states(sites, what, max_states=MAX_STATES):
                 f"{what}: site {site.name!r} is continuous (support {site.support}); enumeration "
                 "needs discrete sites with a finite support"
             )
+        if is_one_hot(site):  # OneHotCategorical: K states in each group
+            count *= one_hot_count(site)
+            continue
         if site.values is None:
             raise ValueError(
                 f"{what}: site {site.name!r} has support {site.support}, which is not a finite "
@@ -63,6 +67,9 @@ def states_at(sites, index):
     """The joint states numbered ``index`` (an int64 array) of ``sites``, as in :func:`state_block`."""
     out = {}
     for site in reversed(sites):
+        if is_one_hot(site):
+            out[site.name], index = one_hot_states_at(site, index)
+            continue
         size = math.prod(site.shape)
         k = len(site.values)
         digits = np.empty((len(index), size), dtype=np.int64)

@@ -37,7 +37,8 @@ def auto_plan(sites, blocks=None):
       :func:`~ebm_ppl.samplers.structure.conditional_blocks`: an RBM layer is one block, a
       lattice Ising model its checkerboard), exact because the coordinates of a class
       were found not to interact; sites that were not probed (more than 128 coordinates,
-      or no probe) get exact single-site :class:`~ebm_ppl.samplers.Gibbs`;
+      or no probe) and one-hot sites (``OneHotCategorical``: each group redrawn from its
+      K states) get exact single-site :class:`~ebm_ppl.samplers.Gibbs`;
     * continuous sites: :class:`~ebm_ppl.samplers.MALA` from ε = 0.1 with ε adapted toward
       0.574 acceptance (during ``sample``'s warm-up; at every step during fitting);
     * mixed models: the discrete updates, then MALA on the continuous sites.
@@ -67,6 +68,20 @@ def auto_plan(sites, blocks=None):
     return plan
 
 
+def _check_auto(plan):
+    """Refuse a site that ``"auto"`` gave to a sampler that cannot move it, saying what
+    ``"auto"`` moves (the samplers' own message would suggest ``sampler='auto'``)."""
+    for sub, sub_sites in plan:
+        for site in sub_sites:
+            if not sub.can_move(site):
+                raise TypeError(
+                    f"sampler='auto' cannot move site {site.name!r} with support {site.support}: 'auto' moves "
+                    "discrete sites with a finite support (Bernoulli, Categorical, OneHotCategorical, a bounded "
+                    "integer range the same for every coordinate) by Gibbs and continuous sites by MALA. Write the "
+                    "site with such a support, or pass sampler= a sampler that moves it (a list of (sampler, site "
+                    "names) pairs mixes samplers)")
+
+
 def build_kernel(sampler, ops, sites, *, is_adapting=True, num_warmup=None, probe=None):
     """Build the kernel that moves ``sites`` (a list of SiteInfo) with ``sampler``.
 
@@ -85,6 +100,7 @@ def build_kernel(sampler, ops, sites, *, is_adapting=True, num_warmup=None, prob
             probes = probe()
             blocks = conditional_blocks(ops, ops.jit(probes.logdensity), probes.params, probes.positions, sites)
         plan = auto_plan(sites, blocks)
+        _check_auto(plan)
     elif isinstance(sampler, (list, tuple)):
         by_name = {s.name: s for s in sites}
         plan = []

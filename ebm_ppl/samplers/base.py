@@ -43,15 +43,16 @@ class Sampler:
             return site.is_discrete and site.values is not None
         return not site.is_discrete
 
-    def check_sites(self, sites):
+    def check_sites(self, sites, hint="choose another sampler or sampler='auto'"):
+        """Raise ``TypeError`` naming the first of ``sites`` this sampler cannot move, its
+        support and ``hint`` (what to do instead)."""
         for site in sites:
             if not self.can_move(site):
-                raise TypeError(
-                    f"{type(self).__name__} cannot move site {site.name!r} with support "
-                    f"{site.support} (it moves {self.site_kind} sites"
-                    + (" with a finite support" if self.site_kind == "discrete" else "")
-                    + "); choose another sampler or sampler='auto'"
-                )
+                what = f"{self.site_kind} sites" + (" with a finite support" if self.site_kind == "discrete" else "")
+                if getattr(site, "one_hot", False):
+                    what += "; a one-hot site (OneHotCategorical) is moved by Gibbs() or sampler='auto'"
+                raise TypeError(f"{type(self).__name__} cannot move site {site.name!r} with support "
+                                f"{site.support} (it moves {what}); {hint}")
 
     def restrict(self, names):
         """This sampler for a subset of the sites (the positive phase moves latents only)."""

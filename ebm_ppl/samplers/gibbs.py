@@ -8,6 +8,7 @@ coordinates costs D + 1 evaluations of C chains. Geman & Geman (1984).
 
 from ._numerics import categorical, nan_acceptance
 from .base import Kernel, Sampler
+from .one_hot import one_hot_update
 
 __all__ = ["Gibbs", "gibbs_site_update"]
 
@@ -55,7 +56,9 @@ class Gibbs(Sampler):
     """Systematic-scan single-site Gibbs sampler with exact conditionals.
 
     Moves discrete sites with a finite support (Bernoulli, Categorical, Binomial, ...):
-    one step sweeps every coordinate of every site it moves once.
+    one step sweeps every coordinate of every site it moves once. A one-hot site (Pyro's
+    ``OneHotCategorical``) is swept group by group, each group redrawn from its exact
+    conditional over its K states (:func:`~ebm_ppl.samplers.one_hot.one_hot_update`).
 
     Examples
     --------
@@ -65,11 +68,15 @@ class Gibbs(Sampler):
 
     site_kind = "discrete"
 
+    def can_move(self, site) -> bool:
+        """Discrete sites with a finite support, and one-hot sites."""
+        return getattr(site, "one_hot", False) or super().can_move(site)
+
     def build(self, ops, sites):
         import numpy as np
 
         coords = {s.name: ops.asarray(np.arange(int(np.prod(s.shape, dtype=int))), None, int_=True)
-                  for s in sites}
+                  for s in sites if not getattr(s, "one_hot", False)}
 
         def init(position):
             return ()
@@ -78,6 +85,9 @@ class Gibbs(Sampler):
             keys = ops.split(rng_key, len(sites))
             ld = logdensity_fn(position)
             for key, site in zip(keys, sites):
+                if site.name not in coords:  # a one-hot site: its groups' K states
+                    position, ld = one_hot_update(ops, key, position, site, logdensity_fn, ld)
+                    continue
                 position, ld = gibbs_site_update(ops, key, position, site, coords[site.name], logdensity_fn, ld)
             return position, aux, nan_acceptance(ops, position)
 
