@@ -2,7 +2,8 @@
 
 __all__ = ["Transform", "base_constraint", "match_leaves", "check_leaf_shape", "explain_failure",
            "check_covariates", "split_covariates", "check_factor_shape", "differs", "check_no_obs_mask",
-           "latent_outside_plate", "check_data_leaves", "check_param_names", "site_table", "leaf_converters"]
+           "latent_outside_plate", "check_data_leaves", "check_param_names", "site_table", "leaf_converters",
+           "check_no_subsample"]
 
 
 class Transform:
@@ -187,6 +188,27 @@ def latent_outside_plate(name, plate):
     return NotImplementedError(
         f"latent site {name!r} is not inside the data plate" + ("" if plate is None else f" {plate[0]!r}")
         + ": ebm_ppl needs one value of each latent site per example (sample it inside the plate)")
+
+
+def check_no_subsample(plates):
+    """Refuse a plate that subsamples (``subsample_size=`` smaller than its size, or given
+    indices), naming it, ``subsample_size`` and ``batch_size=``, before anything changes.
+
+    ``plates`` holds ``(name, size, subsample_size, number of indices)`` for each plate of
+    the model's trace (``subsample_size`` None where the plate was given none). ebm_ppl
+    evaluates the model on its own rows (chains, minibatches, enumerated states: any
+    number of them), so a plate cannot pick its rows; Pyro's plate also insists that its
+    indices number exactly ``subsample_size``, which rules out supplying them.
+    """
+    for name, size, subsample_size, num_indices in plates:
+        if (subsample_size is None or subsample_size == size) and num_indices == size:
+            continue
+        b = subsample_size if subsample_size is not None else num_indices
+        raise NotImplementedError(
+            f"plate {name!r} has subsample_size={b} (of size {size}): ebm_ppl draws the minibatches itself and "
+            f"runs the model on whole batches, chains and enumerated states; drop subsample_size (write "
+            f"plate({name!r}, x.shape[0]) and use x as it comes) and pass batch_size={b} to fit_unnormalized "
+            "(or Trainer)")
 
 
 # What both backends' ``compile_model`` share once the model has been traced: checking the

@@ -327,3 +327,40 @@ def test_sample_returns_deterministic_sites(fw):
     np.testing.assert_array_equal(fw.to_numpy(draws["spins"]), 2 * fw.to_numpy(draws["x"]) - 1)
     with pytest.raises(NotImplementedError, match="J2"):
         ebm_ppl.sample(lambda v: model(v, outside=True), params, x[:1], num_samples=4, num_chains=2, num_warmup=1)
+
+
+X5 = (np.random.default_rng(3).random((1000, 5)) < np.array([0.1, 0.3, 0.5, 0.7, 0.9])).astype(np.float32)
+
+
+def test_subsampled_plate_is_refused_naming_subsample_size(fw):
+    """Acceptance (issue 24): a plate with subsample_size=100 over 1000 rows of 5 tilted
+    Bernoulli sites is refused at set-up by every entry point that traces the model, with a
+    message naming the plate, subsample_size and batch_size=100; nothing changes (Pyro's
+    param store). ebm_ppl runs the model on its own rows (chains, minibatches, enumerated
+    states), and Pyro's plate insists on exactly subsample_size indices, so the plate
+    cannot be honoured by supplying its indices. A plate that does not subsample is fine."""
+    from models import _store
+
+    def model(x, size=1000, subsample_size=100):
+        h = fw.param("h", fw.zeros(5))
+        with fw.plate("data", size or x.shape[0], subsample_size=subsample_size or x.shape[0]) as idx:
+            x = fw.sample("x", fw.dist.Bernoulli(0.5).expand([5]).to_event(1), obs=x[idx])
+            ebm_ppl.factor("tilt", (x * h).sum(-1))
+
+    x = fw.array(X5)
+    params = {"h": fw.array(np.zeros(5))}
+    match = r"plate 'data' has subsample_size=100 .*drop subsample_size.*batch_size=100"
+    store = _store(fw)
+    calls = [lambda: ebm_ppl.fit_unnormalized(model, x, num_steps=1, progress_bar=False),
+             lambda: ebm_ppl.Trainer(model, ebm_ppl.PCD(num_chains=10)).init(x),
+             lambda: ebm_ppl.sample(model, params, x[:1], num_samples=2, num_chains=2, num_warmup=1),
+             lambda: ebm_ppl.log_partition(model, params, x[:5], method="exact"),
+             lambda: ebm_ppl.log_likelihood(model, params, x[:5])]
+    for call in calls:
+        with pytest.raises(NotImplementedError, match=match):
+            call()
+        assert _store(fw).keys() == store.keys()
+    np.testing.assert_array_equal(fw.to_numpy(x), X5)
+    h = np.array([0.3, -0.7, 1.1, 0.2, -0.4], dtype=np.float32)
+    whole = ebm_ppl.log_likelihood(lambda v: model(v, None, None), {"h": fw.array(h)}, x[:4])  # all rows
+    np.testing.assert_allclose(fw.to_numpy(whole), X5[:4] @ h - np.log1p(np.exp(h)).sum(), rtol=1e-5, atol=1e-5)

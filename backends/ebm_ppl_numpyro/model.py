@@ -16,12 +16,14 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import compute_log_probs
 
 from ebm_ppl._sites import (Transform, base_constraint, check_covariates, check_data_leaves, check_factor_shape,
-                            check_leaf_shape, check_no_obs_mask, check_param_names, differs, explain_failure,
-                            latent_outside_plate, leaf_converters, match_leaves, site_table, split_covariates)
+                            check_leaf_shape, check_no_obs_mask, check_no_subsample, check_param_names, differs,
+                            explain_failure, latent_outside_plate, leaf_converters, match_leaves, site_table,
+                            split_covariates)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 from ebm_ppl.samplers._numerics import differentiate
 
 from .ops import ops
+from .plates import plates
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
 
@@ -96,11 +98,13 @@ class _Recorder(numpyro.primitives.Messenger):
 
     def __init__(self, fn):
         super().__init__(fn)
-        self.sites = []
+        self.sites, self.plates = [], []
 
     def postprocess_message(self, msg):
         if msg["type"] == "sample":
             self.sites.append(msg)
+        elif msg["type"] == "plate":
+            self.plates.append(msg)
 
 
 def _explain_failure(fn, data, model_args, model_kwargs, error):
@@ -110,6 +114,7 @@ def _explain_failure(fn, data, model_args, model_kwargs, error):
         recorder(data, *model_args, **model_kwargs)
     except Exception:
         pass
+    check_no_subsample(plates(recorder.plates))
     explain_failure(recorder.sites, data, _check_leaf, error)
 
 
@@ -126,6 +131,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
     if params is not None:
         traced = handlers.substitute(traced, data=dict(params))
     trace = _first_trace(traced, data, model_args, model_kwargs)
+    check_no_subsample(plates(trace.values()))
     mapping = _match_leaves(trace, data, covariates)
     leaves = data if isinstance(data, dict) else {"data": data}
     check_data_leaves(trace, leaves, mapping, covariates, _check_leaf, _has_nonfinite)

@@ -22,9 +22,12 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
 from ebm_ppl._sites import (Same, Transform, base_constraint, check_covariates, check_data_leaves, check_factor_shape,
-                            check_leaf_shape, check_no_obs_mask, check_param_names, differs, explain_failure,
-                            latent_outside_plate, leaf_converters, match_leaves, site_table, split_covariates)
+                            check_leaf_shape, check_no_obs_mask, check_no_subsample, check_param_names, differs,
+                            explain_failure, latent_outside_plate, leaf_converters, match_leaves, site_table,
+                            split_covariates)
 from ebm_ppl.backend import ModelInfo, SiteInfo
+
+from .plates import plates
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
 
@@ -108,6 +111,7 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
     model_kwargs = model_kwargs or {}
     traced = model if params is None else poutine.substitute(model, data=dict(params))
     trace = _first_trace(traced, data, model_args, model_kwargs)
+    check_no_subsample(plates(trace.nodes.values()))
     mapping = _match_leaves(trace, data, covariates)
     leaves = data if isinstance(data, dict) else {"data": data}
     check_data_leaves(trace.nodes, leaves, mapping, covariates, _check_leaf, _has_nonfinite)
@@ -868,6 +872,7 @@ def _explain_failure(fn, data, model_args, model_kwargs, error):
             fn(data, *model_args, **model_kwargs)
     except Exception:
         pass
+    check_no_subsample(plates(recorder.sites))
     explain_failure(recorder.sites, data, _check_leaf, error)
 
 
