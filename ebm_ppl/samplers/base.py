@@ -43,16 +43,16 @@ class Sampler:
             return site.is_discrete and site.values is not None
         return not site.is_discrete
 
-    def check_sites(self, sites, hint="choose another sampler or sampler='auto'"):
-        """Raise ``TypeError`` naming the first of ``sites`` this sampler cannot move, its
-        support and ``hint`` (what to do instead)."""
+    def check_sites(self, sites):
+        """Raise ``TypeError`` naming the first of ``sites`` this sampler cannot move and its
+        support (``"auto"`` checks its own plan: see :mod:`ebm_ppl.samplers.auto`)."""
         for site in sites:
             if not self.can_move(site):
                 what = f"{self.site_kind} sites" + (" with a finite support" if self.site_kind == "discrete" else "")
                 if getattr(site, "one_hot", False):
                     what += "; a one-hot site (OneHotCategorical) is moved by Gibbs() or sampler='auto'"
                 raise TypeError(f"{type(self).__name__} cannot move site {site.name!r} with support "
-                                f"{site.support} (it moves {what}); {hint}")
+                                f"{site.support} (it moves {what}); choose another sampler or sampler='auto'")
 
     def restrict(self, names):
         """This sampler for a subset of the sites (the positive phase moves latents only)."""
