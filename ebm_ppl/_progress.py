@@ -75,8 +75,8 @@ class FitBar:
         bar = self.bar
         if self.compiling:  # the first chunk held the compilation: restart the clock after it
             self.compiling = False
-            bar.reset(total=bar.total)
             bar.set_description_str(DESC, refresh=False)
+            bar.reset(total=bar.total)
             bar.initial = bar.n = bar.last_print_n = position
             self._set_postfix(refresh=True)
             return
