@@ -18,8 +18,8 @@ import types
 from typing import Any, NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ._progress import FitBar
 from ._problem import PROBE_SEED, Problem, compile_problem, place_problem, run_kernel
 from ._exclusive import exclusive
 from ._doc import doc
@@ -554,7 +554,7 @@ def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like
                 new, failed = _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like)
                 sizer.observe(n, time.perf_counter() - start)
                 good = new
-                _show(bar, good)
+                bar.chunk(good.stats[-1])
                 if failed:
                     break
                 if checkpoint is not None and (fit.done + good.num_applied) % checkpoint[0] == 0:
@@ -567,15 +567,6 @@ def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like
             interrupted = True
             batches.restore(good.batches, like)
     return good, failed, interrupted
-
-
-def _show(bar, good):
-    stats = good.stats[-1]
-    bar.update(len(stats[0]))
-    if len(stats[0]):
-        acc = stats[3]
-        acc = float(np.mean(acc[np.isfinite(acc)])) if np.isfinite(acc).any() else float("nan")
-        bar.set_postfix(loss=f"{stats[0][-1]:.4g}", acc=f"{acc:.3g}")
 
 
 _FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stochastic) maximum likelihood.
@@ -612,7 +603,8 @@ _FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stoch
     rng_seed : int
         In [0, 2**32).
     progress_bar : bool
-        A tqdm bar with the loss and the acceptance rate.
+        A tqdm bar of epochs (given ``num_epochs``) or updates, after a "compiling" phase:
+        the surrogate loss, the acceptance rate where the sampler has one, monitor values.
     resume : FitResult, optional
         Continue its chains, parameters, optimizer state, random streams and position in
         the current epoch (also a result from :func:`ebm_ppl.load`). It is checked against
@@ -634,7 +626,8 @@ _FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stoch
         What to evaluate between updates (:class:`ebm_ppl.Monitor`: held-out exact / AIS
         log-likelihood, pseudo-likelihood, split R-hat and ESS of the chains; or callables
         ``f(step, params, chains) -> dict``, evaluated once per epoch). Values land in
-        ``history`` (NaN between evaluations) and on the progress bar.
+        ``history`` (NaN between evaluations) and on the progress bar. A monitor that
+        cannot evaluate the model raises before the first update, changing nothing.
     checkpoint_every, checkpoint_path : int and path, optional
         Together: save the result with :func:`ebm_ppl.save` to ``checkpoint_path`` every
         ``checkpoint_every`` updates (counted from the first call of a resumed fit),
@@ -868,6 +861,7 @@ class Trainer:
         _check_fit_args(self.estimator, num_epochs, num_steps, self.batch_size, rng_seed, checkpoint_every,
                         checkpoint_path)
         monitor = as_monitors(monitor)
+        snapshot = get_backend(detect_backend(data, self.backend)).snapshot_params() if monitor is not None else None
         c = self._compile(data, resume, checkpoint_every=checkpoint_every)
         num_data = int(next(iter(c.data_values.values())).shape[0])
         total = num_steps if num_steps is not None else num_epochs * (num_data // c.batch_size)
@@ -878,11 +872,16 @@ class Trainer:
                        data_to_values=lambda d: c.info.data_to_values(c.be.as_data(d)))
             done = resume.state.num_updates if resume is not None else 0
             watch = MonitorRun(monitor, monitor.every or num_data // c.batch_size, ctx, done)
+            try:  # refused before the first update, the Pyro param store as it was
+                watch.check(resume.state.params if resume is not None else c.info.init_params, c.data_values)
+            except BaseException:
+                c.be.restore_snapshot(snapshot)
+                raise
         fit, carry, data_values, (data_key, perm, offset) = self._start(c, rng_seed, resume, watch)
         batches = _Minibatches(c.ops, data_key, num_data, c.batch_size, perm, offset)
         good = _Progress(carry, [], 0, batches.state())
         checkpoint = None if checkpoint_every is None else (int(checkpoint_every), os.fspath(checkpoint_path))
-        bar = tqdm(total=total, disable=not progress_bar, desc="fit_unnormalized", leave=False)
+        bar = FitBar(progress_bar, total, num_epochs)
         try:
             good, failed, interrupted = _fit_loop(fit, c.run_chunk, good, data_values, batches, total,
                                                   _CHUNK_UPDATES, c.like, bar, checkpoint)

@@ -13,9 +13,12 @@ Statistical analysis of non-lattice data (pseudo-likelihood). Salakhutdinov & Mu
 (2008) (AIS for monitoring RBMs).
 """
 
+import logging
+import warnings
+
 import numpy as np
 
-from .evaluation import log_likelihood, log_partition
+from .evaluation import EstimateWarning, log_likelihood, log_partition
 
 __all__ = ["Monitor", "as_monitors"]
 
@@ -25,16 +28,28 @@ DIAGNOSTIC_SEED = 7_919  # diagnostics draw from their own stream: the fit is un
 class Monitor:
     """What to evaluate every ``every`` updates of a fit.
 
+    ``Monitor(every, data=held_out)`` records ``history["log_likelihood"]``, the mean
+    held-out log-likelihood: exact where the model enumerates (as
+    :func:`ebm_ppl.log_likelihood` computes it, a binary layer summed out analytically),
+    else with log Z from AIS (``log_partition(method="ais", num_chains=50,
+    num_temperatures=200)`` from a base-rate start fitted to ``data`` where its sites are
+    binary, else from the base measures; a stochastic lower bound on log Z, so the value
+    tends to lie above the truth), which is said once in a notice on the ``"ebm_ppl"``
+    logger. A monitor that cannot evaluate the model is refused (``ValueError`` or
+    ``NotImplementedError``) when the fit starts, before its first update.
+
     Parameters
     ----------
     every : int
-        Evaluate after every ``every`` updates of the call (a multiple of the updates per
-        epoch, so that evaluations fall between compiled chunks).
+        Evaluate after every ``every`` updates of the call (chunks of updates end there).
     data : array or dict, optional
-        Held-out examples for ``exact``, ``ais`` and ``pseudo_likelihood``.
-    exact : bool
-        Record ``"log_likelihood"``: the mean exact log-likelihood of ``data``
-        (:func:`ebm_ppl.log_likelihood`, enumerable models).
+        Held-out examples (shaped like the training data) for the log-likelihoods and
+        ``pseudo_likelihood``.
+    exact : bool or None
+        ``None`` (default): ``"log_likelihood"`` exact where the model enumerates, else by
+        AIS as above (only when ``ais`` is None: with ``ais`` given, an AIS value is
+        recorded under ``"ais_log_likelihood"`` instead). ``True``: exact, and a model that
+        does not enumerate is refused. ``False``: no ``"log_likelihood"``.
     ais : dict or bool, optional
         Record ``"ais_log_likelihood"``: the mean log-likelihood of ``data`` with log Z from
         :func:`ebm_ppl.log_partition` ``(method="ais", **ais)`` (``True``: its defaults).
@@ -55,15 +70,18 @@ class Monitor:
 
     Examples
     --------
-    >>> monitor = ebm_ppl.Monitor(every=100, data=held_out, exact=True)  # doctest: +SKIP
+    >>> monitor = ebm_ppl.Monitor(every=100, data=held_out)  # doctest: +SKIP
     >>> result = ebm_ppl.fit_unnormalized(ising, data, monitor=monitor, num_steps=3000)  # doctest: +SKIP
     >>> result.history["log_likelihood"][99::100]  # doctest: +SKIP
     """
 
-    def __init__(self, every, data=None, exact=False, ais=None, pseudo_likelihood=False, diagnostics=True,
+    def __init__(self, every, data=None, exact=None, ais=None, pseudo_likelihood=False, diagnostics=True,
                  diagnostic_steps=50, early_stop=None):
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"Monitor: every must be an integer >= 1, got {every!r}")
+        if exact not in (None, True, False):
+            raise ValueError(f"Monitor: exact must be None (exact where the model enumerates, else AIS), True or "
+                             f"False, got {exact!r}")
         if (exact or ais or pseudo_likelihood) and data is None:
             raise ValueError("Monitor: exact, ais and pseudo_likelihood need held-out data (data=...)")
         if ais not in (None, False, True) and not isinstance(ais, dict):
@@ -74,31 +92,32 @@ class Monitor:
             raise ValueError(f"Monitor: early_stop must be callable, got {early_stop!r}")
         self.every = int(every)
         self.data = data
-        self.exact = bool(exact)
+        self.exact = None if exact is None else bool(exact)
         self.ais = {} if ais is True else (ais or None)
         self.pseudo_likelihood = bool(pseudo_likelihood)
         self.diagnostics = bool(diagnostics)
         self.diagnostic_steps = diagnostic_steps
         self.early_stop = early_stop
         self.callbacks = []
+        self.noticed = False  # the AIS notice is given once per monitor
 
     def __repr__(self):
-        return f"Monitor(every={self.every}, exact={self.exact}, diagnostics={self.diagnostics})"
+        return (f"Monitor(every={self.every}, exact={self.exact}, ais={self.ais}, "
+                f"pseudo_likelihood={self.pseudo_likelihood}, diagnostics={self.diagnostics})")
 
     def evaluate(self, ctx, step, params_u, position):
         """The values at update ``step`` (``params_u`` unconstrained, ``position`` sampler space)."""
         problem, ops = ctx["problem"], ctx["problem"].ops
         params = ops.copy_tree(problem.info.constrain(params_u))
-        kw = dict(backend=ctx["backend"], model_args=ctx["model_args"], model_kwargs=ctx["model_kwargs"])
-        if ctx.get("covariates"):  # a conditional model: conditional log-likelihoods, per example
-            kw["covariates"] = ctx["covariates"]
+        kw = _eval_kwargs(ctx)
         out = {}
-        if self.exact:
+        method = ctx.get("log_likelihood_method", "exact" if self.exact else None)
+        if method == "exact":
             out["log_likelihood"] = float(np.mean(ops.to_numpy(log_likelihood(ctx["model"], params, self.data, **kw))))
+        elif method == "ais":
+            out["log_likelihood"] = _ais_mean(ctx, params, self.data, kw, ctx["default_ais"])
         if self.ais is not None:
-            lz = log_partition(ctx["model"], params, self.data, method="ais", **dict(kw, **self.ais))
-            ll = log_likelihood(ctx["model"], params, self.data, log_z=lz, **kw)
-            out["ais_log_likelihood"] = float(np.mean(ops.to_numpy(ll)))
+            out["ais_log_likelihood"] = _ais_mean(ctx, params, self.data, kw, self.ais)
         if self.pseudo_likelihood:
             out["pseudo_log_likelihood"] = pseudo_log_likelihood(problem, params_u, ctx["data_to_values"](self.data))
         if self.diagnostics:
@@ -106,6 +125,97 @@ class Monitor:
         for f in self.callbacks:
             out.update(f(step, params, problem.from_internal(position)))
         return out
+
+
+def _eval_kwargs(ctx):
+    kw = dict(backend=ctx["backend"], model_args=ctx["model_args"], model_kwargs=ctx["model_kwargs"])
+    if ctx.get("covariates"):  # a conditional model: conditional log-likelihoods, per example
+        kw["covariates"] = ctx["covariates"]
+    return kw
+
+
+def _ais_mean(ctx, params, data, kw, ais):
+    """The mean log-likelihood of ``data`` with log Z from ``log_partition(method="ais", **ais)``."""
+    lz = log_partition(ctx["model"], params, data, method="ais", **dict(kw, **ais))
+    ll = log_likelihood(ctx["model"], params, data, log_z=lz, **kw)
+    return float(np.mean(ctx["problem"].ops.to_numpy(ll)))
+
+
+# Monitor(exact=None)'s AIS where the model does not enumerate, and the run that checks a monitor
+DEFAULT_AIS = {"num_chains": 50, "num_temperatures": 200}
+_TRIAL = {"num_chains": 2, "num_temperatures": 2}
+_LOG = logging.getLogger("ebm_ppl")
+
+
+def _refuse_unless(what, fn):
+    """``fn()``, or the monitor refused: its error re-raised as ValueError (NotImplementedError
+    kept) saying that ``what`` cannot be evaluated. EstimateWarnings of the trial are muted."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EstimateWarning)
+            return fn()
+    except NotImplementedError as e:
+        raise NotImplementedError(f"Monitor: {what} cannot be evaluated for this model: {e}") from e
+    except Exception as e:
+        raise ValueError(f"Monitor: {what} cannot be evaluated for this model and data: {e}") from e
+
+
+def _held_out_values(ctx, data, train_values):
+    """The held-out ``data`` as site values, refused unless shaped like the training data."""
+    try:
+        values = ctx["data_to_values"](data)
+    except Exception as e:
+        raise ValueError(f"Monitor: data (held-out) is not shaped like the training data: {e!r}") from e
+    if sorted(values) != sorted(train_values):
+        raise ValueError(f"Monitor: data (held-out) has the leaves {sorted(values)}, the training data "
+                         f"{sorted(train_values)}")
+    for name, v in values.items():
+        got, want = tuple(v.shape), tuple(train_values[name].shape)
+        if len(got) != len(want) or got[1:] != want[1:] or got[0] < 1:
+            raise ValueError(f"Monitor: data (held-out) {name!r} has shape {got}; the training data has "
+                             f"{want}: one example per row, each of shape {want[1:]}")
+    return values
+
+
+def _choose_log_likelihood(m, ctx, params, kw):
+    """How ``"log_likelihood"`` is computed: "exact", "ais" (``ctx["default_ais"]``) or None."""
+    if m.exact is False:
+        return None
+
+    def exact():
+        return log_likelihood(ctx["model"], params, m.data, **kw)
+
+    if m.exact:
+        _refuse_unless("log_likelihood (exact=True)", exact)
+        return "exact"
+    try:
+        _refuse_unless("log_likelihood", exact)
+        return "exact"
+    except (ValueError, NotImplementedError) as e:
+        reason = e
+        while reason.__cause__ is not None:  # the innermost: what makes enumeration impossible
+            reason = reason.__cause__
+    if m.ais is not None:  # the user's AIS settings record "ais_log_likelihood"
+        return None
+    what = f"log_likelihood (not exactly: {reason}; nor by AIS)"
+    settings = dict(DEFAULT_AIS, init=m.data)  # a base-rate start where the observed sites are binary
+    try:
+        _refuse_unless(what, lambda: _ais_mean(ctx, params, m.data, kw, dict(settings, **_TRIAL)))
+    except NotImplementedError:
+        settings["init"] = "base"
+        _refuse_unless(what, lambda: _ais_mean(ctx, params, m.data, kw, dict(settings, **_TRIAL)))
+    ctx["default_ais"] = settings
+    if not m.noticed:
+        m.noticed = True
+        start = "'base'" if isinstance(settings["init"], str) else "<the held-out data> (a base-rate start)"
+        _LOG.warning(
+            "Monitor: the model does not enumerate (%s), so history['log_likelihood'] is the held-out "
+            "log-likelihood with log Z from AIS: ebm_ppl.log_partition(method='ais', num_chains=%d, "
+            "num_temperatures=%d, init=%s), a stochastic lower bound on log Z (the value tends to lie above "
+            "the truth). Pass Monitor(ais=dict(...)) for other AIS settings (recorded as 'ais_log_likelihood') "
+            "or exact=False to record no log-likelihood.", reason, settings["num_chains"],
+            settings["num_temperatures"], start)
+    return "ais"
 
 
 def as_monitors(monitor):
@@ -135,21 +245,29 @@ def _add(self, *fns):
 Monitor.add = _add
 
 
+def check_pseudo_likelihood(problem, data_values):
+    """Refuse (NotImplementedError) a model whose pseudo-likelihood cannot be computed: a
+    latent site, or an observed site that is not discrete with a finite support."""
+    if problem.latent_names:
+        raise NotImplementedError(f"Monitor(pseudo_likelihood=True): the model has latent site(s) "
+                                  f"{list(problem.latent_names)}; pseudo-likelihood needs every site observed")
+    for name in data_values:
+        site = problem.sites.get(name)
+        if site is None or not site.is_discrete or site.values is None:
+            what = "a covariate" if site is None else f"not discrete with a finite support ({site.support})"
+            raise NotImplementedError(f"Monitor(pseudo_likelihood=True): {name!r} is {what}")
+
+
 def pseudo_log_likelihood(problem, params_u, data_values):
     """Mean over examples of Σ_i log p(x_i | x_−i), every coordinate of the discrete observed
     sites, by enumerating each coordinate's values (Besag 1975)."""
     ops, info, xp = problem.ops, problem.info, problem.ops.xp
-    if problem.latent_names:
-        raise NotImplementedError(f"Monitor(pseudo_likelihood=True): the model has latent site(s) "
-                                  f"{list(problem.latent_names)}; pseudo-likelihood needs every site observed")
+    check_pseudo_likelihood(problem, data_values)
     total = 0.0
     with ops.no_grad():
         ld = info.log_density(params_u, data_values)
         for name, x in data_values.items():
             site = problem.sites[name]
-            if not site.is_discrete or site.values is None:
-                raise NotImplementedError(f"Monitor(pseudo_likelihood=True): site {name!r} is not discrete "
-                                          f"with a finite support ({site.support})")
             n = x.shape[0]
             flat = x.reshape((n, -1))
             for j in range(flat.shape[1]):
@@ -211,6 +329,25 @@ class MonitorRun:
         self.monitor, self.every, self.ctx, self.first = monitor, every, ctx, first_update
         self.records = {}  # index of the update in this call -> values
 
+    def check(self, params_u, train_values):
+        """Refuse, before the first update, a monitor that cannot evaluate the model
+        (``ValueError`` / ``NotImplementedError`` naming what), and choose how
+        ``"log_likelihood"`` is computed: everything that can fail is evaluated once at
+        ``params_u`` (the fit's starting parameters), the AIS ones with 2 chains and 2
+        temperatures. Draws nothing from the fit's streams."""
+        m, ctx = self.monitor, self.ctx
+        if m.data is None:
+            return
+        values = _held_out_values(ctx, m.data, train_values)
+        params = ctx["problem"].ops.copy_tree(ctx["problem"].info.constrain(params_u))
+        kw = _eval_kwargs(ctx)
+        ctx["log_likelihood_method"] = _choose_log_likelihood(m, ctx, params, kw)
+        if m.ais is not None:
+            _refuse_unless("ais_log_likelihood (ais=...)",
+                           lambda: _ais_mean(ctx, params, m.data, kw, dict(m.ais, **_TRIAL)))
+        if m.pseudo_likelihood:
+            _refuse_unless("pseudo_log_likelihood", lambda: check_pseudo_likelihood(ctx["problem"], values))
+
     def after_chunk(self, num_done, params_u, position, bar):
         """Evaluate if ``num_done`` updates of the call end an interval; True: stop the fit."""
         if num_done == 0 or num_done % self.every:
@@ -218,7 +355,7 @@ class MonitorRun:
         values = self.monitor.evaluate(self.ctx, self.first + num_done, params_u, position)
         self.records[num_done - 1] = values
         if values:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+            bar.show_monitor(values)
         stop = self.monitor.early_stop
         if stop is None:
             return False

@@ -35,6 +35,24 @@ def gaussian_model(fw):
     return gaussian
 
 
+def tilted_normal_model(fw):
+    """x ~ Normal(0, 1) tilted by exp(-prec x**2 / 2): a continuous site, so log Z cannot be
+    enumerated (AIS can: the base is proper); exactly p(x) = Normal(x; 0, 1 / sqrt(1 + prec))."""
+    def tilted(x):
+        prec = fw.param("prec", fw.array(1.0), constraint=fw.constraints.positive)
+        with fw.plate("data", x.shape[0]):
+            x = fw.sample("x", fw.dist.Normal(0.0, 1.0), obs=x)
+            ebm_ppl.energy("quadratic", 0.5 * prec * x**2)
+
+    return tilted
+
+
+def tilted_normal_mean_loglik(x, prec):
+    """The exact mean log-likelihood of ``x`` under :func:`tilted_normal_model` at ``prec``."""
+    x = np.asarray(x, np.float64)
+    return float(np.mean(-0.5 * np.log(2 * np.pi) + 0.5 * np.log1p(prec) - 0.5 * (1 + prec) * x**2))
+
+
 
 # ---- RBMs
 def rbm_model(fw, num_visible, num_hidden, seed=1):
