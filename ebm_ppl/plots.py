@@ -172,8 +172,8 @@ ncols : int, optional
     Images per row (default: about the square root of ``num``).
 ax : matplotlib.axes.Axes, optional
     Where to draw (default: a new figure).
-cmap : str
-    The colormap (default ``"gray"``).
+cmap : str or matplotlib.colors.Colormap
+    The colormap (default ``"gray"``); the gaps between images are blue.
 vmin, vmax : float, optional
     The colour range (default: the shown draws' minimum and maximum).
 
@@ -219,7 +219,8 @@ def plot_samples(draws, shape=(28, 28), *, num=None, ncols=None, ax=None, cmap="
     if ax is None:
         scale = 4.8 / max(canvas.shape)
         _, ax = plt.subplots(figsize=(max(2.0, canvas.shape[1] * scale), max(2.0, canvas.shape[0] * scale)))
-    ax.imshow(canvas, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest")
+    colors = plt.get_cmap(cmap).with_extremes(bad=(0.35, 0.5, 0.75))  # the gaps (NaN) in blue
+    ax.imshow(canvas, cmap=colors, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{num} of {rows.shape[0]} draws", fontsize="small")
     return ax.figure
