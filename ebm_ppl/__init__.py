@@ -25,7 +25,10 @@ from .estimators import PCD
 from .estimators import PT
 from .estimators import ReplayBuffer
 from .evaluation import EstimateWarning
+from .interop import to_arviz
 from .monitor import Monitor
+from .plots import plot_history
+from .plots import plot_samples
 from .primitives import energy
 from .primitives import factor
 
@@ -52,7 +55,10 @@ __all__ = [
     "load",
     "log_likelihood",
     "log_partition",
+    "plot_history",
+    "plot_samples",
     "sample",
     "samplers",
     "save",
+    "to_arviz",
 ]

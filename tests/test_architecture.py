@@ -211,7 +211,8 @@ def test_public_functions_keep_their_numpydoc_docstrings():
 
     import ebm_ppl
 
-    for fn in (ebm_ppl.fit_unnormalized, ebm_ppl.sample, ebm_ppl.log_partition, ebm_ppl.log_likelihood):
+    for fn in (ebm_ppl.fit_unnormalized, ebm_ppl.sample, ebm_ppl.log_partition, ebm_ppl.log_likelihood,
+               ebm_ppl.plot_history, ebm_ppl.plot_samples, ebm_ppl.to_arviz):
         text = inspect.getdoc(fn)
         assert text is not None, fn
         for section in ("Parameters\n----------", "Returns\n-------", "Examples\n--------"):
