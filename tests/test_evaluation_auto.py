@@ -103,8 +103,10 @@ def test_auto_runs_bidirectional_past_the_enumeration_budget(fw):
 
 def test_auto_runs_bidirectional_on_a_continuous_site(fw):
     """A Normal(0, 1) base: bidirectional AIS (reverse from 100 MALA steps at β = 1, not
-    exact draws). 200 chains: each side's standard error is near 0.003; the exact value is
-    allowed 0.02 nats outside the interval (about 6 of them: the reverse start is approximate)."""
+    exact draws). 200 chains: each side's standard error is near 0.012 (measured), and the
+    exact value is allowed 0.02 nats outside the interval (the reverse start is
+    approximate): 3.7 standard errors of a side in all, a failure probability below 1e-3
+    for normal errors."""
     a = 3.0
     lz, _ = run(ebm_ppl.log_partition, gaussian_model(fw), {"a": fw.array(a)}, fw.array(np.zeros(1)),
                 num_chains=200, num_temperatures=100)
@@ -116,15 +118,17 @@ def test_auto_runs_bidirectional_on_a_continuous_site(fw):
 # ---- (b) the acceptance test: coverage of the bidirectional interval ----------------------
 
 
+@pytest.mark.slow  # the acceptance test of issue 24: 20 AIS runs (numpyro compiles each), CI's slow pass runs it
 def test_bidirectional_interval_covers_the_exact_value(fw):
     """The 3x3 Ising test problem with couplings x2.5; ten runs (seeds 0..9), 100
     temperatures, 50 chains each. Every interval is ordered, and at least eight of ten hold
     the exact log Z.
 
-    Calibration: over 200 seeds per backend (issue 24's measurement) the interval held the
-    exact value in 200 of 200 runs on either backend, so per-run coverage is at least 0.985
-    (95% one-sided), and eight or more of ten fail with probability below 1e-3 for a fresh
-    set of seeds (binomial, 3+ misses at 0.015 each)."""
+    Calibration (measured for issue 24, seeds 0..99 on Pyro and 0..NNP on NumPyro): the
+    interval held the exact value in every one of the NTOT runs (the raw sides alone, in
+    RAWPCT%: on this problem their bias is small next to their noise). Per-run coverage is
+    then at least QMIN (95% one-sided), and three or more misses in ten, the failure of
+    this test, have probability below PFAIL for any set of ten seeds."""
     J = 2.5 * J_EVAL
     model, params, ex = ising_model(fw, J, H_EVAL), ising_params(fw, J, H_EVAL), fw.array(np.zeros((1, 9)))
     exact = exact_ising_log_z(J, H_EVAL)
@@ -189,9 +193,8 @@ def test_progress_bar_and_chunking_leave_the_result_unchanged(fw, capsys, monkey
     assert "log_partition (AIS)" not in capsys.readouterr().err
     monkeypatch.setattr(ais_module, "NUM_CHUNKS", 1)  # the whole annealing in one piece
     whole, _ = run(ebm_ppl.log_partition, model, params, ex, progress_bar=False, **kw)
-    if fw.name == "numpyro":  # one random stream per call (Pyro's exact draws use the global torch stream)
-        for other in (hidden, whole):
-            assert (other.forward, other.reverse) == (shown.forward, shown.reverse)
+    for other in (hidden, whole):  # the same random streams: the same numbers
+        assert (other.forward, other.reverse) == (shown.forward, shown.reverse)
     assert shown.method == hidden.method == whole.method == "bidirectional"
     with pytest.raises(ValueError, match="progress_bar"):
         ebm_ppl.log_partition(model, params, ex, method="ais", progress_bar="yes")
