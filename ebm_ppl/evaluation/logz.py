@@ -51,8 +51,9 @@ class LogZ(NamedTuple):
         it comes from. Forward AIS is a stochastic lower bound (E log Ẑ ≤ log Z) and
         reverse AIS from exact model draws a stochastic upper bound, so when
         ``upper_is_exact_start`` the interval holds log Z but for the Monte Carlo error of
-        the sides (about 2 standard errors each, measured to cover the exact value in well
-        over 8 runs of 10 on the 3x3 Ising test problem); when the reverse chains did not
+        the sides (measured on the 3x3 Ising test problem, couplings x2.5, 100
+        temperatures, 50 chains: the exact value inside in 160 runs of 160, the raw
+        [min, max] of the sides in 74); when the reverse chains did not
         start from exact draws, ``upper`` is no bound and the interval only as good as their
         equilibration. Where a side's standard error is unknown (one chain), its end of
         the interval is infinite.
