@@ -18,6 +18,17 @@ H_TRUE = rng.uniform(-0.3, 0.3, 9)
 X_ISING = ising_sample(J_TRUE, H_TRUE, 2000, seed=0)
 
 
+# ---- the fixed 3x3 Ising parameters of the evaluation tests (as test_evaluation.py draws them)
+_rng_eval = np.random.default_rng(7)
+J_EVAL = _rng_eval.uniform(-0.6, 0.6, 12)
+H_EVAL = _rng_eval.uniform(-0.3, 0.3, 9)
+
+
+def exact_ising_log_z(J, h):
+    """log Z of the 3x3 Ising model by its 512 states, the Bernoulli(0.5) base included."""
+    return float(np.logaddexp.reduce(ising_log_unnorm(STATES, J, h) + 9 * np.log(0.5)))
+
+
 def _fitted_loglik(fw, result):
     J = fw.to_numpy(result.params["J"]).astype(np.float64)
     h = fw.to_numpy(result.params["h"]).astype(np.float64)

@@ -120,7 +120,7 @@ def test_bidirectional_brackets_exact(fw, init):
                         method="bidirectional", num_chains=100, num_temperatures=200,
                         init="base" if init == "base" else x)
     assert log_z.upper_is_exact_start
-    assert log_z.lower - 4 * log_z.lower_stderr - 0.02 < exact < log_z.upper + 4 * log_z.upper_stderr + 0.02 \
+    assert log_z.forward - 4 * log_z.lower_stderr - 0.02 < exact < log_z.reverse + 4 * log_z.upper_stderr + 0.02 \
         or caught, (log_z, exact)
     assert abs(log_z.estimate - exact) < 0.1
     assert log_z.data_bound <= exact + 1e-6
@@ -152,7 +152,7 @@ def test_bidirectional_disagreement_warns(fw):
     W, b, c = peaked_rbm(seed=7, nv=16, nh=4, scale=8.0)
     log_z, caught = run(ebm_ppl.log_partition, rbm_model(fw, W, b, c), rbm_params(fw, W, b, c),
                         fw.array(np.zeros((1, 16))), method="bidirectional", num_chains=20, schedule=[0.0, 1.0])
-    gap = log_z.upper - log_z.lower
+    gap = log_z.reverse - log_z.forward
     assert (abs(gap) > 3 * np.hypot(log_z.lower_stderr, log_z.upper_stderr)) == any(
         "disagree" in str(w.message) for w in caught)
     assert caught, log_z
@@ -228,10 +228,10 @@ def test_mnist_784x20_exact_and_bracket(fw):
         lz, caught = run(ebm_ppl.log_partition, model, params, xs, method="bidirectional", init=xs,
                          num_chains=100, num_temperatures=500)
         assert lz.upper_is_exact_start and lz.data_bound <= exact + 1e-3
-        inside = (lz.lower - 4 * lz.lower_stderr - 0.02 < exact < lz.upper + 4 * lz.upper_stderr + 0.02)
+        inside = (lz.forward - 4 * lz.lower_stderr - 0.02 < exact < lz.reverse + 4 * lz.upper_stderr + 0.02)
         assert inside or any("disagree" in str(w.message) for w in caught), (name, lz, exact)
         if name == "trained":  # no spurious mode: base-rate AIS within 1 nat (issue 12)
-            assert abs(lz.lower - exact) < 1.0, (lz, exact)
+            assert abs(lz.forward - exact) < 1.0, (lz, exact)
 
 
 @pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
@@ -246,7 +246,7 @@ def test_bidirectional_from_data_keeps_the_larger_forward_side(fw):
     both, _ = run(ebm_ppl.log_partition, model, params, x, method="bidirectional", init=x, **kw)
     from_data, _ = run(ebm_ppl.log_partition, model, params, x, method="ais", init=x, **kw)
     from_base, _ = run(ebm_ppl.log_partition, model, params, x, method="ais", init="base", **kw)
-    assert both.lower >= from_data.estimate  # the data-start run is the same run in both calls
+    assert both.forward >= from_data.estimate  # the data-start run is the same run in both calls
     if fw.name == "numpyro":  # the base-start run too (Pyro's one stateful stream has moved on)
-        assert both.lower == max(from_data.estimate, from_base.estimate)
+        assert both.forward == max(from_data.estimate, from_base.estimate)
         assert both.lower_stderr == (from_data if from_data.estimate >= from_base.estimate else from_base).stderr

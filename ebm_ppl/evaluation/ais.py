@@ -18,8 +18,10 @@ weight estimates 1/Z, so −log of it is a stochastic upper bound on log Z (Gros
 the rest is summed out of every f_β analytically and redrawn exactly before each
 transition (Rao-Blackwellized weights, as Salakhutdinov & Murray 2008 do for an RBM).
 
-On NumPyro the whole annealing loop is one jitted ``fori_loop``; on PyTorch it is a plain
-loop under ``torch.no_grad``.
+On NumPyro the annealing loop is one jitted ``fori_loop`` called with the bounds of each
+chunk of temperatures (at most :data:`NUM_CHUNKS`, so that a progress bar can move; the
+random stream is carried from chunk to chunk, so the result does not depend on the
+chunking); on PyTorch it is a plain loop under ``torch.no_grad``.
 
 References
 ----------
@@ -35,15 +37,19 @@ averaging moments. *NIPS* (the sigmoid schedule).
 """
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .._tempered import BASE_START, Start
 from .._tempered import parts_fn as _parts_fn
 from .._tempered import tempered as _tempered
 
 __all__ = ["SCHEDULES", "Start", "BASE_START", "base_rate_start", "sample_start", "rb_config", "temperature_schedule",
-           "ais_log_weights", "equilibrate", "log_mean_exp_with_stderr"]
+           "ais_log_weights", "equilibrate", "log_mean_exp_with_stderr", "chunks", "NUM_CHUNKS",
+           "annealing_bar", "PROGRESS_DELAY_S"]
 
 SCHEDULES = ("sigmoid", "linear", "geometric")
+NUM_CHUNKS = 50
+"""The annealing loop runs in at most this many chunks of temperatures (progress bar updates)."""
 
 
 def temperature_schedule(schedule, num_temperatures):
@@ -156,8 +162,53 @@ def _marginal_parts(ops, parts, summed, lo, hi):
     return mparts
 
 
-def _make_annealer(problem, kernel, num_steps, start, rb):
-    """``run(params, rng_key, position, aux, betas) -> log weights`` (num_steps = K).
+def _annealing_steps(problem, kernel, params, start, rb, betas):
+    """``(increment, body)`` of the annealing loop at ``params`` (see :func:`_make_annealer`)."""
+    ops = problem.ops
+    xp = ops.xp
+    parts = _parts_fn(problem, params, start)
+    if rb is None:
+        def increment(position, b_new, b_old):
+            ld, lb = parts(position)
+            return (b_new - b_old) * (ld - lb), position
+    else:
+        summed, lo, hi, gb = rb
+        mparts = _marginal_parts(ops, parts, summed, lo, hi)
+
+        def soft(z):
+            return xp.logaddexp(z * 0, z).reshape((z.shape[0], -1)).sum(-1)
+
+        def increment(position, b_new, b_old):
+            ld, lb, gd = mparts(position)
+            new = b_new * (ld - lb) + soft(gb + b_new * (gd - gb))
+            old = b_old * (ld - lb) + soft(gb + b_old * (gd - gb))
+            return new - old, (gd, position)
+
+    def body(t, carry):
+        position, aux, key, log_w = carry
+        inc, extra = increment(position, betas[t], betas[t - 1])
+        log_w = log_w + inc
+        key, sub, sub_h = ops.split(key, 3)
+        if rb is not None:
+            gd, _ = extra
+            logits = gb + betas[t] * (gd - gb)
+            x = sample_site_value(ops, sub_h, logits, lo, hi, position[summed].dtype)
+            position = {**position, summed: x}
+        position, aux, _ = kernel.step(sub, position, aux, _tempered(parts, betas[t]))
+        return position, aux, key, log_w
+
+    return increment, body
+
+
+def _make_annealer(problem, kernel, start, rb):
+    """``(begin, advance, finish)``, the annealing loop in pieces that can run in chunks of
+    temperatures (to update a progress bar) with the same random stream as in one piece:
+
+    - ``begin(params, position, betas) -> log_w0`` (zeros of the chains' shape);
+    - ``advance(params, carry, betas, lo, hi) -> carry``: steps ``lo`` to ``hi − 1`` of
+      ``carry = (position, aux, key, log_w)``;
+    - ``finish(params, position, log_w, betas) -> log weights`` (the last increment, no
+      transition at the end).
 
     ``betas`` may run from 0 to 1 (forward AIS) or from 1 to 0 (reverse AIS): either way
     the log weight is Σ_t log f_{β_t}(x_{t−1}) − log f_{β_{t−1}}(x_{t−1}), with one
@@ -167,51 +218,21 @@ def _make_annealer(problem, kernel, num_steps, start, rb):
     before each transition; ``gb`` is the logits of p₀ for that site.
     """
     ops = problem.ops
-    xp = ops.xp
 
-    def run(params, rng_key, position, aux, betas):
-        parts = _parts_fn(problem, params, start)
-        if rb is None:
-            def log_f(position, beta):
-                ld, lb = parts(position)
-                return lb + beta * (ld - lb)
+    def begin(params, position, betas):
+        increment, _ = _annealing_steps(problem, kernel, params, start, rb, betas)
+        return increment(position, betas[0], betas[0])[0]
 
-            def increment(position, b_new, b_old):
-                ld, lb = parts(position)
-                return (b_new - b_old) * (ld - lb), position
-        else:
-            summed, lo, hi, gb = rb
-            mparts = _marginal_parts(ops, parts, summed, lo, hi)
+    def advance(params, carry, betas, lo, hi):
+        _, body = _annealing_steps(problem, kernel, params, start, rb, betas)
+        return ops.fori_loop(lo, hi, body, carry)
 
-            def soft(z):
-                return xp.logaddexp(z * 0, z).reshape((z.shape[0], -1)).sum(-1)
+    def finish(params, position, log_w, betas):
+        increment, _ = _annealing_steps(problem, kernel, params, start, rb, betas)
+        k = betas.shape[0] - 1
+        return log_w + increment(position, betas[k], betas[k - 1])[0]
 
-            def increment(position, b_new, b_old):
-                ld, lb, gd = mparts(position)
-                new = b_new * (ld - lb) + soft(gb + b_new * (gd - gb))
-                old = b_old * (ld - lb) + soft(gb + b_old * (gd - gb))
-                return new - old, (gd, position)
-
-        def body(t, carry):
-            position, aux, key, log_w = carry
-            inc, extra = increment(position, betas[t], betas[t - 1])
-            log_w = log_w + inc
-            key, sub, sub_h = ops.split(key, 3)
-            if rb is not None:
-                gd, _ = extra
-                logits = gb + betas[t] * (gd - gb)
-                x = sample_site_value(ops, sub_h, logits, lo, hi, position[summed].dtype)
-                position = {**position, summed: x}
-            position, aux, _ = kernel.step(sub, position, aux, _tempered(parts, betas[t]))
-            return position, aux, key, log_w
-
-        first, _ = increment(position, betas[0], betas[0])
-        carry = (position, aux, rng_key, first)
-        position, aux, _, log_w = ops.fori_loop(1, num_steps, body, carry)
-        last, _ = increment(position, betas[num_steps], betas[num_steps - 1])  # no transition at the end
-        return log_w + last
-
-    return run
+    return begin, advance, finish
 
 
 def sample_site_value(ops, rng_key, logits, lo, hi, dtype):
@@ -230,14 +251,24 @@ def rb_config(problem, params, summed, start, like):
     return summed, lo, hi, gb
 
 
+def chunks(lo, hi, num_chunks=None):
+    """``(start, stop)`` pairs splitting ``range(lo, hi)`` into at most ``num_chunks``
+    (default :data:`NUM_CHUNKS`) runs."""
+    size = max(1, -(-(hi - lo) // (num_chunks or NUM_CHUNKS)))
+    return [(a, min(a + size, hi)) for a in range(lo, hi, size)]
+
+
 def ais_log_weights(problem, kernel, rng_key, params, betas, num_chains, start=BASE_START, rb=None,
-                    position=None):
+                    position=None, progress=None):
     """The AIS log weights of ``num_chains`` chains (numpy float64, shape ``(num_chains,)``).
 
     ``params`` are unconstrained; ``betas`` is a float64 numpy schedule from 0 to 1 (forward:
     chains start at p₀, drawn here) or from 1 to 0 (reverse: pass ``position``, the chains'
     starting states, ideally exact draws from p̃ / Z). ``start`` is p₀ (:class:`Start`);
-    ``rb`` a summed-out site (:func:`rb_config`) or None.
+    ``rb`` a summed-out site (:func:`rb_config`) or None. The K − 1 transitions run in at
+    most :data:`NUM_CHUNKS` chunks (one compiled loop called with each chunk's bounds: the
+    result does not depend on the chunking), ``progress(n)`` called after each with its
+    number of steps (K in all).
     """
     ops, info = problem.ops, problem.info
     if info.improper_sites:
@@ -246,24 +277,34 @@ def ais_log_weights(problem, kernel, rng_key, params, betas, num_chains, start=B
             "is improper (e.g. ImproperUniform), so AIS has no normalized distribution to start "
             "from; give those sites a proper distribution in the model (the factors stay as they are)"
         )
+    progress = progress or (lambda n: None)
     key_init, key_run = ops.split(rng_key, 2)
+    num_steps = len(betas) - 1
     with ops.no_grad():
         if position is None:
             position = sample_start(problem, key_init, num_chains, start)
         aux = kernel.init(position)
         like = ops.stop_gradient(_parts_fn(problem, params, start)(position)[0])
         betas_arr = ops.from_numpy(betas, like.dtype, like)
-        run = ops.jit(_make_annealer(problem, kernel, len(betas) - 1, start, rb))
-        log_w = run(params, key_run, position, aux, betas_arr)
-    return np.asarray(ops.to_numpy(log_w), dtype=np.float64)
+        begin, advance, finish = (ops.jit(f) for f in _make_annealer(problem, kernel, start, rb))
+        carry = (position, aux, key_run, begin(params, position, betas_arr))
+        for lo, hi in chunks(1, num_steps):
+            carry = advance(params, carry, betas_arr, lo, hi)
+            progress(hi - lo)
+        log_w = finish(params, carry[0], carry[3], betas_arr)
+        log_w = np.asarray(ops.to_numpy(log_w), dtype=np.float64)
+    progress(1)
+    return log_w
 
 
-def equilibrate(problem, kernel, rng_key, params, position, num_steps, rb=None):
+def equilibrate(problem, kernel, rng_key, params, position, num_steps, rb=None, progress=None):
     """``num_steps`` transitions at β = 1 (the summed site redrawn exactly first): the
-    approximate model samples that reverse AIS starts from when exact ones are out of reach."""
+    approximate model samples that reverse AIS starts from when exact ones are out of reach
+    (in chunks, ``progress(n)`` called after each, as in :func:`ais_log_weights`)."""
     ops = problem.ops
+    progress = progress or (lambda n: None)
 
-    def run(params, position, aux, key):
+    def advance(params, carry, lo, hi):
         parts = _parts_fn(problem, params)
         target = _tempered(parts, 1.0)
 
@@ -271,16 +312,22 @@ def equilibrate(problem, kernel, rng_key, params, position, num_steps, rb=None):
             position, aux, key = carry
             key, sub, sub_h = ops.split(key, 3)
             if rb is not None:
-                summed, lo, hi, _ = rb
-                _, _, gd = _marginal_parts(ops, parts, summed, lo, hi)(position)
-                position = {**position, summed: sample_site_value(ops, sub_h, gd, lo, hi, position[summed].dtype)}
+                summed, lo_value, hi_value, _ = rb
+                _, _, gd = _marginal_parts(ops, parts, summed, lo_value, hi_value)(position)
+                position = {**position, summed: sample_site_value(ops, sub_h, gd, lo_value, hi_value,
+                                                                  position[summed].dtype)}
             position, aux, _ = kernel.step(sub, position, aux, target)
             return position, aux, key
 
-        return ops.fori_loop(0, num_steps, body, (position, aux, key))[0]
+        return ops.fori_loop(lo, hi, body, carry)
 
     with ops.no_grad():
-        return ops.jit(run)(params, position, kernel.init(position), rng_key)
+        run = ops.jit(advance)
+        carry = (position, kernel.init(position), rng_key)
+        for lo, hi in chunks(0, num_steps):
+            carry = run(params, carry, lo, hi)
+            progress(hi - lo)
+        return carry[0]
 
 
 def log_mean_exp_with_stderr(log_w):
@@ -296,3 +343,16 @@ def log_mean_exp_with_stderr(log_w):
     n = w.size
     stderr = float(w.std(ddof=1) / (np.sqrt(n) * w.mean())) if n > 1 else float("nan")
     return estimate, stderr
+
+
+PROGRESS_DELAY_S = 5.0
+"""``progress_bar=None``: the bar appears once the annealing has run this many seconds."""
+
+
+def annealing_bar(progress_bar, total):
+    """The tqdm bar of an AIS run of ``total`` steps: ``progress_bar`` True shows it, False
+    hides it, None shows it once the run has lasted :data:`PROGRESS_DELAY_S` seconds."""
+    if progress_bar not in (None, True, False):
+        raise ValueError(f"progress_bar must be None, True or False, got {progress_bar!r}")
+    return tqdm(total=total, disable=progress_bar is False, delay=0.0 if progress_bar else PROGRESS_DELAY_S,
+                desc="log_partition (AIS)", unit="step", leave=False)

@@ -1,7 +1,6 @@
 """The user-facing evaluation functions: ``log_partition`` and ``log_likelihood``."""
 
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 
@@ -11,62 +10,17 @@ from .._problem import PROBE_SEED, compile_problem, place_problem
 from ..backend import get_backend
 from ..samplers.auto import build_kernel
 from ..samplers.block_gibbs import BlockGibbs
-from .ais import (BASE_START, _parts_fn, ais_log_weights, base_rate_start, equilibrate, log_mean_exp_with_stderr,
-                  rb_config, sample_start, temperature_schedule)
+from .ais import (BASE_START, _parts_fn, ais_log_weights, annealing_bar, base_rate_start, equilibrate,
+                  log_mean_exp_with_stderr, rb_config, sample_start, temperature_schedule)
 from .analytic import summable_sites
 from .exact import (MAX_STATES_SUMMED, count_states, log_marginal_exact, log_partition_conditional,
                     log_partition_exact, sample_exact)
+from .logz import (ADVICE, INTERVAL_STDERRS, EstimateWarning, LogLikelihood, LogZ, ais_result, check_estimate,
+                   exact_result)
 
-__all__ = ["EstimateWarning", "LogZ", "log_partition", "log_likelihood"]
+__all__ = ["EstimateWarning", "LogZ", "LogLikelihood", "log_partition", "log_likelihood"]
 
-METHODS = ("exact", "ais", "bidirectional")
-
-
-class EstimateWarning(UserWarning):
-    """An estimate contradicts what can be proven or checked, so it is not to be trusted.
-
-    Raised (as a warning) by :func:`log_partition` when an AIS log Z falls below the
-    rigorous lower bound log Σ_{rows of example} p̃(x), or when the forward (stochastic
-    lower bound) and reverse (stochastic upper bound) estimates disagree by more than
-    their standard errors, and by :func:`log_likelihood` when a purely discrete model gets
-    a log-likelihood above 0. The message says what to change.
-    """
-
-
-class LogZ(NamedTuple):
-    """An estimate of log Z(θ), its standard error, and a bracket.
-
-    Attributes
-    ----------
-    estimate : float
-        log Z in nats (base measures included: Z is the integral of p̃ over every site).
-        For ``method="bidirectional"`` the midpoint of ``lower`` and ``upper``.
-    stderr : float
-        Monte Carlo standard error of ``estimate`` (0.0 for ``method="exact"``).
-    lower : float
-        A lower bound: exact (``lower = upper = estimate``), or a *stochastic* lower bound
-        (forward AIS: E[log Ẑ] ≤ log Z by Jensen's inequality).
-    upper : float
-        A stochastic upper bound (reverse AIS; ``inf`` for ``method="ais"``).
-    lower_stderr, upper_stderr : float
-        Monte Carlo standard errors of ``lower`` and ``upper``.
-    data_bound : float
-        log Σ_{distinct rows of example} p̃(x), a rigorous lower bound on log Z for a
-        model with discrete observed sites (NaN where it was not computed).
-    upper_is_exact_start : bool
-        Whether the reverse chains started from exact draws of the model (then ``upper``
-        is a stochastic upper bound); if False they started from long runs of the sampler
-        and ``upper`` is only approximately an upper bound.
-    """
-
-    estimate: float
-    stderr: float
-    lower: float = float("nan")
-    upper: float = float("nan")
-    lower_stderr: float = float("nan")
-    upper_stderr: float = float("nan")
-    data_bound: float = float("nan")
-    upper_is_exact_start: bool = False
+METHODS = ("auto", "exact", "ais", "bidirectional")
 
 
 def _check_count(name, value):
@@ -74,8 +28,8 @@ def _check_count(name, value):
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-_LOG_PARTITION_DOC = """log Z(θ), the log normalizer of the model at ``params``: exactly, by AIS, or bracketed
-    by forward and reverse AIS.
+_LOG_PARTITION_DOC = """log Z(θ), the log normalizer of the model at ``params``: exactly where the model
+    enumerates, else bracketed by forward and reverse AIS.
 
     Z(θ) is the integral (sum) of p̃ over every site whose value is not fixed by data:
     the observed sites and the latent ones, base measures included.
@@ -90,9 +44,12 @@ _LOG_PARTITION_DOC = """log Z(θ), the log normalizer of the model at ``params``
         observed sites. For AIS its distinct rows also give the rigorous lower bound
         log Z ≥ log Σ_x p̃(x) that the estimate is checked against (pass the training set
         to make the check bite).
-    method : {"exact", "ais", "bidirectional"}
-        ``"exact"`` enumerates the joint states of every site (discrete sites with a finite
-        support only, at most 2**24 states, in chunks); where a binary site is measured to
+    method : {"auto", "exact", "ais", "bidirectional"}
+        ``"auto"`` (default): ``"exact"`` where the model enumerates within the budget
+        below (decided by counting states and measuring which layer can be summed out,
+        before anything is enumerated), else ``"bidirectional"``; ``LogZ.method`` says
+        which ran. ``"exact"`` enumerates the joint states of every site (discrete sites
+        with a finite support only, at most 2**24 states, in chunks); where a binary site is measured to
         be conditionally independent given the rest (an RBM layer), it is summed out
         analytically and the other sites enumerated (at most 2**25 states). ``"ais"`` is
         annealed importance sampling from ``init`` along the geometric path to p̃ (a
@@ -132,23 +89,36 @@ _LOG_PARTITION_DOC = """log Z(θ), the log normalizer of the model at ``params``
         Data leaves that are inputs of a conditional model (see
         :func:`~ebm_ppl.fit_unnormalized`): then Z(x_i) depends on each row i of
         ``example``, and ``estimate``, ``lower`` and ``upper`` are numpy arrays with one
-        value per row, by enumeration (``method="exact"`` only; AIS per example raises
-        NotImplementedError).
+        value per row, by enumeration (``method="exact"`` or ``"auto"``; AIS per example
+        raises NotImplementedError).
     devices : int, list of jax.Device or jax.sharding.Mesh, optional
         NumPyro, AIS methods: split the ``num_chains`` annealing chains over these
         devices, as ``fit_unnormalized(devices=)`` does (the same estimate as on one
         device up to float sums; ``num_chains`` a multiple of the number of devices).
         ``method="exact"`` runs on one device. Pyro: raises ``NotImplementedError``.
+    progress_bar : bool, optional
+        A tqdm bar over the annealing steps of every AIS run: True shows it, False hides
+        it, None (default) shows it once the annealing has run for 5 seconds. The result
+        does not depend on it (the annealing runs in the same chunks of temperatures
+        either way).
 
     Returns
     -------
     LogZ
-        ``(estimate, stderr, lower, upper, ...)``: exact: ``stderr`` 0.0 and
-        ``lower = upper = estimate``; ``"ais"``: the forward estimate with the delta-method
-        standard error sd(w) / (√n mean(w)), ``lower = estimate``, ``upper = inf``;
-        ``"bidirectional"``: ``lower`` (forward) and ``upper`` (reverse) with their standard
-        errors, ``estimate`` their midpoint. ``data_bound`` is the rigorous lower bound
-        from ``example``.
+        ``(estimate, stderr, lower, upper, lower_stderr, upper_stderr, data_bound,
+        upper_is_exact_start, forward, reverse, method)``, always ``lower <= upper``.
+        Exact: ``stderr`` 0.0 and ``lower = upper = forward = reverse = estimate``.
+        ``"ais"``: ``estimate = forward``, the forward estimate with the delta-method
+        standard error sd(w) / (√n mean(w)); ``lower = forward − 2·stderr``,
+        ``upper = inf``; ``reverse`` NaN. ``"bidirectional"``: the raw ``forward`` and
+        ``reverse`` estimates with their standard errors ``lower_stderr`` and
+        ``upper_stderr``; ``estimate`` their midpoint; ``lower = min(forward, reverse)``
+        and ``upper = max(forward, reverse)``, each widened by 2 standard errors of its
+        side: with ``upper_is_exact_start`` an interval that holds log Z but for those
+        sides' Monte Carlo error (forward AIS is a stochastic lower bound, reverse AIS
+        from exact draws a stochastic upper bound); without, ``upper`` is only
+        approximately a bound. ``data_bound`` is the rigorous lower bound from
+        ``example``.
 
     Warns
     -----
@@ -165,7 +135,8 @@ _LOG_PARTITION_DOC = """log Z(θ), the log normalizer of the model at ``params``
         ``"exact"`` with a continuous site (the message names it).
     ValueError
         ``"exact"`` past 2**24 joint states or with an unbounded discrete support;
-        ``"ais"`` where a site's base distribution is improper (e.g. ``ImproperUniform``).
+        ``"ais"``, ``"bidirectional"`` (and ``"auto"`` where the model does not enumerate)
+        where a site's base distribution is improper (e.g. ``ImproperUniform``).
 
     Notes
     -----
@@ -178,10 +149,10 @@ _LOG_PARTITION_DOC = """log Z(θ), the log normalizer of the model at ``params``
     Examples
     --------
     >>> log_z = ebm_ppl.log_partition(ising, result.params, data[:1])  # doctest: +SKIP
-    >>> log_z.estimate, log_z.stderr  # doctest: +SKIP
+    >>> log_z.estimate, log_z.stderr, log_z.method  # doctest: +SKIP
     >>> ebm_ppl.log_partition(rbm, params, data[:1], method="ais", num_chains=200)  # doctest: +SKIP
     >>> lz = ebm_ppl.log_partition(rbm, params, x_train, method="bidirectional", init=x_train)  # doctest: +SKIP
-    >>> lz.lower, lz.upper, lz.data_bound  # doctest: +SKIP
+    >>> lz.lower, lz.upper, lz.forward, lz.reverse, lz.data_bound  # doctest: +SKIP
 
     References
     ----------
@@ -202,7 +173,7 @@ def log_partition(
     params,
     example,
     *,
-    method="exact",
+    method="auto",
     num_chains=100,
     num_temperatures=1000,
     sampler="auto",
@@ -214,43 +185,53 @@ def log_partition(
     model_kwargs=None,
     covariates=None,
     devices=None,
+    progress_bar=None,
 ):
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
     _check_count("num_chains", num_chains)
     _check_count("num_temperatures", num_temperatures)
+    if progress_bar not in (None, True, False):
+        raise ValueError(f"progress_bar must be None, True or False, got {progress_bar!r}")
     if not (isinstance(init, str) and init == "base") and (isinstance(init, str) or init is None):
         raise ValueError(f"init={init!r}: pass 'base' or a batch of data to fit a base-rate start to")
     betas = temperature_schedule(schedule, num_temperatures) if method != "exact" else None
     problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs, covariates)
-    if method != "exact":
-        problem = place_problem(problem, devices, num_chains)
-    ops, info = problem.ops, problem.info
-    params_u = info.init_params
-    example_values = info.data_to_values(example)
+    params_u = problem.info.init_params
+    example_values = problem.info.data_to_values(example)
     if problem.covariates:  # Z(x_i) for each row of example
-        if method != "exact":
+        if method not in ("auto", "exact"):
             raise NotImplementedError(f"log_partition(method={method!r}) with covariates: only method='exact' "
                                       "(enumeration per example) is implemented for conditional models")
-        value = log_partition_conditional(problem, params_u, example_values)
-        return LogZ(value, 0.0, value, value, 0.0, 0.0, float("nan"), True)
+        return exact_result(log_partition_conditional(problem, params_u, example_values))
     like = next(iter(example_values.values()))
-    probe = problem.probe(ops.seed(PROBE_SEED, like))
-    if method == "exact":
-        summed = _exact_plan(problem, params_u, probe(), "log_partition(method='exact')")
-        value = log_partition_exact(problem, params_u, like, summed=summed)
-        return LogZ(value, 0.0, value, value, 0.0, 0.0, float("nan"), True)
-    result = _result(*_ais_bracket(problem, params_u, example_values, probe, method, init, sampler, betas,
-                                   num_chains, num_temperatures, rng_seed, backend), method)
-    _check_estimate(result, method, init)
+    probe = problem.probe(problem.ops.seed(PROBE_SEED, like))
+    if method in ("auto", "exact"):
+        try:  # counts states and measures which layer can be summed out: nothing is enumerated yet
+            summed = _exact_plan(problem, params_u, probe(), "log_partition(method='exact')")
+        except (TypeError, ValueError):
+            if method == "exact":
+                raise
+            method = "bidirectional"  # "auto": the model does not enumerate within budget
+        else:
+            return exact_result(log_partition_exact(problem, params_u, like, summed=summed))
+    placed = place_problem(problem, devices, num_chains)
+    if placed is not problem:
+        probe = placed.probe(placed.ops.seed(PROBE_SEED, like))
+    runs = 1 if method == "ais" else 2 + (not isinstance(init, str))
+    with annealing_bar(progress_bar, runs * (len(betas) - 1)) as bar:
+        result = ais_result(*_ais_bracket(placed, params_u, example_values, probe, method, init, sampler, betas,
+                                          num_chains, num_temperatures, rng_seed, backend, bar), method)
+    check_estimate(result, init)
     return result
 
 
 def _ais_bracket(problem, params_u, example_values, probe, method, init, sampler, betas, num_chains,
-                 num_temperatures, rng_seed, backend):
+                 num_temperatures, rng_seed, backend, bar):
     """Forward AIS from ``init`` (a stochastic lower bound on log Z) and, for
     ``method="bidirectional"``, reverse AIS from model draws (a stochastic upper bound):
-    ``(lower, lower_se, upper, upper_se, data_bound, upper_is_exact_start)``."""
+    ``(forward, forward_se, reverse, reverse_se, data_bound, upper_is_exact_start)``;
+    ``bar`` (tqdm) moves with the annealing."""
     ops = problem.ops
     like = next(iter(example_values.values()))
     start, init_values = BASE_START, None
@@ -259,25 +240,25 @@ def _ais_bracket(problem, params_u, example_values, probe, method, init, sampler
         start = base_rate_start(problem, params_u, init_values, like)
     kernel, rb = _ais_kernel(problem, params_u, sampler, probe, start, like)
     key_fwd, key_rev, key_eq = ops.split(ops.seed(rng_seed, like), 3)
-    log_w = ais_log_weights(problem, kernel, key_fwd, params_u, betas, num_chains, start, rb)
+    log_w = ais_log_weights(problem, kernel, key_fwd, params_u, betas, num_chains, start, rb, progress=bar.update)
     lower, lower_se = log_mean_exp_with_stderr(log_w)
     bound = _data_bound(problem, params_u, example_values)
     if method != "bidirectional":
-        return lower, lower_se, float("inf"), float("nan"), bound, False
+        return lower, lower_se, float("nan"), float("nan"), bound, False
     if start is not BASE_START:
         # a second forward run from the sites' base measures: forward AIS from any start is a
         # stochastic lower bound, so the larger is kept; where it lies above the reverse side
         # that started near the data, that side was no upper bound and the check in log_partition warns
         base_kernel, base_rb = _ais_kernel(problem, params_u, sampler, probe, BASE_START, like)
         log_w_base = ais_log_weights(problem, base_kernel, key_fwd, params_u, betas, num_chains, BASE_START,
-                                     base_rb)
+                                     base_rb, progress=bar.update)
         lower_base, lower_base_se = log_mean_exp_with_stderr(log_w_base)
         if lower_base > lower:
             lower, lower_se = lower_base, lower_base_se
     position, exact_start = _model_draws(problem, params_u, kernel, rb, key_eq, num_chains, rng_seed,
-                                         num_temperatures, start, like, init_values)
+                                         num_temperatures, start, like, init_values, bar)
     log_w_rev = ais_log_weights(problem, kernel, key_rev, params_u, betas[::-1].copy(), num_chains,
-                                start, rb, position=position)
+                                start, rb, position=position, progress=bar.update)
     neg, upper_se = log_mean_exp_with_stderr(log_w_rev)
     return lower, lower_se, -neg, upper_se, bound, exact_start
 
@@ -289,50 +270,6 @@ def _data_values(problem, data, backend, what):
     except Exception as e:
         raise ValueError(f"{what}: expected a batch of data like `example` ({e})") from e
     return values
-
-
-def _result(lower, lower_se, upper, upper_se, bound, exact_start, method):
-    if method == "ais":
-        return LogZ(lower, lower_se, lower, float("inf"), lower_se, float("nan"), bound, False)
-    estimate = 0.5 * (lower + upper)
-    stderr = 0.5 * float(np.hypot(lower_se, upper_se))
-    return LogZ(estimate, stderr, lower, upper, lower_se, upper_se, bound, exact_start)
-
-
-ADVICE = ("start from a base-rate distribution fitted to the training data (init=x_train), use "
-          "more num_temperatures (e.g. 10x) and more num_chains, and compare forward and reverse "
-          "estimates with method='bidirectional'")
-
-
-def _check_estimate(result, method, init):
-    """Warn (:class:`EstimateWarning`) where the estimate contradicts a bound or its other side."""
-    bound = result.data_bound
-    if np.isfinite(bound) and result.lower + 3 * result.lower_stderr < bound:
-        warnings.warn(
-            f"log_partition: the AIS estimate log Z = {result.lower:.2f} ± {result.lower_stderr:.2f} is "
-            f"below log Σ_{{rows of example}} p̃(x) = {bound:.2f}, a rigorous lower bound on log Z: "
-            f"the estimate is not to be trusted (AIS missed most of the model's mass). To fix it, {ADVICE}"
-            + ("" if not isinstance(init, str) else "; init='base' is a poor start for a trained model"),
-            EstimateWarning, stacklevel=3)
-    if method != "bidirectional":
-        return
-    if np.isfinite(bound) and result.upper + 3 * result.upper_stderr < bound:
-        warnings.warn(
-            f"log_partition: the reverse AIS estimate log Z = {result.upper:.2f} is below the rigorous "
-            f"lower bound {bound:.2f}: the reverse chains did not start at the model; the upper "
-            f"side is not to be trusted. To fix it, {ADVICE}", EstimateWarning, stacklevel=3)
-    combined = float(np.hypot(result.lower_stderr, result.upper_stderr))
-    gap = result.upper - result.lower
-    if not abs(gap) <= 3 * combined:
-        side = ("the forward (lower) estimate lies above the reverse (upper) one" if gap < 0
-                else "the true value may lie anywhere between them")
-        warnings.warn(
-            f"log_partition: forward AIS gives {result.lower:.3f} ± {result.lower_stderr:.3f} (a stochastic "
-            f"lower bound) and reverse AIS {result.upper:.3f} ± {result.upper_stderr:.3f} (a stochastic upper "
-            f"bound{'' if result.upper_is_exact_start else ', approximate: its chains did not start from exact draws'}): "
-            f"they disagree by {gap:.3f} nats, more than 3 standard errors ({3 * combined:.3f}); {side}, "
-            f"so neither is to be trusted to better than the gap. To narrow it, {ADVICE}",
-            EstimateWarning, stacklevel=3)
 
 
 def _exact_plan(problem, params, probes, what):
@@ -407,10 +344,12 @@ def _ais_kernel(problem, params, sampler, probe, start, like):
     return kernel, rb
 
 
-def _model_draws(problem, params, kernel, rb, rng_key, num_chains, rng_seed, num_steps, start, like, init_values):
+def _model_draws(problem, params, kernel, rb, rng_key, num_chains, rng_seed, num_steps, start, like, init_values,
+                 bar):
     """Starting states for reverse AIS: exact draws from p̃ / Z where the sites can be
     enumerated (one of them summed out analytically), else ``num_steps`` transitions at
-    β = 1 from the training rows (``init`` data) or from p₀. Returns (position, is_exact)."""
+    β = 1 from the training rows (``init`` data) or from p₀ (added to ``bar``, tqdm).
+    Returns (position, is_exact)."""
     ops = problem.ops
     probes = problem.probe(ops.seed(PROBE_SEED, like))()
     try:
@@ -427,7 +366,8 @@ def _model_draws(problem, params, kernel, rb, rng_key, num_chains, rng_seed, num
         rows = np.random.default_rng(rng_seed + 2).integers(0, num_data, size=num_chains)
         idx = ops.asarray(rows, None, int_=True)
         position.update(problem.to_internal({k: v[idx] for k, v in init_values.items()}))
-    return equilibrate(problem, kernel, key_run, params, position, num_steps, rb), False
+    bar.total += num_steps  # shown at the next update (refresh() would show a delayed bar at once)
+    return equilibrate(problem, kernel, key_run, params, position, num_steps, rb, progress=bar.update), False
 
 
 def _conditional_log_likelihood(problem, data_values, log_z):
@@ -446,13 +386,19 @@ def _conditional_log_likelihood(problem, data_values, log_z):
     return log_p - log_partition_conditional(problem, params, data_values)
 
 
-def _log_z_value(log_z):
+def _log_z_interval(log_z):
+    """``(estimate, lower, upper)`` of log Z from a LogZ (where its ``lower`` or ``upper``
+    is NaN, as in a LogZ built by hand, estimate ∓ 2 stderr) or a number (all three equal)."""
     if isinstance(log_z, LogZ):
-        return float(log_z.estimate)
+        estimate, se = float(log_z.estimate), float(log_z.stderr)
+        lower, upper = float(log_z.lower), float(log_z.upper)
+        return (estimate, estimate - INTERVAL_STDERRS * se if np.isnan(lower) else lower,
+                estimate + INTERVAL_STDERRS * se if np.isnan(upper) else upper)
     value = np.asarray(log_z.detach().cpu() if hasattr(log_z, "detach") else log_z, dtype=np.float64)
     if value.size != 1 or not np.isfinite(value).all():
         raise ValueError(f"log_z must be a finite number or a LogZ, got {log_z!r}")
-    return float(value.reshape(()))
+    value = float(value.reshape(()))
+    return value, value, value
 
 
 _LOG_LIKELIHOOD_DOC = """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z) − log Z.
@@ -461,7 +407,8 @@ _LOG_LIKELIHOOD_DOC = """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z
     conditionally independent given the rest (an RBM's hidden layer, any width)
     analytically (the free energy, a softplus per unit), the others by enumeration.
     A discrete model's log-likelihood above 0 (a ``log_z`` too small) warns with
-    :class:`EstimateWarning`. For a bracket, pass ``log_z=lz.upper`` and ``lz.lower``.
+    :class:`EstimateWarning`. ``interval=True`` also returns the interval that log Z's
+    interval implies: log p̃(x) − ``log_z.upper`` to log p̃(x) − ``log_z.lower``.
 
     Parameters
     ----------
@@ -472,8 +419,11 @@ _LOG_LIKELIHOOD_DOC = """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z
         The examples (on axis 0) to evaluate.
     log_z : float or LogZ, optional
         log Z(θ). None computes it with ``log_partition(method="exact")``, which needs every
-        site discrete with at most 2**24 joint states; otherwise pass one (e.g. from
-        ``log_partition(..., method="ais")``).
+        site discrete with at most 2**24 joint states (it does not fall back to AIS as
+        ``log_partition(method="auto")`` does: a random, slow estimate is asked for
+        explicitly); otherwise pass one, e.g. the LogZ of ``log_partition(...,
+        method="bidirectional")``, whose ``estimate`` is used (and its interval with
+        ``interval=True``; a number counts as exact).
     backend : {"pyro", "numpyro"}, optional
     model_args, model_kwargs
         Extra arguments passed to the model after the batch.
@@ -482,11 +432,19 @@ _LOG_LIKELIHOOD_DOC = """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z
         log-likelihood log p̃(y_i | x_i) − log Z(x_i) of each example, Z(x_i) by
         enumeration per example (``log_z`` must be None; latent sites raise
         NotImplementedError).
+    interval : bool
+        False (default): return the array of estimates. True: return a
+        :class:`~ebm_ppl.evaluation.LogLikelihood` ``(estimate, lower, upper)`` of such
+        arrays, ``lower = log p̃(x) − log_z.upper`` and ``upper = log p̃(x) − log_z.lower``
+        (all three equal where log Z is exact or a number; ``lower`` is −inf for a
+        ``method="ais"`` LogZ, whose ``upper`` is inf; a LogZ built by hand without
+        ``lower`` / ``upper`` counts as ``estimate`` ∓ 2 ``stderr``).
 
     Returns
     -------
-    array
-        Shape ``(num_examples,)``, in the backend's array type (torch / jax).
+    array or LogLikelihood
+        Shape ``(num_examples,)``, in the backend's array type (torch / jax); with
+        ``interval=True`` three of them.
 
     Raises
     ------
@@ -498,6 +456,9 @@ _LOG_LIKELIHOOD_DOC = """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z
     --------
     >>> ll = ebm_ppl.log_likelihood(ising, result.params, data)  # doctest: +SKIP
     >>> float(ll.mean())  # doctest: +SKIP
+    >>> lz = ebm_ppl.log_partition(rbm, params, x_train, method="bidirectional", init=x_train)  # doctest: +SKIP
+    >>> ll = ebm_ppl.log_likelihood(rbm, params, x_test, log_z=lz, interval=True)  # doctest: +SKIP
+    >>> float(ll.lower.mean()), float(ll.upper.mean())  # doctest: +SKIP
 
     References
     ----------
@@ -509,13 +470,14 @@ _LOG_LIKELIHOOD_DOC = """Per-example log-likelihood log p(x) = log Σ_z p̃(x, z
 @exclusive
 @doc(_LOG_LIKELIHOOD_DOC)
 def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=(), model_kwargs=None,
-                   covariates=None):
+                   covariates=None, interval=False):
     problem, data = compile_problem(model, params, data, backend, model_args, model_kwargs, covariates)
     ops, info = problem.ops, problem.info
     data_values = info.data_to_values(data)
     like = next(iter(data_values.values()))
     if problem.covariates:
-        return ops.asarray(_conditional_log_likelihood(problem, data_values, log_z), None)
+        out = ops.asarray(_conditional_log_likelihood(problem, data_values, log_z), None)
+        return LogLikelihood(out, out, out) if interval else out
     probes = problem.probe(ops.seed(PROBE_SEED, like))()
     summed = _latent_plan(problem, info.init_params, probes, "log_likelihood: summing out the latent sites")
     log_p = log_marginal_exact(problem, info.init_params, data_values, summed=summed)
@@ -529,7 +491,8 @@ def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=
                 f"log_likelihood: log Z cannot be computed exactly ({e}); pass log_z=, e.g. "
                 "ebm_ppl.log_partition(model, params, data[:1], method='bidirectional', init=x_train)"
             ) from e
-    out = log_p - _log_z_value(log_z)
+    value, low, high = _log_z_interval(log_z)
+    out = log_p - value
     if estimated and all(s.is_discrete for s in info.sites.values()):
         tol = 1e-4 * (1.0 + np.abs(log_p))
         if np.any(out > tol):
@@ -537,4 +500,6 @@ def log_likelihood(model, params, data, *, log_z=None, backend=None, model_args=
                 f"log_likelihood: {int(np.sum(out > tol))} of {out.size} examples get a log-likelihood "
                 f"above 0 (up to {out.max():.2f}), impossible for a discrete model: the log_z passed is "
                 f"too small and not to be trusted. To fix it, {ADVICE}", EstimateWarning, stacklevel=2)
-    return ops.asarray(out, None)
+    if not interval:
+        return ops.asarray(out, None)
+    return LogLikelihood(ops.asarray(out, None), ops.asarray(log_p - high, None), ops.asarray(log_p - low, None))
