@@ -37,8 +37,8 @@ averaging moments. *NIPS* (the sigmoid schedule).
 """
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from .._progress import tqdm  # the notebook bar only where ipywidgets is installed (no IProgress warning)
 from .._tempered import BASE_START, Start
 from .._tempered import parts_fn as _parts_fn
 from .._tempered import tempered as _tempered
