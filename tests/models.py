@@ -3,6 +3,7 @@ and their exact answers. Test modules import from here, never from each other; t
 reference problems live in :mod:`ebm_ppl.testing`, which the benchmarks use too."""
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -394,3 +395,12 @@ def two_gaussians_log_density(x):
     means = np.array([[-1.5, 0.0], [1.5, 0.5]])
     d = ((np.asarray(x, np.float64)[:, None, :] - means) ** 2).sum(-1)
     return np.logaddexp.reduce(-d / (2 * 0.36), axis=1) - np.log(2 * 2 * np.pi * 0.36)
+
+
+def run(fn, *args, **kwargs):
+    """Call ``fn`` recording EstimateWarnings (other warnings still raise)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error")
+        warnings.simplefilter("always", ebm_ppl.EstimateWarning)
+        out = fn(*args, **kwargs)
+    return out, [w for w in caught if issubclass(w.category, ebm_ppl.EstimateWarning)]

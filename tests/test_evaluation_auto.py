@@ -8,7 +8,6 @@ Ising test problem with its couplings x2.5 and asks for the exact log Z inside
 """
 
 import inspect
-import warnings
 
 import numpy as np
 import pytest
@@ -18,19 +17,11 @@ from ebm_ppl.evaluation import ais as ais_module
 from models import (H_EVAL, J_EVAL, STATES, exact_ising_log_z, ising_log_unnorm, ising_model, random_rbm,
                     rbm_exact_log_z, rbm_params)
 from models import rbm_model_at as rbm_model
+from models import run, tilted_normal_model
 
 
 def ising_params(fw, J, h):
     return {"J": fw.array(J), "h": fw.array(h)}
-
-
-def run(fn, *args, **kwargs):
-    """Call ``fn`` recording EstimateWarnings (other warnings still raise)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("error")
-        warnings.simplefilter("always", ebm_ppl.EstimateWarning)
-        out = fn(*args, **kwargs)
-    return out, [w for w in caught if issubclass(w.category, ebm_ppl.EstimateWarning)]
 
 
 def boltzmann_model(fw, num_units):
@@ -45,18 +36,6 @@ def boltzmann_model(fw, num_units):
             ebm_ppl.factor("pairs", ((v @ L) * v).sum(-1))
 
     return model, {"L": fw.array(L0)}
-
-
-def gaussian_model(fw):
-    """Normal(0, 1) base times exp(−a x²/2): Z = (1 + a)**−0.5, a continuous site."""
-
-    def model(x):
-        a = fw.param("a", fw.array(1.0), constraint=fw.constraints.positive)
-        with fw.plate("data", x.shape[0]):
-            x = fw.sample("x", fw.dist.Normal(0.0, 1.0), obs=x)
-            ebm_ppl.energy("quad", 0.5 * a * x**2)
-
-    return model
 
 
 def test_logz_fields_and_positional_construction():
@@ -108,7 +87,7 @@ def test_auto_runs_bidirectional_on_a_continuous_site(fw):
     approximate): 3.7 standard errors of a side in all, a failure probability below 1e-3
     for normal errors."""
     a = 3.0
-    lz, _ = run(ebm_ppl.log_partition, gaussian_model(fw), {"a": fw.array(a)}, fw.array(np.zeros(1)),
+    lz, _ = run(ebm_ppl.log_partition, tilted_normal_model(fw), {"prec": fw.array(a)}, fw.array(np.zeros(1)),
                 num_chains=200, num_temperatures=100)
     assert lz.method == "bidirectional" and not lz.upper_is_exact_start
     assert lz.lower <= lz.upper

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ebm_ppl
-from models import random_rbm, rbm_exact_log_z, rbm_log_marginal, rbm_params
+from models import random_rbm, rbm_exact_log_z, rbm_log_marginal, rbm_params, run
 from models import rbm_model_at as rbm_model
 
 
@@ -27,17 +27,6 @@ def brute_log_z(W, b, c):
 def peaked_rbm(seed=0, nv=12, nh=4, scale=3.0):
     W, b, c = random_rbm(nv, nh, seed)
     return scale * W, b, c
-
-
-def run(fn, *args, **kwargs):
-    """Call ``fn`` recording EstimateWarnings (other warnings still raise)."""
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("error")
-        warnings.simplefilter("always", ebm_ppl.EstimateWarning)
-        out = fn(*args, **kwargs)
-    return out, [w for w in caught if issubclass(w.category, ebm_ppl.EstimateWarning)]
 
 
 def test_public_names_and_fields():
