@@ -197,7 +197,7 @@ def test_readme_first_example_runs_as_pasted(backend, tmp_path):
                OMP_NUM_THREADS="1")
     # -W error, except the FutureWarning that ArviZ 0.22-0.23 issue from their __init__
     out = subprocess.run([sys.executable, "-W", "error", "-W", "ignore::FutureWarning:arviz", str(script)],
-                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     ll = float(re.search(r"mean log-likelihood: (\S+)", out.stdout).group(1))
     assert -9 * np.log(2) < ll < 0  # better than J = h = 0, and a probability

@@ -20,8 +20,10 @@ NOTEBOOKS = sorted(p.name for p in TUTORIALS.glob("*.ipynb"))
 REPO = str(TUTORIALS.parent)
 
 
-def execute(path, small=True, timeout=600):
-    """Execute a notebook in its own folder with the "python3" kernel; returns the notebook."""
+def execute(path, small=True, timeout=None):
+    """Execute a notebook in its own folder with the "python3" kernel; returns the notebook.
+    ``timeout``: seconds per cell, None for none (the tests set none: they must pass on a machine
+    of any speed, issue 26)."""
     import nbclient
     import nbformat
 
@@ -60,7 +62,7 @@ def test_committed_notebooks_have_no_outputs():
 @pytest.mark.slow  # 20-130 s each: every notebook runs in CI's slow pass (``pytest -m slow``)
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_tutorial_runs_small(name):
-    nb = execute(TUTORIALS / name, small=True, timeout=300)
+    nb = execute(TUTORIALS / name, small=True)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "small run" in text and "all claims hold" in text
 
