@@ -67,6 +67,7 @@ def test_auto_is_exact_on_an_rbm_with_its_visible_layer_summed_out(fw):
     assert abs(lz.estimate - rbm_exact_log_z(W, b, c)) < 1e-3
 
 
+@pytest.mark.slow  # 25-unit bidirectional AIS: 55 s on NumPyro; CI's slow pass runs it
 def test_auto_runs_bidirectional_past_the_enumeration_budget(fw):
     """2**25 joint states and no layer to sum out: bidirectional AIS (a few temperatures:
     only the choice and the interval's order are checked; ``method="exact"`` refuses)."""
@@ -163,6 +164,7 @@ def test_log_likelihood_interval(fw):
 # ---- the progress bar ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # three AIS runs compiled: 30 s on NumPyro; CI's slow pass runs it
 def test_progress_bar_and_chunking_leave_the_result_unchanged(fw, capsys, monkeypatch):
     J = 2.0 * J_EVAL
     model, params, ex = ising_model(fw, J, H_EVAL), ising_params(fw, J, H_EVAL), fw.array(np.zeros((1, 9)))

@@ -94,6 +94,7 @@ def test_default_monitor_records_the_exact_log_likelihood_and_changes_nothing(fw
     assert "log_likelihood" not in result.history and np.isfinite(result.history["n"][9::10]).all()
 
 
+@pytest.mark.slow  # AIS at every evaluation: 21 s on NumPyro; CI's slow pass runs it
 def test_default_monitor_falls_back_to_ais_with_one_notice(fw, caplog):
     """A model that does not enumerate (a continuous site): ``"log_likelihood"`` from AIS, said
     once on the "ebm_ppl" logger (not a warning); close to the exact value, known here."""
