@@ -6,6 +6,7 @@ compared with the cached log density of the current state, so a sweep over D bin
 coordinates costs D + 1 evaluations of C chains. Geman & Geman (1984).
 """
 
+from .._one_hot import is_one_hot
 from ._numerics import categorical, nan_acceptance
 from .base import Kernel, Sampler
 from .one_hot import one_hot_update
@@ -70,13 +71,13 @@ class Gibbs(Sampler):
 
     def can_move(self, site) -> bool:
         """Discrete sites with a finite support, and one-hot sites."""
-        return getattr(site, "one_hot", False) or super().can_move(site)
+        return is_one_hot(site) or super().can_move(site)
 
     def build(self, ops, sites):
         import numpy as np
 
         coords = {s.name: ops.asarray(np.arange(int(np.prod(s.shape, dtype=int))), None, int_=True)
-                  for s in sites if not getattr(s, "one_hot", False)}
+                  for s in sites if not is_one_hot(s)}
 
         def init(position):
             return ()
