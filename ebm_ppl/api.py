@@ -29,7 +29,8 @@ from ._sites import Same as _Same
 from .checkpoint import save
 from ._tree import describe
 from .backend import detect_backend, get_backend
-from .estimators import CD, PCD
+from .estimators import PCD
+from .estimators.base import HISTORY, Estimator
 from .monitor import MonitorRun, as_monitors
 from .evaluation import LogZ, log_likelihood, log_partition
 from .samplers.auto import build_kernel
@@ -43,7 +44,10 @@ __all__ = ["fit_unnormalized", "sample", "log_partition", "log_likelihood", "Fit
 # NumPyro the updates past the active ones are not run.
 _CHUNK_UPDATES = 256
 
-_HISTORY = ("loss", "positive_log_density", "negative_log_density", "acceptance_rate")
+_HISTORY = HISTORY
+# statistics that must be finite for an update to be applied (the acceptance rate is NaN
+# for samplers without one)
+_CHECKED = ("positive_log_density", "negative_log_density")
 
 
 def _check_positive_int(name, value, allow_none=True):
@@ -69,9 +73,9 @@ def _check_fit_args(estimator, num_epochs, num_steps, batch_size, rng_seed=0, ch
     _check_positive_int("num_steps", num_steps)
     _check_positive_int("batch_size", batch_size)
     _check_rng_seed(rng_seed)
-    if not (hasattr(estimator, "update") and hasattr(estimator, "init")):
-        raise TypeError("estimator must be one of ebm_ppl.CD, PCD, PT, FPCD, ReplayBuffer (an object with "
-                        f"init and update), got {estimator!r}")
+    if not isinstance(estimator, Estimator):
+        raise TypeError("estimator must be an ebm_ppl estimator (CD, PCD, PT, FPCD, ReplayBuffer, ...: an "
+                        f"instance of ebm_ppl.estimators.base.Estimator), got {estimator!r}")
     _check_positive_int("checkpoint_every", checkpoint_every)
     if (checkpoint_every is None) != (checkpoint_path is None):
         raise ValueError("pass checkpoint_every and checkpoint_path together, got "
@@ -107,9 +111,8 @@ def _check_placement(placement, estimator, data, batch_size, checkpoint_every):
     if placement is None:
         return
     n, what = placement.num_shards, placement.kind
-    for name_ in ("num_chains", "buffer_size"):
-        value = getattr(estimator, name_, None)
-        if value is not None and value % n:
+    for name_, value in estimator.shard_sizes().items():
+        if value % n:
             raise ValueError(f"{type(estimator).__name__}: {name_}={value} is not a multiple of the {n} {what} the "
                              f"fit is split over: pass a multiple of {n}")
     leaf = next(iter(data.values())) if isinstance(data, dict) else data
@@ -121,16 +124,14 @@ def _check_placement(placement, estimator, data, batch_size, checkpoint_every):
         if checkpoint_every is not None:
             raise NotImplementedError("checkpoint_every with torch.distributed: each rank holds other chains; save "
                                       "each rank's result yourself (ebm_ppl.save(result, f'ckpt-{rank}.npz'))")
-        if getattr(estimator, "positive", "base") == "persistent":
+        if estimator.positive == "persistent":
             raise NotImplementedError(f"{estimator!r} with positive='persistent' under torch.distributed: the "
                                       "per-example latent chains would be split over ranks")
 
 
 def _negative_chains(estimator, est_state):
-    """The estimator's negative-phase chains (sampler space): PT's β = 1 replicas, else ``position``."""
-    if hasattr(estimator, "negative_chains"):
-        return estimator.negative_chains(est_state)
-    return est_state.position
+    """The estimator's chains (sampler space), as it declares them."""
+    return estimator.negative_chains(est_state)
 
 
 def _tree_sub(a, b):
@@ -145,6 +146,12 @@ def _tree_sub(a, b):
 def _make_step(problem, estimator, optimizer, num_data, placement=None):
     """One parameter update as a pure function of (carry, (indices, active)).
 
+    The estimator owns the objective (:meth:`~ebm_ppl.estimators.base.Estimator.step`:
+    its loss, gradient, statistics and new state); the update adds the model's
+    parameter-only factors (``info.log_prior``), which count once per data set: the loss
+    is a mean over examples, so they enter it divided by ``num_data`` (the objective is
+    Σᵢ log p(xᵢ | θ) + log prior(θ), as Pyro's plate scaling counts a global site).
+
     Over several devices or ranks (``placement``), the minibatch and the chains are split
     along their first axis (``ops.shard_rows``: a sharding constraint on JAX, each rank's
     own share on PyTorch) and ``placement.mean`` averages the gradient and the update's
@@ -152,13 +159,9 @@ def _make_step(problem, estimator, optimizer, num_data, placement=None):
 
     An update whose loss, gradients or new parameters are not all finite is not applied:
     the carry keeps the parameters, optimizer and chains from before it and records the
-    update's index in ``failed`` (every later update of the call is skipped).
-
-    The model's parameter-only factors (``info.log_prior``) count once per data set: the
-    loss is a mean over examples, so they enter it divided by ``num_data`` (the objective
-    is Σᵢ log p(xᵢ | θ) + log prior(θ), as Pyro's plate scaling counts a global site)."""
+    update's index in ``failed`` (every later update of the call is skipped)."""
     ops, info, xp = problem.ops, problem.info, problem.ops.xp
-    surrogate_weights = {}  # (num positive, num negative) -> the rows' weights in the surrogate (numpy)
+    stat_names = _HISTORY[1:] + tuple(getattr(estimator, "history_names", ()))
 
     def step(data_values, carry, x):
         params, opt_state, est_state, key, t, failed = carry
@@ -166,41 +169,25 @@ def _make_step(problem, estimator, optimizer, num_data, placement=None):
         old_key = key
         key, key_neg = ops.split(key, 2)
         batch = ops.shard_rows({k: v[idx] for k, v in data_values.items()})
-        with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
-            out = estimator.update(key_neg, problem, est_state, ops.stop_gradient(params), batch, batch_index=idx)
-            new_est, positive, negative, rate = out[:4]
-            num_pos = next(iter(positive.values())).shape[0]
-            num_neg = next(iter(negative.values())).shape[0]
-            both = {k: xp.concatenate([positive[k], negative[k]], axis=0) for k in positive}
-            if problem.rao_blackwell is not None:  # E[h | rest] in place of the drawn h, both phases in one run
-                both = conditional_means(problem, problem.rao_blackwell, ops.stop_gradient(params), both)
-        new_est = ops.shard_rows(new_est)  # keep the carry's chains where they are
-        extra = tuple(out[4]) if len(out) > 4 else ()  # the estimator's own history entries
-        both = problem.from_internal(ops.stop_gradient(both))
-        if (num_pos, num_neg) not in surrogate_weights:  # the same for every update of a fit
-            surrogate_weights[num_pos, num_neg] = np.concatenate(
-                [np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)])
-        weights = ops.from_numpy(surrogate_weights[num_pos, num_neg], ops.asarray(0.0, None).dtype,
-                                 next(iter(both.values())))
-        # one run of the model on the positive and negative rows: the gradient of the
-        # surrogate mean log p̃(negative) - mean log p̃(positive)
-        ld, grads = info.weighted_param_grad(params, both, weights)
-        pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
-        loss = neg - pos
+        out = estimator.step(key_neg, problem, est_state, params, batch, batch_index=idx)
+        new_est = ops.shard_rows(out.state)  # keep the carry's chains where they are
+        loss, grads = out.loss, out.grads
+        nan = ops.stop_gradient(loss) * float("nan")  # a statistic the estimator does not report
+        stats = tuple(out.stats.get(n, nan) for n in stat_names)
+        checked = tuple(s for n, s in zip(stat_names, stats) if n in _CHECKED and n in out.stats)
         if info.log_prior is not None:  # a penalty / log prior on θ, once per data set
             prior, prior_grads = ops.value_and_grad(lambda p: info.log_prior(p) / num_data)(params)
             loss = loss - prior
             grads = _tree_sub(grads, prior_grads)
         if placement is not None:  # every rank then sees the same gradient and statistics
-            loss, pos, neg, rate, grads = placement.mean((loss, pos, neg, rate, grads))
-        ok = ops.all_finite((loss, pos, neg, grads))
+            loss, stats, grads = placement.mean((loss, stats, grads))
+            checked = tuple(s for n, s in zip(stat_names, stats) if n in _CHECKED and n in out.stats)
+        ok = ops.all_finite((loss, checked, grads))
         go = active & ok & (failed < 0)
 
         def apply(_):  # the optimizer says whether its new parameters are all finite
             new_params, new_opt, finite = optimizer.update(grads, opt_state, params, loss)
-            if hasattr(estimator, "after_gradient"):  # e.g. FPCD's fast weights
-                return new_params, new_opt, estimator.after_gradient(new_est, grads), finite
-            return new_params, new_opt, new_est, finite
+            return new_params, new_opt, estimator.after_gradient(new_est, grads), finite
 
         def skip(_):
             return params, opt_state, est_state, ops.asarray(True, None, bool_=True)
@@ -212,8 +199,7 @@ def _make_step(problem, estimator, optimizer, num_data, placement=None):
         key = ops.select_key(active, key, old_key)
         failed = xp.where(active & ~ok & (failed < 0), t, failed)
         t = t + xp.where(active, 1, 0)
-        stats = (loss, pos, neg, rate) + extra
-        return Carry(params2, opt2, est2, key, t, failed), stats
+        return Carry(params2, opt2, est2, key, t, failed), (loss,) + stats
 
     return step
 
@@ -926,7 +912,7 @@ def _setup(be, ops, name, model, data, estimator, sampler, optimizer, batch_size
     data = be.as_data(data)
     kwargs = {"covariates": covariates} if covariates else {}
     info = be.compile_model(model, data, model_args, model_kwargs or {}, **kwargs)
-    if info.covariates and type(estimator) not in (CD, PCD):
+    if info.covariates and not getattr(estimator, "supports_covariates", False):
         raise NotImplementedError(f"covariates with estimator {type(estimator).__name__}: conditional models "
                                   "are fitted with CD or PCD only")
     data_values = info.data_to_values(data)
@@ -944,9 +930,10 @@ def _setup(be, ops, name, model, data, estimator, sampler, optimizer, batch_size
     else:
         problem = Problem(ops, info)
         probe = problem.probe(ops.seed(PROBE_SEED, like))
+        estimator.check(problem, probe)  # a model the estimator cannot fit is refused here
         problem.kernel = build_kernel(sampler, ops, list(info.sites.values()), probe=probe)
         latent = [site for site in info.sites.values() if not site.is_observed]
-        if latent:
+        if latent and estimator.needs_sampler:
             positive = restrict_sampler(sampler, [s.name for s in latent])
             problem.positive_kernel = build_kernel(positive, ops, latent, probe=probe)
         problem.rao_blackwell = rao_blackwell_site(problem, estimator, probe)

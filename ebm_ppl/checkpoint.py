@@ -31,17 +31,13 @@ VERSION = 1
 
 
 def _estimators():
-    """Class name -> estimator class, for every estimator ebm_ppl exports."""
-    out = {}
-    for name in getattr(estimators, "__all__", ()):
-        cls = getattr(estimators, name, None)
-        if isinstance(cls, type) and hasattr(cls, "update") and hasattr(cls, "init"):
-            out[name] = cls
-    return out
+    """Registry name -> estimator class: the classes that entered
+    :data:`ebm_ppl.estimators.base.REGISTRY` (every subclass of ``Estimator`` does)."""
+    return dict(estimators.base.REGISTRY)
 
 
 def _encode_estimator(estimator, arrays):
-    name = type(estimator).__name__
+    name = type(estimator).registry_name() if hasattr(type(estimator), "registry_name") else type(estimator).__name__
     if _estimators().get(name) is not type(estimator):
         raise TypeError(f"cannot save a fit by the estimator {estimator!r}: only ebm_ppl's own estimators "
                         f"({sorted(_estimators())}) are saved")

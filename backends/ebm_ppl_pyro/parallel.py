@@ -17,7 +17,6 @@ seeds its generator with ``numpy.random.SeedSequence((rng_seed, r))``: the strea
 per rank and are reproducible.
 """
 
-import copy
 
 import numpy as np
 
@@ -46,11 +45,7 @@ class TorchDistributedPlacement:
 
     def local_estimator(self, estimator):
         """A copy of ``estimator`` with this rank's share of the chains (and buffer)."""
-        local = copy.copy(estimator)
-        for name in ("num_chains", "buffer_size"):
-            if hasattr(local, name):
-                setattr(local, name, getattr(local, name) // self.num_shards)
-        return local
+        return estimator.local_share(self.num_shards)
 
     def local_indices(self, idx):
         """This rank's columns of the ``(updates, batch_size)`` minibatch indices."""

@@ -1,4 +1,7 @@
-"""Estimators of the negative phase E_{x'~p_θ} ∇θ log p̃θ(x')."""
+"""Estimators: objectives whose gradient estimates the log-likelihood's (see :mod:`.base`)."""
+
+from . import base
+from .base import Contrastive, Estimator, Step
 
 from .cd import CD, CDState
 from .fast_pcd import FPCD, FPCDState
@@ -6,4 +9,4 @@ from .pcd import PCD, PCDState
 from .replay import ReplayBuffer, ReplayState
 from .tempering import PT, PTState
 
-__all__ = ["CD", "CDState", "FPCD", "FPCDState", "PCD", "PCDState", "PT", "PTState", "ReplayBuffer", "ReplayState"]
+__all__ = ["Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "PCD", "PCDState", "PT", "PTState", "ReplayBuffer", "ReplayState"]

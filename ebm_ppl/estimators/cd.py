@@ -9,6 +9,7 @@ Carreira-Perpiñán & Hinton (2005), On contrastive divergence learning (its bia
 from typing import Any, NamedTuple
 
 from .._problem import run_kernel
+from .base import Contrastive
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 
 __all__ = ["CD", "CDState"]
@@ -35,7 +36,7 @@ class CDState(NamedTuple):
     positive_aux: Any = ()
 
 
-class CD:
+class CD(Contrastive):
     """CD-k: each update runs ``num_steps`` transitions from the current batch.
 
     With latent sites, the positive phase first draws them given the batch
@@ -82,6 +83,8 @@ class CD:
     >>> ebm_ppl.CD(num_steps=5)
     CD(num_steps=5)
     """
+
+    supports_covariates = True
 
     def __init__(self, num_steps=1, positive="base", positive_steps=None, rao_blackwell=False):
         check_int("CD", "num_steps", num_steps)

@@ -20,6 +20,7 @@ Tieleman & Hinton (2009), Using fast weights to improve persistent contrastive d
 from typing import Any, NamedTuple
 
 from .._problem import run_kernel
+from .base import Contrastive
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 from .pcd import _INITS
 
@@ -49,7 +50,7 @@ class FPCDState(NamedTuple):
     fast: Any
 
 
-class FPCD:
+class FPCD(Contrastive):
     """Fast PCD: persistent chains advanced under θ + θ_fast (Tieleman & Hinton 2009).
 
     Parameters
@@ -74,6 +75,8 @@ class FPCD:
     >>> ebm_ppl.FPCD(num_chains=500, fast_lr=0.1)
     FPCD(num_chains=500, num_steps=1, fast_lr=0.1, fast_decay=0.95)
     """
+
+    shard_settings = ("num_chains",)
 
     def __init__(self, num_chains=100, num_steps=1, fast_lr=None, fast_decay=0.95, init="base",
                  positive="base", positive_steps=None, rao_blackwell=False):

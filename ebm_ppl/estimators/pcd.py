@@ -12,6 +12,7 @@ likelihood gradient.
 """
 
 from .._problem import run_kernel
+from .base import Contrastive
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 from .cd import CDState
 
@@ -22,7 +23,7 @@ PCDState = CDState
 _INITS = ("base", "data", "uniform")
 
 
-class PCD:
+class PCD(Contrastive):
     """Persistent chains (SML): ``num_chains`` chains advanced ``num_steps`` per update.
 
     With latent sites, the positive phase draws them given each batch as :class:`CD`
@@ -65,6 +66,9 @@ class PCD:
     >>> ebm_ppl.PCD(num_chains=500, num_steps=2)
     PCD(num_chains=500, num_steps=2, init='base')
     """
+
+    supports_covariates = True
+    shard_settings = ("num_chains",)
 
     def __init__(self, num_chains=100, num_steps=1, init="base", positive="base", positive_steps=None, rao_blackwell=False):
         check_int("PCD", "num_chains", num_chains)

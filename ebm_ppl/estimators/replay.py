@@ -17,6 +17,7 @@ non-convergent non-persistent short-run MCMC toward energy-based model.
 from typing import Any, NamedTuple
 
 from .._problem import run_kernel
+from .base import Contrastive
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 from .pcd import _INITS
 
@@ -44,7 +45,7 @@ class ReplayState(NamedTuple):
     positive_aux: Any
 
 
-class ReplayBuffer:
+class ReplayBuffer(Contrastive):
     """Replay buffer with reinitialization (Du & Mordatch 2019).
 
     Parameters
@@ -69,6 +70,8 @@ class ReplayBuffer:
     >>> ebm_ppl.ReplayBuffer(buffer_size=1000, num_chains=100)
     ReplayBuffer(buffer_size=1000, num_chains=100, reinit=0.05, num_steps=20, init='base')
     """
+
+    shard_settings = ("num_chains", "buffer_size")
 
     def __init__(self, buffer_size=10000, num_chains=100, reinit=0.05, num_steps=20, init="base",
                  positive="base", positive_steps=None, rao_blackwell=False):

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._tempered import parts_fn, tempered
+from .base import Contrastive
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 
 __all__ = ["PT", "PTState"]
@@ -69,7 +70,7 @@ def _check_betas(betas):
     return tuple(float(v) for v in b)
 
 
-class PT:
+class PT(Contrastive):
     """Parallel tempering: replicas along the path base → model, the β = 1 ones the
     negative phase.
 
@@ -98,6 +99,7 @@ class PT:
     """
 
     history_names = ("swap_rate",)
+    shard_settings = ("num_chains",)
 
     def __init__(self, num_chains=100, num_temperatures=10, betas=None, num_steps=1, swap_every=1,
                  positive="base", positive_steps=None, rao_blackwell=False):

@@ -1,0 +1,186 @@
+"""The estimator contract: an estimator is an objective.
+
+As optax's ``GradientTransformation`` is a pair of pure functions and NumPyro's ``SVI``
+takes any loss, an estimator is :meth:`Estimator.init` plus :meth:`Estimator.step`, which
+returns a :class:`Step`: the estimator's new state, its loss (a scalar to minimize, whose
+gradient with respect to the parameters estimates minus the gradient of the objective the
+estimator stands for), that gradient, its statistics for ``history`` and, through
+:meth:`Estimator.negative_chains`, its chains. The fit loop adds the model's
+parameter-only factors (counted once per data set), averages over devices or ranks, and
+applies the optimizer; it knows nothing else about the estimator.
+
+What the loop, checkpoints, placement and monitors need to know is declared here, with
+defaults, and overridden by the estimators that differ: extra ``history`` names, support
+for covariates, whether a sampler is used, which settings split over shards, and the
+state's chains. Estimator classes enter :data:`REGISTRY` themselves (by subclassing), and
+checkpoints rebuild estimators from it, never by importing a name read from a file.
+
+The MCMC estimators (CD, PCD, PT, FPCD, ReplayBuffer) share :class:`Contrastive`: their
+``update`` draws the two phases' positions and :func:`contrastive_objective` turns them
+into the surrogate mean log p̃(negative) − mean log p̃(positive) (Goodfellow, Bengio &
+Courville, *Deep Learning*, eq. 18.15).
+"""
+
+import copy
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._rao_blackwell import conditional_means
+
+__all__ = ["Estimator", "Contrastive", "Step", "REGISTRY", "contrastive_objective", "HISTORY"]
+
+# The history entries of every estimator (an estimator without one records NaN).
+HISTORY = ("loss", "positive_log_density", "negative_log_density", "acceptance_rate")
+
+# class name -> estimator class; filled by Estimator.__init_subclass__.
+REGISTRY = {}
+
+
+class Step(NamedTuple):
+    """What :meth:`Estimator.step` returns.
+
+    Attributes
+    ----------
+    state : Any
+        The estimator's new state (chains, buffers, learned constants).
+    loss : scalar
+        The loss the update minimizes; its gradient is ``grads``.
+    grads : dict
+        Gradient of ``loss`` with respect to the unconstrained parameters.
+    stats : dict
+        name -> scalar, for ``history``: any of ``positive_log_density``,
+        ``negative_log_density``, ``acceptance_rate`` and the estimator's
+        ``history_names`` (a missing entry is recorded as NaN).
+    """
+
+    state: Any
+    loss: Any
+    grads: Any
+    stats: dict
+
+
+class Estimator:
+    """Base class of ebm_ppl's estimators: the contract and its defaults.
+
+    Subclasses implement :meth:`init` and :meth:`step` and override the declarations that
+    differ from the defaults. A subclass enters :data:`REGISTRY` under its class name
+    (ebm_ppl's own) or ``module:qualname`` (any other), which is how a checkpoint names it.
+    """
+
+    #: Extra ``history`` entries, in the order of :attr:`Step.stats` keys.
+    history_names = ()
+    #: Whether conditional models (``covariates=``) are supported.
+    supports_covariates = False
+    #: Whether the estimator runs the sampler (PL, RM, SM and NCE do not: then the
+    #: positive-phase kernel of latent sites is not built; the sampler argument is still
+    #: checked, and ``problem.kernel`` is built but never run).
+    needs_sampler = True
+    #: Rao-Blackwellized statistics of a binary latent layer (MCMC estimators).
+    rao_blackwell = False
+    #: The positive phase of latent sites (MCMC estimators): ``"base"`` or ``"persistent"``.
+    positive = "base"
+    #: Settings that count chains, split evenly over devices or ranks.
+    shard_settings = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = cls.__name__ if cls.__module__.startswith("ebm_ppl.") else f"{cls.__module__}:{cls.__qualname__}"
+        if not cls.__name__.startswith("_"):
+            REGISTRY[name] = cls
+
+    @classmethod
+    def registry_name(cls):
+        """The name a checkpoint records for this class (a key of :data:`REGISTRY`)."""
+        return cls.__name__ if cls.__module__.startswith("ebm_ppl.") else f"{cls.__module__}:{cls.__qualname__}"
+
+    def check(self, problem, probe):
+        """Refuse a model this estimator cannot fit (``NotImplementedError`` or
+        ``ValueError`` naming the site), at set-up, before anything changes.
+
+        ``probe()`` gives the structure probes' random parameters and states
+        (:meth:`ebm_ppl._problem.Problem.probe`), for estimators that measure the model's
+        structure (which latent layers can be summed out)."""
+
+    def init(self, problem, rng_key, data_values, batch_size):
+        """The estimator's initial state."""
+        raise NotImplementedError(f"{type(self).__name__}.init")
+
+    def step(self, rng_key, problem, state, params, batch_values, batch_index=None):
+        """One update's objective: a :class:`Step`."""
+        raise NotImplementedError(f"{type(self).__name__}.step")
+
+    def negative_chains(self, state):
+        """The chains (sampler space) a result reports and monitors read: dict, maybe empty."""
+        return getattr(state, "position", {})
+
+    def after_gradient(self, state, grads):
+        """The state after the optimizer applied ``grads`` (FPCD's fast weights)."""
+        return state
+
+    def shard_sizes(self):
+        """``{setting: value}`` of the settings that must split evenly over shards."""
+        return {name: getattr(self, name) for name in self.shard_settings}
+
+    def local_share(self, num_shards):
+        """A copy with ``1 / num_shards`` of the chains (one rank of torch.distributed)."""
+        local = copy.copy(self)
+        for name, value in self.shard_sizes().items():
+            setattr(local, name, value // num_shards)
+        return local
+
+
+# (num positive, num negative) -> the rows' weights in the surrogate (numpy; a constant of a fit)
+_SURROGATE_WEIGHTS = {}
+
+
+def contrastive_objective(problem, params, positive, negative):
+    """The contrastive surrogate mean log p̃(negative) − mean log p̃(positive), from one
+    run of the model on the rows of both phases (sampler space, already drawn).
+
+    With ``problem.rao_blackwell`` set, the binary latent layer is replaced by its
+    conditional mean in both phases (:mod:`ebm_ppl._rao_blackwell`).
+
+    Returns
+    -------
+    tuple
+        ``(loss, grads, mean log p̃(positive), mean log p̃(negative))``.
+    """
+    ops, xp, info = problem.ops, problem.ops.xp, problem.info
+    num_pos = next(iter(positive.values())).shape[0]
+    num_neg = next(iter(negative.values())).shape[0]
+    with ops.no_grad():
+        both = {k: xp.concatenate([positive[k], negative[k]], axis=0) for k in positive}
+        if problem.rao_blackwell is not None:  # E[h | rest] in place of the drawn h, both phases in one run
+            both = conditional_means(problem, problem.rao_blackwell, ops.stop_gradient(params), both)
+    both = problem.from_internal(ops.stop_gradient(both))
+    if (num_pos, num_neg) not in _SURROGATE_WEIGHTS:
+        _SURROGATE_WEIGHTS[num_pos, num_neg] = np.concatenate(
+            [np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)])
+    weights = ops.from_numpy(_SURROGATE_WEIGHTS[num_pos, num_neg], ops.asarray(0.0, None).dtype,
+                             next(iter(both.values())))
+    ld, grads = info.weighted_param_grad(params, both, weights)
+    pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
+    return neg - pos, grads, pos, neg
+
+
+class Contrastive(Estimator):
+    """An MCMC estimator: ``update`` draws the positive and negative phases' positions
+    (``(state, positive, negative, acceptance_rate[, extra stats])``), and the objective
+    is :func:`contrastive_objective`."""
+
+    def update(self, rng_key, problem, state, params, batch_values, batch_index=None):
+        """``(state, positive position, negative position, acceptance rate[, extras])``."""
+        raise NotImplementedError(f"{type(self).__name__}.update")
+
+    def step(self, rng_key, problem, state, params, batch_values, batch_index=None):
+        """The phases from :meth:`update`, the surrogate from :func:`contrastive_objective`."""
+        ops = problem.ops
+        with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
+            out = self.update(rng_key, problem, state, ops.stop_gradient(params), batch_values,
+                              batch_index=batch_index)
+        new_state, positive, negative, rate = out[:4]
+        loss, grads, pos, neg = contrastive_objective(problem, params, positive, negative)
+        stats = {"positive_log_density": pos, "negative_log_density": neg, "acceptance_rate": rate}
+        stats.update(zip(self.history_names, tuple(out[4]) if len(out) > 4 else ()))
+        return Step(new_state, loss, grads, stats)
