@@ -264,11 +264,12 @@ def place_problem(problem, devices, num_chains):
     return Problem(problem.ops.with_placement(placement), problem.info, problem.kernel, problem.positive_kernel)
 
 
-def compile_problem(model, params, data, backend, model_args, model_kwargs, covariates=None):
+def compile_problem(model, params, data, backend, model_args, model_kwargs, covariates=None, argument="data"):
     """The backend for ``data``, the model compiled at fixed ``params`` (constrained), and
     the data as that backend's arrays: the preamble of ``sample`` and the evaluation API.
-    ``covariates`` names the data leaves that are inputs (conditional models)."""
-    be = get_backend(detect_backend(data, backend))
+    ``covariates`` names the data leaves that are inputs (conditional models); ``argument``
+    is the caller's name for ``data`` in error messages."""
+    be = get_backend(detect_backend(data, backend, argument))
     _check_finite_params(params)
     data = be.as_data(data)
     kwargs = {"covariates": covariates} if covariates else {}

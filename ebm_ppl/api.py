@@ -11,8 +11,6 @@ to the next chunk boundary, writes checkpoints and keeps the last consistent sta
 
 import collections
 import os
-import signal
-import threading
 import time
 import types
 from typing import Any, NamedTuple
@@ -26,6 +24,7 @@ from ._doc import doc
 from ._rao_blackwell import conditional_means, rao_blackwell_site
 from ._result import FitResult, FitState
 from ._sites import Same as _Same
+from ._stops import DeferredStop, check_checkpoint_path, is_interrupt, save_on_stop, stop_error
 from .checkpoint import save
 from ._tree import describe
 from .backend import detect_backend, get_backend
@@ -80,12 +79,8 @@ def _check_fit_args(estimator, num_epochs, num_steps, batch_size, rng_seed=0, ch
     if (checkpoint_every is None) != (checkpoint_path is None):
         raise ValueError("pass checkpoint_every and checkpoint_path together, got "
                          f"checkpoint_every={checkpoint_every!r}, checkpoint_path={checkpoint_path!r}")
-    if checkpoint_path is not None:
-        if not isinstance(checkpoint_path, (str, os.PathLike)):
-            raise TypeError(f"checkpoint_path must be a path, got {type(checkpoint_path).__name__}")
-        folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint_path)))
-        if not os.path.isdir(folder):
-            raise ValueError(f"checkpoint_path={os.fspath(checkpoint_path)!r}: the folder {folder!r} does not exist")
+    if checkpoint_path is not None:  # a folder that cannot be written is refused before the first update
+        check_checkpoint_path(checkpoint_path)
 
 
 def _check_data(data):
@@ -319,33 +314,6 @@ class _ChunkSizer:
         self.n = int(max(1, min(self.max_len, 4 * n, self.target_s / per_update)))
 
 
-class _DeferredInterrupt:
-    """Within the block, SIGINT (Ctrl-C) sets ``pending`` instead of raising, so the fit
-    stops at the next point where its state is consistent (between calls of the chunk
-    runner); a second SIGINT raises KeyboardInterrupt at once. Only in the main thread and
-    only where SIGINT has Python's default handler (elsewhere a KeyboardInterrupt is
-    caught between chunks, see :func:`_fit_loop`)."""
-
-    def __init__(self):
-        self.pending, self.previous = False, None
-
-    def _handler(self, signum, frame):
-        self.pending = True
-        signal.signal(signal.SIGINT, self.previous)  # a second Ctrl-C interrupts at once
-
-    def __enter__(self):
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self.previous = signal.default_int_handler
-            signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        return False
-
-
 def _signature(info, opt):
     """What ``resume=`` checks: parameters (structure, shapes, constraints), sites
     (shapes, supports, dtypes) and the optimizer's kind; JSON-able, saved with the state."""
@@ -515,44 +483,49 @@ def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
     return _Progress(carry, good.stats + [stats], good.num_applied + k, batches.state()), fail_at >= 0
 
 
-def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like, bar, checkpoint):
-    """Run ``total`` updates in chunks; returns (last _Progress, failed?, interrupted?).
+def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like, bar, checkpoint, guard):
+    """Run ``total`` updates in chunks; returns (last _Progress, failed?, what stopped it).
 
-    Stops early at a non-finite update or at an interrupt (SIGINT deferred to the next
-    chunk boundary, or a KeyboardInterrupt raised in between: the state is then the last
-    consistent one). ``checkpoint = (every, path)`` saves the result every ``every``
-    updates (counted over resumed calls too). A monitor (``fit.watch``) is evaluated
-    after every ``fit.watch.every`` updates of the call (chunks end there) and may stop
-    the fit early."""
+    Stops early at a non-finite update (``failed``) or with ``stop`` (see
+    :func:`ebm_ppl._stops.stop_error`): a signal that ``guard`` (a ``DeferredStop``)
+    deferred to the chunk boundary, a KeyboardInterrupt or SystemExit raised in between
+    (the state is then the last consistent one), or an error of the work between chunks
+    (a checkpoint that cannot be written, a monitor that fails: every chunk run is kept).
+    ``checkpoint = (every, path)`` saves the result every ``every`` updates (counted over
+    resumed calls too). A monitor (``fit.watch``) is evaluated after every
+    ``fit.watch.every`` updates of the call (chunks end there) and may stop the fit early."""
 
     sizer = _ChunkSizer(chunk_len)
-    failed = interrupted = False
-    with _DeferredInterrupt() as guard:
-        try:
-            while good.num_applied < total and not guard.pending:
-                limit = total - good.num_applied
-                if checkpoint is not None:
-                    limit = min(limit, checkpoint[0] - (fit.done + good.num_applied) % checkpoint[0])
-                if fit.watch is not None:
-                    limit = min(limit, fit.watch.every - good.num_applied % fit.watch.every)
-                n = sizer.next(limit)
-                start = time.perf_counter()
-                new, failed = _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like)
-                sizer.observe(n, time.perf_counter() - start)
-                good = new
-                bar.chunk(good.stats[-1])
-                if failed:
-                    break
+    failed, stop = False, None
+    try:
+        while good.num_applied < total and guard.pending is None:
+            limit = total - good.num_applied
+            if checkpoint is not None:
+                limit = min(limit, checkpoint[0] - (fit.done + good.num_applied) % checkpoint[0])
+            if fit.watch is not None:
+                limit = min(limit, fit.watch.every - good.num_applied % fit.watch.every)
+            n = sizer.next(limit)
+            start = time.perf_counter()
+            new, failed = _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like)
+            sizer.observe(n, time.perf_counter() - start)
+            good = new
+            bar.chunk(good.stats[-1])
+            if failed:
+                break
+            try:  # a failure here keeps the fit (err.result): the state after the chunk is consistent
                 if checkpoint is not None and (fit.done + good.num_applied) % checkpoint[0] == 0:
                     save(_make_result(fit, good.carry, good.stats, good.num_applied, good.batches), checkpoint[1])
                 if fit.watch is not None and fit.watch.after_chunk(
                         good.num_applied, good.carry.params, _negative_chains(fit.estimator, good.carry.est_state), bar):
                     break  # early stop
-            interrupted = guard.pending
-        except KeyboardInterrupt:
-            interrupted = True
-            batches.restore(good.batches, like)
-    return good, failed, interrupted
+            except Exception as e:
+                stop = e
+                break
+        stop = guard.pending if stop is None else stop
+    except (KeyboardInterrupt, SystemExit) as e:
+        stop = e
+        batches.restore(good.batches, like)
+    return good, failed, stop
 
 
 _FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stochastic) maximum likelihood.
@@ -569,7 +542,9 @@ _FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stoch
         A Pyro or NumPyro model whose first argument is a batch of examples (an array with
         examples on axis 0, or a dict of such arrays).
     data : array or dict of arrays
-        The training set; it is never modified.
+        The training set; it is never modified. Not a generator, data loader or list of
+        tensors (stack them), not complex; float16 / bfloat16 leaves are computed in
+        float32 (a float32 copy), and the parameters and chains are float32.
     estimator : CD, PCD, PT, FPCD or ReplayBuffer, optional
         Default ``PCD(num_chains=100, num_steps=1)``. An estimator may add entries to
         ``history`` (PT: ``"swap_rate"``).
@@ -617,7 +592,9 @@ _FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stoch
     checkpoint_every, checkpoint_path : int and path, optional
         Together: save the result with :func:`ebm_ppl.save` to ``checkpoint_path`` every
         ``checkpoint_every`` updates (counted from the first call of a resumed fit),
-        atomically; ``ebm_ppl.load(checkpoint_path)`` resumes from the last one.
+        atomically; ``ebm_ppl.load(checkpoint_path)`` resumes from the last one. A folder
+        where a file cannot be created is refused before the first update; a fit stopped
+        by SIGINT or SIGTERM also saves its last consistent state there.
     devices : int, list of jax.Device or jax.sharding.Mesh, optional
         NumPyro: shard the fit over these devices (an int: the first ``devices`` of
         ``jax.devices()``). The persistent chains are split along the chain axis and each
@@ -648,6 +625,14 @@ _FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stoch
         On Ctrl-C (SIGINT), at the next chunk boundary (within about 0.2 s): ``err.result``
         holds the last consistent state, and resuming from it equals the uninterrupted
         fit. A second Ctrl-C interrupts at once, without a result.
+    SystemExit
+        On SIGTERM, as on SIGINT (``err.result``, the final checkpoint), with exit status
+        143 (``err.code``): a script that does not catch it exits quietly with the status
+        of a process ended by SIGTERM. A second SIGTERM stops at once.
+    OSError, and any error of a monitor
+        Raised between chunks (a checkpoint that cannot be written: disk full, file-size
+        limit, folder removed; a monitor callable that fails): the error itself, with
+        ``err.result`` holding every update made.
     RuntimeError
         If another ebm_ppl call is running in another thread (fits are not thread-safe).
 
@@ -823,7 +808,7 @@ class Trainer:
             raise TypeError(f"state must be a FitState (from Trainer.init or a FitResult.state), got "
                             f"{type(state).__name__}")
         num = int(next(iter(batch.values())).shape[0]) if isinstance(batch, dict) else int(batch.shape[0])
-        resume = _AsResult(state, detect_backend(batch, self.backend))
+        resume = _AsResult(state, detect_backend(batch, self.backend, "batch"))
         c = self._compile(batch, resume, batch_size=num)
         ops = c.ops
         fit, carry, data_values, _ = self._start(c, 0, resume)
@@ -868,13 +853,18 @@ class Trainer:
         good = _Progress(carry, [], 0, batches.state())
         checkpoint = None if checkpoint_every is None else (int(checkpoint_every), os.fspath(checkpoint_path))
         bar = FitBar(progress_bar, total, num_epochs)
-        try:
-            good, failed, interrupted = _fit_loop(fit, c.run_chunk, good, data_values, batches, total,
-                                                  _CHUNK_UPDATES, c.like, bar, checkpoint)
-        finally:
-            bar.close()
-        result = _make_result(fit, good.carry, good.stats, good.num_applied, good.batches)
-        _raise_if_stopped(result, good.num_applied, failed, interrupted)
+        with DeferredStop() as guard:  # SIGINT / SIGTERM stop the fit between chunks
+            try:
+                good, failed, stop = _fit_loop(fit, c.run_chunk, good, data_values, batches, total,
+                                               _CHUNK_UPDATES, c.like, bar, checkpoint, guard)
+            finally:
+                bar.close()
+            result = _make_result(fit, good.carry, good.stats, good.num_applied, good.batches)
+            error = stop_error(result, good.num_applied, failed, stop)
+            if checkpoint is not None and is_interrupt(error) and good.num_applied:
+                save_on_stop(error, result, checkpoint[1])  # the last consistent state, on disk
+        if error is not None:
+            raise error
         return result
 
 
@@ -883,25 +873,6 @@ class _AsResult(NamedTuple):
 
     state: FitState
     backend: str
-
-
-def _raise_if_stopped(result, num_applied, failed, interrupted):
-    """FloatingPointError / KeyboardInterrupt with ``.result`` when the fit stopped early."""
-    if failed:
-        err = FloatingPointError(
-            f"non-finite log density, gradient or parameter at update {result.state.num_updates} "
-            f"(update {num_applied} of this call); parameters, optimizer state and chains are left "
-            "at their values before that update (see err.result)"
-        )
-        err.result = result
-        raise err
-    if interrupted:
-        err = KeyboardInterrupt(
-            f"fit_unnormalized interrupted after {result.state.num_updates} updates ({num_applied} in this "
-            "call); err.result holds that state: fit_unnormalized(..., resume=err.result) continues it exactly"
-        )
-        err.result = result
-        raise err
 
 
 def _setup(be, ops, name, model, data, estimator, sampler, optimizer, batch_size, model_args, model_kwargs, resume,
@@ -1017,7 +988,8 @@ def sample(
     _check_rng_seed(rng_seed)
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
         raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
-    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs, covariates)
+    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs, covariates,
+                                       argument="example")
     problem = place_problem(problem, devices, num_chains)
     ops, info = problem.ops, problem.info
     example_values = info.data_to_values(example)

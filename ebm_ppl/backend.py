@@ -14,6 +14,8 @@ The core never imports a framework: a backend module is imported only when it is
 import importlib
 from typing import Any, Callable, NamedTuple, Optional, Protocol, runtime_checkable
 
+from ._data_checks import check_data
+
 __all__ = ["SiteInfo", "ModelInfo", "Optimizer", "Ops", "Backend", "get_backend", "detect_backend", "BACKENDS"]
 
 BACKENDS = {"pyro": "ebm_ppl_pyro", "numpyro": "ebm_ppl_numpyro"}
@@ -350,8 +352,12 @@ def _leaves(data):
         yield data
 
 
-def detect_backend(data, backend=None):
-    """The backend name for ``data``: torch tensors -> "pyro", jax arrays -> "numpyro"."""
+def detect_backend(data, backend=None, argument="data"):
+    """The backend name for ``data``: torch tensors -> "pyro", jax arrays -> "numpyro".
+    Data that is not an array or a dict of arrays (a generator, a list of tensors, a
+    ``meta`` tensor, complex values) is refused first, naming ``argument`` (see
+    ``ebm_ppl._data_checks``)."""
+    check_data(data, argument)
     if backend is not None:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {sorted(BACKENDS)}")

@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 
+from ._data_checks import check_data
 from .evaluation import EstimateWarning, log_likelihood, log_partition
 
 __all__ = ["Monitor", "as_monitors"]
@@ -90,6 +91,8 @@ class Monitor:
             raise ValueError(f"Monitor: diagnostic_steps must be an integer >= 4, got {diagnostic_steps!r}")
         if early_stop is not None and not callable(early_stop):
             raise ValueError(f"Monitor: early_stop must be callable, got {early_stop!r}")
+        if data is not None:
+            check_data(data, "Monitor: data")
         self.every = int(every)
         self.data = data
         self.exact = None if exact is None else bool(exact)
@@ -123,8 +126,24 @@ class Monitor:
         if self.diagnostics:
             out.update(chain_diagnostics(ctx, params_u, position, self.diagnostic_steps, step))
         for f in self.callbacks:
-            out.update(f(step, params, problem.from_internal(position)))
+            out.update(_numbers(f, f(step, params, problem.from_internal(position))))
         return out
+
+
+def _numbers(fn, values):
+    """A callable's ``{name: number}`` as floats, or TypeError naming the callable (raised
+    between chunks, it stops the fit with ``err.result``)."""
+    if not isinstance(values, dict):
+        raise TypeError(f"Monitor: {getattr(fn, '__name__', fn)!r} returned {type(values).__name__}, not a dict "
+                        "name -> number (return {} to record nothing)")
+    out = {}
+    for k, v in values.items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            raise TypeError(f"Monitor: {getattr(fn, '__name__', fn)!r} returned {k!r}: {v!r}, not a number "
+                            "(a float or a one-element array)") from None
+    return out
 
 
 def _eval_kwargs(ctx):

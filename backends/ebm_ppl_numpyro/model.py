@@ -29,12 +29,14 @@ __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapsh
 
 
 def as_data(data):
-    """JAX arrays for every leaf (numpy arrays are copied, jax arrays are left alone)."""
+    """JAX arrays for every leaf (numpy arrays are copied, jax arrays are left alone);
+    float16 / bfloat16 leaves become float32 copies: a fit, its chains and its results are
+    computed in float32 (a half-precision chain takes a few hundred distinct values)."""
     if isinstance(data, dict):
         return {k: as_data(v) for k, v in data.items()}
-    if isinstance(data, jax.Array):
-        return data
-    return jnp.asarray(np.array(data))
+    if not isinstance(data, jax.Array):
+        data = jnp.asarray(np.array(data))
+    return data.astype(jnp.float32) if data.dtype in (jnp.float16, jnp.bfloat16) else data
 
 
 def _discrete_values(support):

@@ -33,12 +33,14 @@ __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapsh
 
 
 def as_data(data):
-    """Torch tensors for every leaf (numpy arrays are copied, tensors are left alone)."""
+    """Torch tensors for every leaf (numpy arrays are copied, tensors are left alone);
+    float16 / bfloat16 leaves become float32 copies: a fit, its chains and its results are
+    computed in float32 (a half-precision chain takes a few hundred distinct values)."""
     if isinstance(data, dict):
         return {k: as_data(v) for k, v in data.items()}
-    if isinstance(data, torch.Tensor):
-        return data
-    return torch.as_tensor(__import__("numpy").array(data))
+    if not isinstance(data, torch.Tensor):
+        data = torch.as_tensor(__import__("numpy").array(data))
+    return data.float() if data.dtype in (torch.float16, torch.bfloat16) else data
 
 
 def _discrete_values(name, support, dtype):

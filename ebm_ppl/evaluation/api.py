@@ -196,7 +196,8 @@ def log_partition(
     if not (isinstance(init, str) and init == "base") and (isinstance(init, str) or init is None):
         raise ValueError(f"init={init!r}: pass 'base' or a batch of data to fit a base-rate start to")
     betas = temperature_schedule(schedule, num_temperatures) if method != "exact" else None
-    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs, covariates)
+    problem, example = compile_problem(model, params, example, backend, model_args, model_kwargs, covariates,
+                                       argument="example")
     params_u = problem.info.init_params
     example_values = problem.info.data_to_values(example)
     if problem.covariates:  # Z(x_i) for each row of example
