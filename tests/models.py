@@ -408,5 +408,5 @@ def run(fn, *args, **kwargs):
 
 
 # ---- pseudo-likelihood and ratio matching: exact objectives in numpy (ebm_ppl.testing.coordinates)
-from ebm_ppl.testing.coordinates import (flip_objective, hidden_permutation_diff, ising_flip_features, lbfgs,  # noqa: E402,F401
-                                         rbm_flip_objective, rbm_penalized_model)
+from ebm_ppl.testing.coordinates import (  # noqa: E402,F401
+    flip_objective, hidden_permutation_diff, ising_flip_features, lbfgs, rbm_flip_objective, rbm_penalized_model)

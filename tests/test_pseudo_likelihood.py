@@ -18,9 +18,9 @@ import pytest
 
 import ebm_ppl
 from models import (CRF_LABELS, X_ISING, _store, crf_features, crf_model, crf_pack, crf_sample, crf_true_theta,
-                    flip_objective, gaussian_model, ising_flip_features, ising_log_unnorm, ising_model, lbfgs,
-                    hidden_permutation_diff, random_rbm, rbm_flip_objective, rbm_model_at, rbm_penalized_model,
-                    small_rbm_truth_and_data)
+                    flip_objective, gaussian_model, hidden_permutation_diff, ising_flip_features, ising_log_unnorm,
+                    ising_model, lbfgs, random_rbm, rbm_flip_objective, rbm_log_marginal, rbm_model_at,
+                    rbm_penalized_model, small_rbm_truth_and_data)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _rng = np.random.default_rng(11)
@@ -127,6 +127,8 @@ def test_rbm_free_energy_loss_and_gradient_are_exact(fw):
     loss, r = _one_step(fw, rbm_model_at(fw, W, b, c), fw.array(x))
     assert loss == pytest.approx(want, abs=2e-5)
     np.testing.assert_allclose(theta0 - _theta(fw, r.params, ("W", "b", "c")), grad, atol=2e-5)
+    # positive_log_density: the mean free energy, base measures included (as log_likelihood's log p̃(v))
+    assert r.history["positive_log_density"][0] == pytest.approx(np.mean(rbm_log_marginal(x, W, b, c)), abs=1e-4)
 
 
 def test_conditional_crf_loss_and_gradient_are_exact(fw):
