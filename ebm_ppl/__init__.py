@@ -23,6 +23,8 @@ from .estimators import CD
 from .estimators import FPCD
 from .estimators import PCD
 from .estimators import PT
+from .estimators import PseudoLikelihood
+from .estimators import RatioMatching
 from .estimators import ReplayBuffer
 from .evaluation import EstimateWarning
 from .interop import to_arviz
@@ -44,6 +46,8 @@ __all__ = [
     "Monitor",
     "PCD",
     "PT",
+    "PseudoLikelihood",
+    "RatioMatching",
     "ReplayBuffer",
     "Trainer",
     "datasets",

@@ -404,3 +404,9 @@ def run(fn, *args, **kwargs):
         warnings.simplefilter("always", ebm_ppl.EstimateWarning)
         out = fn(*args, **kwargs)
     return out, [w for w in caught if issubclass(w.category, ebm_ppl.EstimateWarning)]
+
+
+
+# ---- pseudo-likelihood and ratio matching: exact objectives in numpy (ebm_ppl.testing.coordinates)
+from ebm_ppl.testing.coordinates import (  # noqa: E402,F401
+    flip_objective, hidden_permutation_diff, ising_flip_features, lbfgs, rbm_flip_objective, rbm_penalized_model)

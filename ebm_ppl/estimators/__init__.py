@@ -6,7 +6,9 @@ from .base import Contrastive, Estimator, Step
 from .cd import CD, CDState
 from .fast_pcd import FPCD, FPCDState
 from .pcd import PCD, PCDState
+from .pseudo_likelihood import PseudoLikelihood
+from .ratio_matching import RatioMatching
 from .replay import ReplayBuffer, ReplayState
 from .tempering import PT, PTState
 
-__all__ = ["Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "PCD", "PCDState", "PT", "PTState", "ReplayBuffer", "ReplayState"]
+__all__ = ["Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "PCD", "PCDState", "PT", "PTState", "PseudoLikelihood", "RatioMatching", "ReplayBuffer", "ReplayState"]
