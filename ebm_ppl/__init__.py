@@ -24,6 +24,7 @@ from .estimators import FPCD
 from .estimators import PCD
 from .estimators import PT
 from .estimators import ReplayBuffer
+from .estimators import ScoreMatching
 from .evaluation import EstimateWarning
 from .interop import to_arviz
 from .monitor import Monitor
@@ -45,6 +46,7 @@ __all__ = [
     "PCD",
     "PT",
     "ReplayBuffer",
+    "ScoreMatching",
     "Trainer",
     "datasets",
     "energy",

@@ -7,6 +7,7 @@ from .cd import CD, CDState
 from .fast_pcd import FPCD, FPCDState
 from .pcd import PCD, PCDState
 from .replay import ReplayBuffer, ReplayState
+from .score_matching import ScoreMatching
 from .tempering import PT, PTState
 
-__all__ = ["Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "PCD", "PCDState", "PT", "PTState", "ReplayBuffer", "ReplayState"]
+__all__ = ["Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "PCD", "PCDState", "PT", "PTState", "ReplayBuffer", "ReplayState", "ScoreMatching"]
