@@ -26,6 +26,7 @@ from .estimators import PT
 from .estimators import PseudoLikelihood
 from .estimators import RatioMatching
 from .estimators import ReplayBuffer
+from .estimators import ScoreMatching
 from .evaluation import EstimateWarning
 from .interop import to_arviz
 from .monitor import Monitor
@@ -49,6 +50,7 @@ __all__ = [
     "PseudoLikelihood",
     "RatioMatching",
     "ReplayBuffer",
+    "ScoreMatching",
     "Trainer",
     "datasets",
     "energy",

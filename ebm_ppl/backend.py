@@ -269,9 +269,16 @@ class Ops(Protocol):
         """``tree`` cut from the gradient computation."""
 
     # ---- transformations and loops
-    def value_and_grad(self, fn: Callable, has_aux: bool = False) -> Callable:
+    def value_and_grad(self, fn: Callable, has_aux: bool = False, differentiable: bool = False) -> Callable:
         """``fn(dict of arrays) -> scalar`` (or ``(scalar, aux)``) turned into a function
-        returning ``(value, grads)`` (or ``((value, aux), grads)``), grads a dict like the input."""
+        returning ``(value, grads)`` (or ``((value, aux), grads)``), grads a dict like the input.
+
+        ``differentiable=True``: the value, aux and gradients stay differentiable, with
+        respect to the input and to whatever ``fn`` closes over, so that a function of the
+        gradient can be differentiated again (second-order derivatives: score matching's
+        gradient of ∇ₓ log p̃ with respect to θ, Hessian-vector products). PyTorch: the
+        gradient is taken with ``create_graph=True`` and an input already in a graph is kept
+        in it; JAX: ``jax.value_and_grad``, whose results are always differentiable."""
 
     def jit(self, fn: Callable) -> Callable:
         """``fn`` compiled where the framework compiles (NumPyro), else ``fn``."""

@@ -61,7 +61,8 @@ class Monitor:
         Record ``"rhat"`` and ``"ess"``: split R-hat and the effective sample size (over all
         chains) of the negative chains' log p̃ over ``diagnostic_steps`` further transitions
         at the current parameters (copies: the fit's chains are not moved), computed with
-        ``pyro.ops.stats`` / ``numpyro.diagnostics``.
+        ``pyro.ops.stats`` / ``numpyro.diagnostics`` (none with an estimator that keeps no
+        chains, such as ``ScoreMatching``).
     diagnostic_steps : int
         Length of that trace (default 50).
     early_stop : callable, optional
@@ -123,7 +124,7 @@ class Monitor:
             out["ais_log_likelihood"] = _ais_mean(ctx, params, self.data, kw, self.ais)
         if self.pseudo_likelihood:
             out["pseudo_log_likelihood"] = pseudo_log_likelihood(problem, params_u, ctx["data_to_values"](self.data))
-        if self.diagnostics:
+        if self.diagnostics and position:  # an estimator without chains (score matching) has none to diagnose
             out.update(chain_diagnostics(ctx, params_u, position, self.diagnostic_steps, step))
         for f in self.callbacks:
             out.update(_numbers(f, f(step, params, problem.from_internal(position))))

@@ -141,3 +141,44 @@ def test_compile_model_gives_every_model_info_member(be, fw):
                                     state, start, ops.asarray(0.0, ld))
     assert bool(finite) and set(new) == set(params)
     assert all(float(ops.to_numpy(new[k]).max()) < 0 for k in new)  # a step down the gradient
+
+
+def test_value_and_grad_differentiable_gives_second_derivatives(be, fw):
+    """``value_and_grad(..., differentiable=True)``: its gradient differentiated again, with
+    respect to what ``fn`` closes over and to the input (nested), and through a compiled
+    model's ``log_density`` (called enough times for Pyro to capture its graph)."""
+    ops = be.ops
+    like = ops.asarray(0.0, None)
+    x = {"x": ops.asarray(np.array([1.0, -2.0]), like)}
+
+    def score(p, v):  # ∂/∂x of a Σ x³: 3 a x²
+        _, g = ops.value_and_grad(lambda u: p["a"] * (u["x"] ** 3).sum(), differentiable=True)(v)
+        return g["x"]
+
+    p = {"a": ops.asarray(3.0, like)}
+    _, gp = ops.value_and_grad(lambda q: score(q, x).sum())(p)  # 3 Σ x²
+    np.testing.assert_allclose(float(gp["a"]), 15.0, rtol=1e-6)
+    _, gx = ops.value_and_grad(lambda v: score(p, v).sum(), differentiable=True)(x)  # 6 a x
+    np.testing.assert_allclose(ops.to_numpy(gx["x"]), [18.0, -36.0], rtol=1e-6)
+
+    def mixed(q):  # ∂/∂a Σ 6 a x = 6 Σ x
+        _, g = ops.value_and_grad(lambda v: score(q, v).sum(), differentiable=True)(x)
+        return g["x"].sum()
+
+    np.testing.assert_allclose(float(ops.value_and_grad(mixed)(p)[1]["a"]), -6.0, rtol=1e-6)
+    from models import gaussian_model
+
+    data = np.array([0.5, -1.0, 2.0])
+    info = be.compile_model(gaussian_model(fw), be.as_data(fw.array(data)), (), {})
+    values = info.data_to_values(fw.array(data))
+    params = {"prec": info.init_params["prec"] + 0.4}  # prec = exp(u): log p̃ = -prec x² / 2
+    prec = float(np.exp(0.4))
+
+    def half_sq_score(q):  # Σ ½ (∂ log p̃ / ∂x)² = ½ prec² Σ x², whose u-derivative is prec² Σ x²
+        _, g = ops.value_and_grad(lambda v: info.log_density(q, v).sum(), differentiable=True)(values)
+        return 0.5 * (g["x"] ** 2).sum()
+
+    for _ in range(4):  # past Pyro's capture of the log density's graph
+        value, grads = ops.value_and_grad(half_sq_score)(params)
+        np.testing.assert_allclose(float(value), 0.5 * prec**2 * np.sum(data**2), rtol=1e-5)
+        np.testing.assert_allclose(float(grads["prec"]), prec**2 * np.sum(data**2), rtol=1e-5)

@@ -207,7 +207,9 @@ class JaxOps:
         return all_finite(tree)
 
     # ---- functional transformations ------------------------------------------------
-    def value_and_grad(self, fn, has_aux=False):
+    def value_and_grad(self, fn, has_aux=False, differentiable=False):
+        """``jax.value_and_grad``: its results are always differentiable again (``differentiable``
+        changes nothing)."""
         return jax.value_and_grad(fn, has_aux=has_aux)
 
     def stop_gradient(self, tree):

@@ -143,18 +143,23 @@ class TorchOps:
         return torch.stack([torch.isfinite(x).all() for x in leaves]).all()
 
     # ---- functional transformations ------------------------------------------------
-    def value_and_grad(self, fn, has_aux=False):
+    def value_and_grad(self, fn, has_aux=False, differentiable=False):
         def wrapped(x):
-            leaves = {k: v if (v.is_leaf and v.requires_grad) else v.detach().requires_grad_(True)
-                      for k, v in x.items()}
+            if differentiable:  # inputs that carry a graph stay in it: this gradient is differentiated again
+                leaves = {k: v if v.requires_grad else v.detach().requires_grad_(True) for k, v in x.items()}
+            else:
+                leaves = {k: v if (v.is_leaf and v.requires_grad) else v.detach().requires_grad_(True)
+                          for k, v in x.items()}
+            names = list(leaves)
             with torch.enable_grad():
                 out = fn(leaves)
-            value, aux = out if has_aux else (out, None)
-            names = list(leaves)
-            grads = torch.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
+                value, aux = out if has_aux else (out, None)
+                grads = torch.autograd.grad(value, [leaves[k] for k in names], allow_unused=True,
+                                            create_graph=differentiable)
             grads = {k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(names, grads)}
-            value = value.detach()
-            aux = tree_map(lambda a: a.detach(), aux)
+            if not differentiable:
+                value = value.detach()
+                aux = tree_map(lambda a: a.detach(), aux)
             return (value, aux) if has_aux else value, grads
 
         return wrapped

@@ -9,6 +9,8 @@ from .pcd import PCD, PCDState
 from .pseudo_likelihood import PseudoLikelihood
 from .ratio_matching import RatioMatching
 from .replay import ReplayBuffer, ReplayState
+from .score_matching import ScoreMatching
 from .tempering import PT, PTState
 
-__all__ = ["Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "PCD", "PCDState", "PT", "PTState", "PseudoLikelihood", "RatioMatching", "ReplayBuffer", "ReplayState"]
+__all__ = ["Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "PCD", "PCDState", "PT", "PTState",
+           "PseudoLikelihood", "RatioMatching", "ReplayBuffer", "ReplayState", "ScoreMatching"]
