@@ -2,10 +2,12 @@
 
 import copy
 import math
+import warnings
 
 import torch
 import pyro
 import pyro.optim
+from pyro.optim.clipped_adam import ClippedAdam
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from ebm_ppl.backend import Optimizer
@@ -166,6 +168,68 @@ def _check_lr(optimizer):
             raise ValueError(f"optimizer: learning rate lr={lr!r} must be a finite number >= 0")
 
 
+def _count(value, what, num_updates):
+    """A saved step count as an int, checked to lie in [0, num_updates]."""
+    try:
+        count = float(value.item() if torch.is_tensor(value) and value.numel() == 1 else value)
+    except (TypeError, ValueError, RuntimeError):
+        count = float("nan")
+    top = float("inf") if num_updates is None else num_updates
+    if not (0 <= count <= top and count == int(count)):
+        raise ValueError(f"resume: the optimizer state's {what} is {value!r}, not a count in [0, {top}] "
+                         "(the updates done)")
+    return int(count)
+
+
+def _check_counts(name, st, scheduled, num_updates):
+    """The step counts in one parameter's saved state (torch's ``step``, the scheduler's
+    ``last_epoch``): integers between 0 and the updates done."""
+    optim = st["optimizer"] if scheduled else st
+    if not isinstance(optim.get("state"), dict) or not set(optim["state"]) <= {0}:
+        raise ValueError(f"resume: the optimizer state of {name!r} is not a one-parameter torch optimizer state")
+    for key, value in optim["state"].get(0, {}).items():
+        if key == "step":
+            _count(value, f"step of {name!r}", num_updates)
+    if scheduled:
+        if not isinstance(st["scheduler"], dict) or "last_epoch" not in st["scheduler"]:
+            raise ValueError(f"resume: the scheduler state of {name!r} has no last_epoch")
+        _count(st["scheduler"]["last_epoch"], f"scheduler's last_epoch of {name!r}", num_updates)
+
+
+def _replay(optimizer, p, saved, cache):
+    """``saved`` (one parameter's ``PyroOptim.get_state()`` entry) with the hyperparameters
+    of the call's optimizer: its torch optimizer's ``param_groups`` (and scheduler) are
+    made afresh from ``optimizer``'s arguments, as Pyro makes them, and brought to the
+    saved step count by replaying what changes them (a scheduler's steps, ClippedAdam's
+    learning-rate decay) with the same float arithmetic, so an unchanged optimizer
+    resumes bit for bit; only the per-parameter state (moments, step counts) comes from
+    ``saved``."""
+    scheduled = isinstance(optimizer, PyroLRScheduler)
+    optim_state = saved["optimizer"] if scheduled else saved
+    steps = int(saved["scheduler"]["last_epoch"]) if scheduled else None
+    decays = issubclass(optimizer.pt_optim_constructor, ClippedAdam) if isinstance(
+        optimizer.pt_optim_constructor, type) else False
+    if decays and not scheduled:
+        steps = int(float(optim_state["state"].get(0, {}).get("step", 0)))
+    key = (repr(sorted(optimizer._get_optim_args(p).items())), steps)
+    if key not in cache:
+        fresh = optimizer._get_optim(p)  # a new torch optimizer (in a new scheduler) for p
+        torch_optim = fresh.optimizer if scheduled else fresh
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose here
+            warnings.simplefilter("ignore")
+            for _ in range(steps or 0):
+                if decays:  # what ClippedAdam.step does to its group before each step
+                    for group in torch_optim.param_groups:
+                        group["lr"] *= group["lrd"]
+                if scheduled:
+                    fresh.step()
+        groups = torch_optim.state_dict()["param_groups"]
+        cache[key] = (groups, fresh.state_dict() if scheduled else None)
+    groups, scheduler = cache[key]
+    optim = {"state": optim_state["state"], "param_groups": copy.deepcopy(groups)}
+    return {"optimizer": optim, "scheduler": copy.deepcopy(scheduler)} if scheduled else optim
+
+
 def make_optimizer(optimizer=None):
     """Wrap a ``pyro.optim.PyroOptim`` (default ``pyro.optim.Adam({"lr": 1e-2})``).
 
@@ -193,7 +257,9 @@ def make_optimizer(optimizer=None):
             optimizer.optim_objs.clear()
             optimizer.grad_clip.clear()
             optimizer._state_waiting_to_be_consumed.clear()
-            optimizer.set_state(copy.deepcopy(state))
+            cache = {}
+            own = {name: _replay(optimizer, params[name], st, cache) for name, st in state.items()}
+            optimizer.set_state(copy.deepcopy(own))
         return optimizer
 
     merged = [None]  # the _Merged fast path, once the per-parameter optimizers exist
@@ -224,7 +290,7 @@ def make_optimizer(optimizer=None):
     def check(params):
         _check_lr(optimizer)
 
-    def check_state(state, params):
+    def check_state(state, params, num_updates=None):
         if not isinstance(state, dict) or any(not isinstance(v, dict) for v in state.values()):
             raise ValueError(f"resume: the result's optimizer state is not a Pyro optimizer state ({kind})")
         unknown = sorted(set(state) - set(params))
@@ -235,5 +301,6 @@ def make_optimizer(optimizer=None):
             if set(st) != keys:
                 raise ValueError(f"resume: the result's optimizer state of {name!r} has {sorted(st)}, but the "
                                  f"optimizer given ({kind}) keeps {sorted(keys)}: pass an optimizer of the same kind")
+            _check_counts(name, st, isinstance(optimizer, PyroLRScheduler), num_updates)
 
     return Optimizer(init, update, get_state, kind, check, check_state)
