@@ -55,7 +55,7 @@ def _check_counts(num_updates, perm, offset):
     if not _is_int(num_updates) or not 0 <= num_updates < MAX_UPDATES:
         raise ValueError(f"state.num_updates={num_updates!r} is not an integer in [0, 2**53)")
     if perm is None:
-        if offset != 0 or not _is_int(offset):
+        if not _is_int(offset) or offset != 0:
             raise ValueError(f"state.epoch_offset={offset!r} without an epoch permutation (it must be 0)")
         return
     a = _numpy(perm)

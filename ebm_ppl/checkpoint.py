@@ -329,11 +329,12 @@ def _build(meta, arrays):
     def tree(desc):
         return _tree.decode(desc, arrays)
 
+    estimator = _rebuild_estimator(s["estimator"]["class"], tree(s["estimator"]["settings"]))
     state = FitState(
         params=tree(s["params"]), optimizer_state=tree(s["optimizer_state"]),
         estimator_state=tree(s["estimator_state"]), rng_key=tree(s["rng_key"]), data_key=tree(s["data_key"]),
-        num_updates=s["num_updates"], estimator=_rebuild_estimator(s["estimator"]["class"], tree(s["estimator"]["settings"])),
-        epoch_perm=tree(s["epoch_perm"]), epoch_offset=s["epoch_offset"], signature=tree(s["signature"]))
+        num_updates=s["num_updates"], estimator=estimator, epoch_perm=tree(s["epoch_perm"]),
+        epoch_offset=s["epoch_offset"], signature=tree(s["signature"]))
     result = FitResult(params=tree(meta["params"]), history=tree(meta["history"]), chains=tree(meta["chains"]),
                        state=state, backend=meta["backend"])
     _validate.check_loaded(result)

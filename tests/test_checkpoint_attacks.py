@@ -483,6 +483,36 @@ def test_the_file_cannot_change_the_learning_rate(fw, tmp_path):
             np.testing.assert_array_equal(fw.to_numpy(rest.params[k]), fw.to_numpy(whole.params[k]), err_msg=how)
 
 
+def test_long_schedules_resume_in_closed_form(fw, tmp_path, monkeypatch):
+    """Pyro replays a scheduler one step at a time up to a cap (10**6 steps), so a file's
+    step count cannot make a resume run for hours; beyond, the scheduler's closed form
+    (equal up to rounding), or a ValueError where it has none. NumPyro's schedules are
+    functions of the saved step count: nothing is replayed."""
+    if fw.name != "pyro":
+        pytest.skip("NumPyro replays nothing: its schedules are evaluated at the saved step count")
+    import pyro.optim
+    import torch
+    from ebm_ppl_pyro import optim
+
+    monkeypatch.setattr(optim, "_MAX_REPLAY", 1)  # the fit below is then "long"
+    first = _fit(fw, 3, optimizer=fw.adam_decay(0.05, 0.9))
+    ebm_ppl.save(first, tmp_path / "first.npz")
+    rest = _resume(fw, tmp_path / "first.npz", num_steps=3, optimizer=fw.adam_decay(0.05, 0.9))
+    fw.clear()
+    whole = _fit(fw, 6, optimizer=fw.adam_decay(0.05, 0.9))
+    for k in whole.params:
+        np.testing.assert_allclose(fw.to_numpy(rest.params[k]), fw.to_numpy(whole.params[k]), rtol=1e-5, atol=1e-7)
+
+    def lambda_lr():
+        return pyro.optim.LambdaLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": 0.05},
+                                    "lr_lambda": lambda epoch: 0.9**epoch})
+
+    fw.clear()
+    ebm_ppl.save(_fit(fw, 3, optimizer=lambda_lr()), tmp_path / "lambda.npz")
+    with pytest.raises(ValueError, match="no closed form"):
+        _resume(fw, tmp_path / "lambda.npz", optimizer=lambda_lr())
+
+
 def test_forged_random_state_is_refused_on_resume(fw, tmp_path):
     def change(meta, arrays):  # a random state one byte (Pyro) or one word (NumPyro) short
         key = meta["state"]["rng_key"]

@@ -196,35 +196,66 @@ def _check_counts(name, st, scheduled, num_updates):
         _count(st["scheduler"]["last_epoch"], f"scheduler's last_epoch of {name!r}", num_updates)
 
 
+_MAX_REPLAY = 10**6  # steps replayed one by one (a few seconds at most); beyond, closed forms
+
+
+def _decays(optimizer):
+    """Whether the torch optimizer changes its own learning rate at each step (ClippedAdam's ``lrd``)."""
+    return isinstance(optimizer.pt_optim_constructor, type) and issubclass(optimizer.pt_optim_constructor, ClippedAdam)
+
+
+def _replayable(optimizer, steps):
+    """Whether :func:`_advance` can bring ``optimizer``'s schedule to ``steps``."""
+    if steps <= _MAX_REPLAY or not isinstance(optimizer, PyroLRScheduler):
+        return True
+    return not _decays(optimizer) and hasattr(optimizer.pt_scheduler_constructor, "_get_closed_form_lr")
+
+
+def _advance(fresh, torch_optim, steps, decays, scheduled):
+    """Bring a fresh torch optimizer's groups (and its scheduler ``fresh``) to ``steps``
+    steps: one step at a time, with the float arithmetic of the fit (bit for bit), up to
+    :data:`_MAX_REPLAY` steps; beyond, in closed form (equal up to rounding)."""
+    groups = torch_optim.param_groups
+    if steps > _MAX_REPLAY:
+        for group in groups if decays else ():
+            group["lr"] = group["lr"] * group["lrd"] ** steps
+        if scheduled:
+            fresh.last_epoch, fresh._step_count = steps, steps + 1
+            lrs = fresh._get_closed_form_lr()
+            for group, lr in zip(groups, lrs):
+                group["lr"] = lr
+            fresh._last_lr = list(lrs)
+        return
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose here
+        warnings.simplefilter("ignore")
+        for _ in range(steps):
+            if decays:  # what ClippedAdam.step does to its group before each step
+                for group in groups:
+                    group["lr"] *= group["lrd"]
+            if scheduled:
+                fresh.step()
+
+
 def _replay(optimizer, p, saved, cache):
     """``saved`` (one parameter's ``PyroOptim.get_state()`` entry) with the hyperparameters
     of the call's optimizer: its torch optimizer's ``param_groups`` (and scheduler) are
     made afresh from ``optimizer``'s arguments, as Pyro makes them, and brought to the
     saved step count by replaying what changes them (a scheduler's steps, ClippedAdam's
-    learning-rate decay) with the same float arithmetic, so an unchanged optimizer
-    resumes bit for bit; only the per-parameter state (moments, step counts) comes from
-    ``saved``."""
+    learning-rate decay; :func:`_advance`), so an unchanged optimizer resumes bit for bit;
+    only the per-parameter state (moments, step counts) comes from ``saved``."""
     scheduled = isinstance(optimizer, PyroLRScheduler)
     optim_state = saved["optimizer"] if scheduled else saved
-    steps = int(saved["scheduler"]["last_epoch"]) if scheduled else None
-    decays = issubclass(optimizer.pt_optim_constructor, ClippedAdam) if isinstance(
-        optimizer.pt_optim_constructor, type) else False
-    if decays and not scheduled:
-        steps = int(float(optim_state["state"].get(0, {}).get("step", 0)))
+    decays = _decays(optimizer)
+    if scheduled:
+        steps = int(saved["scheduler"]["last_epoch"])
+    else:
+        steps = int(float(optim_state["state"].get(0, {}).get("step", 0))) if decays else 0
     key = (repr(sorted(optimizer._get_optim_args(p).items())), steps)
     if key not in cache:
         fresh = optimizer._get_optim(p)  # a new torch optimizer (in a new scheduler) for p
         torch_optim = fresh.optimizer if scheduled else fresh
-        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose here
-            warnings.simplefilter("ignore")
-            for _ in range(steps or 0):
-                if decays:  # what ClippedAdam.step does to its group before each step
-                    for group in torch_optim.param_groups:
-                        group["lr"] *= group["lrd"]
-                if scheduled:
-                    fresh.step()
-        groups = torch_optim.state_dict()["param_groups"]
-        cache[key] = (groups, fresh.state_dict() if scheduled else None)
+        _advance(fresh, torch_optim, steps, decays, scheduled)
+        cache[key] = (torch_optim.state_dict()["param_groups"], fresh.state_dict() if scheduled else None)
     groups, scheduler = cache[key]
     optim = {"state": optim_state["state"], "param_groups": copy.deepcopy(groups)}
     return {"optimizer": optim, "scheduler": copy.deepcopy(scheduler)} if scheduled else optim
@@ -302,5 +333,9 @@ def make_optimizer(optimizer=None):
                 raise ValueError(f"resume: the result's optimizer state of {name!r} has {sorted(st)}, but the "
                                  f"optimizer given ({kind}) keeps {sorted(keys)}: pass an optimizer of the same kind")
             _check_counts(name, st, isinstance(optimizer, PyroLRScheduler), num_updates)
+            if isinstance(optimizer, PyroLRScheduler) and not _replayable(optimizer, st["scheduler"]["last_epoch"]):
+                raise ValueError(f"resume: the scheduler of {name!r} is at step {st['scheduler']['last_epoch']}, "
+                                 f"more than the {_MAX_REPLAY} steps replayed one by one, and {kind} has no "
+                                 "closed form to go further")
 
     return Optimizer(init, update, get_state, kind, check, check_state)
