@@ -147,8 +147,9 @@ class Optimizer(NamedTuple):
     resume. ``kind`` names the optimizer (``resume=`` checks it); ``check(params)`` raises
     ``ValueError`` naming the learning rate when it is negative or not finite;
     ``check_state(state, params, num_updates=None)`` raises ``ValueError`` when a saved
-    state does not fit this optimizer and these parameters, or its step counts are
-    negative or above ``num_updates``. ``init(params, state=...)`` takes only the state
+    state does not fit this optimizer and these parameters, or its step counts are not
+    counts (negative; on NumPyro, whose optimizer state starts afresh with each fit that
+    does not resume, above ``num_updates``). ``init(params, state=...)`` takes only the state
     from ``state``: hyperparameters (learning rate, schedule) are the optimizer's own.
     """
 

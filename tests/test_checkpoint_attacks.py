@@ -414,9 +414,11 @@ def test_forged_optimizer_counts_are_refused_on_resume(fw, tmp_path):
             return _ref(_items(state)["step"])
         return _ref(meta["state"]["optimizer_state"]["list"][0])  # numpyro.optim's step counter
 
-    for value in (-1000, 10**6):
+    # Pyro's counts are not bounded by the updates done (a PyroOptim used again on the same
+    # param store keeps counting), NumPyro's are (its state starts afresh with each fit)
+    for value in (-1000, 2.0**60) if fw.name == "pyro" else (-1000, 10**6):
         path = _forge_state(fw, tmp_path, _set_array(step_count, value))
-        with pytest.raises(ValueError, match=f"resume: .*optimizer state.*{value}"):
+        with pytest.raises(ValueError, match="resume: .*optimizer state.*count"):
             _resume(fw, path)
 
 

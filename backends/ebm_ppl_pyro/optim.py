@@ -168,32 +168,34 @@ def _check_lr(optimizer):
             raise ValueError(f"optimizer: learning rate lr={lr!r} must be a finite number >= 0")
 
 
-def _count(value, what, num_updates):
-    """A saved step count as an int, checked to lie in [0, num_updates]."""
+def _count(value, what):
+    """A saved step count as an int, checked to be an integer in [0, 2**53). Not bounded by
+    the result's updates: a ``PyroOptim`` used again for a new fit on the same param store
+    keeps stepping the torch optimizers it made, so its counts may exceed them."""
     try:
         count = float(value.item() if torch.is_tensor(value) and value.numel() == 1 else value)
     except (TypeError, ValueError, RuntimeError):
         count = float("nan")
-    top = float("inf") if num_updates is None else num_updates
-    if not (0 <= count <= top and count == int(count)):
-        raise ValueError(f"resume: the optimizer state's {what} is {value!r}, not a count in [0, {top}] "
-                         "(the updates done)")
+    if not (math.isfinite(count) and 0 <= count < 2**53 and count == int(count)):
+        raise ValueError(f"resume: the optimizer state's {what} is {value!r}, not a step count (an integer in "
+                         "[0, 2**53))")
     return int(count)
 
 
-def _check_counts(name, st, scheduled, num_updates):
-    """The step counts in one parameter's saved state (torch's ``step``, the scheduler's
-    ``last_epoch``): integers between 0 and the updates done."""
+def _check_counts(name, st, scheduled):
+    """One parameter's saved state holds the state of one parameter, and its step counts
+    (torch's ``step``, the scheduler's ``last_epoch``) are counts."""
     optim = st["optimizer"] if scheduled else st
-    if not isinstance(optim.get("state"), dict) or not set(optim["state"]) <= {0}:
+    if (not isinstance(optim, dict) or not isinstance(optim.get("state"), dict) or not set(optim["state"]) <= {0}
+            or not isinstance(optim["state"].get(0, {}), dict)):
         raise ValueError(f"resume: the optimizer state of {name!r} is not a one-parameter torch optimizer state")
     for key, value in optim["state"].get(0, {}).items():
         if key == "step":
-            _count(value, f"step of {name!r}", num_updates)
+            _count(value, f"step of {name!r}")
     if scheduled:
         if not isinstance(st["scheduler"], dict) or "last_epoch" not in st["scheduler"]:
             raise ValueError(f"resume: the scheduler state of {name!r} has no last_epoch")
-        _count(st["scheduler"]["last_epoch"], f"scheduler's last_epoch of {name!r}", num_updates)
+        _count(st["scheduler"]["last_epoch"], f"scheduler's last_epoch of {name!r}")
 
 
 _MAX_REPLAY = 10**6  # steps replayed one by one (a few seconds at most); beyond, closed forms
@@ -322,6 +324,8 @@ def make_optimizer(optimizer=None):
         _check_lr(optimizer)
 
     def check_state(state, params, num_updates=None):
+        """``state`` fits this optimizer; its step counts are counts (``num_updates`` does not
+        bound them here, see :func:`_count`)."""
         if not isinstance(state, dict) or any(not isinstance(v, dict) for v in state.values()):
             raise ValueError(f"resume: the result's optimizer state is not a Pyro optimizer state ({kind})")
         unknown = sorted(set(state) - set(params))
@@ -332,7 +336,7 @@ def make_optimizer(optimizer=None):
             if set(st) != keys:
                 raise ValueError(f"resume: the result's optimizer state of {name!r} has {sorted(st)}, but the "
                                  f"optimizer given ({kind}) keeps {sorted(keys)}: pass an optimizer of the same kind")
-            _check_counts(name, st, isinstance(optimizer, PyroLRScheduler), num_updates)
+            _check_counts(name, st, isinstance(optimizer, PyroLRScheduler))
             if isinstance(optimizer, PyroLRScheduler) and not _replayable(optimizer, st["scheduler"]["last_epoch"]):
                 raise ValueError(f"resume: the scheduler of {name!r} is at step {st['scheduler']['last_epoch']}, "
                                  f"more than the {_MAX_REPLAY} steps replayed one by one, and {kind} has no "
