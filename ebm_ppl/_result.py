@@ -21,14 +21,17 @@ class FitState(NamedTuple):
     data_key : Any
         The key of the minibatch-shuffling stream.
     num_updates : int
-        Parameter updates done so far.
+        Parameter updates done so far (in [0, 2**53)).
     estimator : Any
         The estimator object that produced ``estimator_state``.
     epoch_perm : numpy.ndarray or None
-        The current epoch's permutation of the examples (None before the first update).
+        The current epoch's permutation of the examples, 0..N-1 (None before the first
+        update).
     epoch_offset : int
-        How many examples of ``epoch_perm`` the updates so far have used: a resumed fit
-        continues the epoch there, so any split of N updates equals one call of N.
+        How many examples of ``epoch_perm`` the updates so far have used (0..N; 0 when
+        ``epoch_perm`` is None): a resumed fit continues the epoch there, so any split of
+        N updates equals one call of N. ``resume=`` and :func:`ebm_ppl.load` refuse values
+        outside these ranges (see ``ebm_ppl._validate``).
     signature : dict or None
         The model's parameters (shapes, constraints), sites (shapes, supports) and the
         optimizer's kind, which ``resume=`` checks against the model it is given.

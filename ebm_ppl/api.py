@@ -27,6 +27,7 @@ from ._sites import Same as _Same
 from ._stops import DeferredStop, check_checkpoint_path, is_interrupt, save_on_stop, stop_error
 from .checkpoint import save
 from ._tree import describe
+from ._validate import check_resume_state
 from .backend import detect_backend, get_backend
 from .estimators import PCD
 from .estimators.base import HISTORY, Estimator
@@ -375,7 +376,8 @@ def _check_resume(resume, ops, info, opt, estimator, init_chains, data_values, l
     if diff:
         raise ValueError(f"resume: the chains do not fit this model and {estimator!r} (another batch_size, "
                          f"sampler or model?): {diff}")
-    opt.check_state(st.optimizer_state, info.init_params)
+    check_resume_state(st, info, ops, like)
+    opt.check_state(st.optimizer_state, info.init_params, num_updates=st.num_updates)
 
 
 def _start_state(ops, be, info, opt, init_chains, data_values, like, rng_seed, resume, placement=None):

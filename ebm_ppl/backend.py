@@ -148,8 +148,11 @@ class Optimizer(NamedTuple):
     ``get_state(opt_state)`` returns something that ``init(params, state=...)`` accepts to
     resume. ``kind`` names the optimizer (``resume=`` checks it); ``check(params)`` raises
     ``ValueError`` naming the learning rate when it is negative or not finite;
-    ``check_state(state, params)`` raises ``ValueError`` when a saved state does not fit
-    this optimizer and these parameters.
+    ``check_state(state, params, num_updates=None)`` raises ``ValueError`` when a saved
+    state does not fit this optimizer and these parameters, or its step counts are not
+    counts (negative; on NumPyro, whose optimizer state starts afresh with each fit that
+    does not resume, above ``num_updates``). ``init(params, state=...)`` takes only the state
+    from ``state``: hyperparameters (learning rate, schedule) are the optimizer's own.
     """
 
     init: Callable
@@ -157,7 +160,7 @@ class Optimizer(NamedTuple):
     get_state: Callable
     kind: str = ""
     check: Callable = lambda params: None
-    check_state: Callable = lambda state, params: None
+    check_state: Callable = lambda state, params, num_updates=None: None
 
 
 @runtime_checkable

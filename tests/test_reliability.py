@@ -542,7 +542,7 @@ def test_damaged_checkpoints_raise_clearly(fw, tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "VERSION", 99)  # a file from a later version
     ebm_ppl.save(result, tmp_path / "v99.npz")
     monkeypatch.undo()
-    with pytest.raises(ValueError, match="format version 99.*reads version 1"):
+    with pytest.raises(ValueError, match="format version 99.*reads version 2"):
         ebm_ppl.load(tmp_path / "v99.npz")
 
 

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.optim
 
 from ebm_ppl._tree import describe
@@ -16,6 +17,39 @@ def _kind(optimizer, is_optax):
     if is_optax:
         return "optax.GradientTransformation"
     return f"numpyro.optim.{type(optimizer).__name__}"
+
+
+def _own_hyperparams(fresh, saved):
+    """``saved`` with the hyperparameters of ``fresh`` wherever optax keeps them in the
+    state (``inject_hyperparams``): they come from the call's optimizer, not the file
+    (schedules are evaluated from the saved step counts at each update)."""
+    try:
+        import optax
+    except ImportError:  # pragma: no cover
+        return saved
+    kinds = tuple(k for k in (getattr(optax, "InjectHyperparamsState", None),
+                              getattr(optax, "InjectStatefulHyperparamsState", None)) if k is not None)
+
+    def is_hyper(x):
+        return isinstance(x, kinds)
+
+    def own(f, s):
+        return s._replace(hyperparams=f.hyperparams) if is_hyper(f) else s
+
+    return jax.tree_util.tree_map(own, fresh, saved, is_leaf=is_hyper)
+
+
+def _check_counts(fresh_leaves, saved_leaves, num_updates, kind):
+    """Integer scalars that a fresh state starts at 0 (step counts: NumPyro's ``i``, optax's
+    ``count``) lie in [0, num_updates] in a saved state."""
+    top = float("inf") if num_updates is None else num_updates
+    for i, (f, s) in enumerate(zip(fresh_leaves, saved_leaves)):
+        f = np.asarray(f)
+        if f.ndim == 0 and f.dtype.kind == "i" and int(f) == 0:
+            count = int(np.asarray(s))
+            if not 0 <= count <= top:
+                raise ValueError(f"resume: the result's optimizer state ({kind}) holds a step count of {count} "
+                                 f"(leaf {i}), not a count in [0, {top}] (the updates done)")
 
 
 def make_optimizer(optimizer=None):
@@ -45,7 +79,12 @@ def make_optimizer(optimizer=None):
         fresh = optimizer.init(params)
         if state is None:
             return fresh
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh), list(state))
+        saved = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh), list(state))
+        inside = jax.tree_util.tree_leaves(optimizer.get_params(saved))
+        if any(not bool(jnp.array_equal(a, b)) for a, b in zip(inside, jax.tree_util.tree_leaves(params))):
+            raise ValueError("resume: the parameters held in the result's optimizer state are not "
+                             "state.params (an inconsistent state)")
+        return _own_hyperparams(fresh, saved)
 
     def raw_update(grads, opt_state, value):
         if getattr(optimizer, "update_with_value", False):
@@ -74,13 +113,15 @@ def make_optimizer(optimizer=None):
         if any(bool(jnp.any(x > 0)) for x in leaves):
             raise ValueError("optimizer: its first step goes up the gradient (a negative learning rate?)")
 
-    def check_state(state, params):
+    def check_state(state, params, num_updates=None):
         if not isinstance(state, (list, tuple)):
             raise ValueError(f"resume: the result's optimizer state is not a NumPyro optimizer state ({kind})")
-        fresh, saved = describe(list(jax.tree_util.tree_leaves(optimizer.init(params)))), describe(list(state))
+        fresh_leaves = list(jax.tree_util.tree_leaves(optimizer.init(params)))
+        fresh, saved = describe(fresh_leaves), describe(list(state))
         if fresh != saved:
             diff = next(((a, b) for a, b in zip(saved, fresh) if a != b), None)
             where = f": at {diff[0][0] or 'the top'} the result has {diff[0][1]}, this optimizer {diff[1][1]}" if diff else ""
             raise ValueError(f"resume: the result's optimizer state does not fit the optimizer given ({kind}){where}")
+        _check_counts(fresh_leaves, list(state), num_updates, kind)
 
     return Optimizer(init, update, get_state, kind, check, check_state)

@@ -2,10 +2,12 @@
 
 import copy
 import math
+import warnings
 
 import torch
 import pyro
 import pyro.optim
+from pyro.optim.clipped_adam import ClippedAdam
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from ebm_ppl.backend import Optimizer
@@ -166,6 +168,101 @@ def _check_lr(optimizer):
             raise ValueError(f"optimizer: learning rate lr={lr!r} must be a finite number >= 0")
 
 
+def _count(value, what):
+    """A saved step count as an int, checked to be an integer in [0, 2**53). Not bounded by
+    the result's updates: a ``PyroOptim`` used again for a new fit on the same param store
+    keeps stepping the torch optimizers it made, so its counts may exceed them."""
+    try:
+        count = float(value.item() if torch.is_tensor(value) and value.numel() == 1 else value)
+    except (TypeError, ValueError, RuntimeError):
+        count = float("nan")
+    if not (math.isfinite(count) and 0 <= count < 2**53 and count == int(count)):
+        raise ValueError(f"resume: the optimizer state's {what} is {value!r}, not a step count (an integer in "
+                         "[0, 2**53))")
+    return int(count)
+
+
+def _check_counts(name, st, scheduled):
+    """One parameter's saved state holds the state of one parameter, and its step counts
+    (torch's ``step``, the scheduler's ``last_epoch``) are counts."""
+    optim = st["optimizer"] if scheduled else st
+    if (not isinstance(optim, dict) or not isinstance(optim.get("state"), dict) or not set(optim["state"]) <= {0}
+            or not isinstance(optim["state"].get(0, {}), dict)):
+        raise ValueError(f"resume: the optimizer state of {name!r} is not a one-parameter torch optimizer state")
+    for key, value in optim["state"].get(0, {}).items():
+        if key == "step":
+            _count(value, f"step of {name!r}")
+    if scheduled:
+        if not isinstance(st["scheduler"], dict) or "last_epoch" not in st["scheduler"]:
+            raise ValueError(f"resume: the scheduler state of {name!r} has no last_epoch")
+        _count(st["scheduler"]["last_epoch"], f"scheduler's last_epoch of {name!r}")
+
+
+_MAX_REPLAY = 10**6  # steps replayed one by one (a few seconds at most); beyond, closed forms
+
+
+def _decays(optimizer):
+    """Whether the torch optimizer changes its own learning rate at each step (ClippedAdam's ``lrd``)."""
+    return isinstance(optimizer.pt_optim_constructor, type) and issubclass(optimizer.pt_optim_constructor, ClippedAdam)
+
+
+def _replayable(optimizer, steps):
+    """Whether :func:`_advance` can bring ``optimizer``'s schedule to ``steps``."""
+    if steps <= _MAX_REPLAY or not isinstance(optimizer, PyroLRScheduler):
+        return True
+    return not _decays(optimizer) and hasattr(optimizer.pt_scheduler_constructor, "_get_closed_form_lr")
+
+
+def _advance(fresh, torch_optim, steps, decays, scheduled):
+    """Bring a fresh torch optimizer's groups (and its scheduler ``fresh``) to ``steps``
+    steps: one step at a time, with the float arithmetic of the fit (bit for bit), up to
+    :data:`_MAX_REPLAY` steps; beyond, in closed form (equal up to rounding)."""
+    groups = torch_optim.param_groups
+    if steps > _MAX_REPLAY:
+        for group in groups if decays else ():
+            group["lr"] = group["lr"] * group["lrd"] ** steps
+        if scheduled:
+            fresh.last_epoch, fresh._step_count = steps, steps + 1
+            lrs = fresh._get_closed_form_lr()
+            for group, lr in zip(groups, lrs):
+                group["lr"] = lr
+            fresh._last_lr = list(lrs)
+        return
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose here
+        warnings.simplefilter("ignore")
+        for _ in range(steps):
+            if decays:  # what ClippedAdam.step does to its group before each step
+                for group in groups:
+                    group["lr"] *= group["lrd"]
+            if scheduled:
+                fresh.step()
+
+
+def _replay(optimizer, p, saved, cache):
+    """``saved`` (one parameter's ``PyroOptim.get_state()`` entry) with the hyperparameters
+    of the call's optimizer: its torch optimizer's ``param_groups`` (and scheduler) are
+    made afresh from ``optimizer``'s arguments, as Pyro makes them, and brought to the
+    saved step count by replaying what changes them (a scheduler's steps, ClippedAdam's
+    learning-rate decay; :func:`_advance`), so an unchanged optimizer resumes bit for bit;
+    only the per-parameter state (moments, step counts) comes from ``saved``."""
+    scheduled = isinstance(optimizer, PyroLRScheduler)
+    optim_state = saved["optimizer"] if scheduled else saved
+    decays = _decays(optimizer)
+    if scheduled:
+        steps = int(saved["scheduler"]["last_epoch"])
+    else:
+        steps = int(float(optim_state["state"].get(0, {}).get("step", 0))) if decays else 0
+    key = (repr(sorted(optimizer._get_optim_args(p).items())), steps)
+    if key not in cache:
+        fresh = optimizer._get_optim(p)  # a new torch optimizer (in a new scheduler) for p
+        torch_optim = fresh.optimizer if scheduled else fresh
+        _advance(fresh, torch_optim, steps, decays, scheduled)
+        cache[key] = (torch_optim.state_dict()["param_groups"], fresh.state_dict() if scheduled else None)
+    groups, scheduler = cache[key]
+    optim = {"state": optim_state["state"], "param_groups": copy.deepcopy(groups)}
+    return {"optimizer": optim, "scheduler": copy.deepcopy(scheduler)} if scheduled else optim
+
+
 def make_optimizer(optimizer=None):
     """Wrap a ``pyro.optim.PyroOptim`` (default ``pyro.optim.Adam({"lr": 1e-2})``).
 
@@ -193,7 +290,9 @@ def make_optimizer(optimizer=None):
             optimizer.optim_objs.clear()
             optimizer.grad_clip.clear()
             optimizer._state_waiting_to_be_consumed.clear()
-            optimizer.set_state(copy.deepcopy(state))
+            cache = {}
+            own = {name: _replay(optimizer, params[name], st, cache) for name, st in state.items()}
+            optimizer.set_state(copy.deepcopy(own))
         return optimizer
 
     merged = [None]  # the _Merged fast path, once the per-parameter optimizers exist
@@ -224,7 +323,9 @@ def make_optimizer(optimizer=None):
     def check(params):
         _check_lr(optimizer)
 
-    def check_state(state, params):
+    def check_state(state, params, num_updates=None):
+        """``state`` fits this optimizer; its step counts are counts (``num_updates`` does not
+        bound them here, see :func:`_count`)."""
         if not isinstance(state, dict) or any(not isinstance(v, dict) for v in state.values()):
             raise ValueError(f"resume: the result's optimizer state is not a Pyro optimizer state ({kind})")
         unknown = sorted(set(state) - set(params))
@@ -235,5 +336,10 @@ def make_optimizer(optimizer=None):
             if set(st) != keys:
                 raise ValueError(f"resume: the result's optimizer state of {name!r} has {sorted(st)}, but the "
                                  f"optimizer given ({kind}) keeps {sorted(keys)}: pass an optimizer of the same kind")
+            _check_counts(name, st, isinstance(optimizer, PyroLRScheduler))
+            if isinstance(optimizer, PyroLRScheduler) and not _replayable(optimizer, st["scheduler"]["last_epoch"]):
+                raise ValueError(f"resume: the scheduler of {name!r} is at step {st['scheduler']['last_epoch']}, "
+                                 f"more than the {_MAX_REPLAY} steps replayed one by one, and {kind} has no "
+                                 "closed form to go further")
 
     return Optimizer(init, update, get_state, kind, check, check_state)

@@ -12,11 +12,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._registry import state_type
+
 __all__ = ["check_int", "check_positive_args", "check_bool", "PersistentLatents", "init_positive", "run_positive"]
 
 POSITIVE = ("base", "persistent")
 
 
+@state_type
 class PersistentLatents(NamedTuple):
     """Positive-phase state with ``positive="persistent"``.
 

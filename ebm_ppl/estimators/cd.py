@@ -9,12 +9,14 @@ Carreira-Perpiñán & Hinton (2005), On contrastive divergence learning (its bia
 from typing import Any, NamedTuple
 
 from .._problem import run_kernel
+from .._registry import state_type
 from .base import Contrastive
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 
 __all__ = ["CD", "CDState"]
 
 
+@state_type
 class CDState(NamedTuple):
     """State of CD / PCD between updates.
 

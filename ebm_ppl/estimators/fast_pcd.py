@@ -20,6 +20,7 @@ Tieleman & Hinton (2009), Using fast weights to improve persistent contrastive d
 from typing import Any, NamedTuple
 
 from .._problem import run_kernel
+from .._registry import state_type
 from .base import Contrastive
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 from .pcd import _INITS
@@ -29,6 +30,7 @@ __all__ = ["FPCD", "FPCDState"]
 DEFAULT_FAST_LR = 0.05
 
 
+@state_type
 class FPCDState(NamedTuple):
     """State of :class:`FPCD` between updates.
 

@@ -17,6 +17,7 @@ non-convergent non-persistent short-run MCMC toward energy-based model.
 from typing import Any, NamedTuple
 
 from .._problem import run_kernel
+from .._registry import state_type
 from .base import Contrastive
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 from .pcd import _INITS
@@ -24,6 +25,7 @@ from .pcd import _INITS
 __all__ = ["ReplayBuffer", "ReplayState"]
 
 
+@state_type
 class ReplayState(NamedTuple):
     """State of :class:`ReplayBuffer` between updates.
 

@@ -32,12 +32,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._tempered import parts_fn, tempered
+from .._registry import state_type
 from .base import Contrastive
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 
 __all__ = ["PT", "PTState"]
 
 
+@state_type
 class PTState(NamedTuple):
     """State of :class:`PT` between updates.
 

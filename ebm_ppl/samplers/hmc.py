@@ -17,12 +17,14 @@ Hamiltonian dynamics, Handbook of MCMC. Beskos, Pillai, Roberts, Sanz-Serna & St
 import math
 from typing import Any, NamedTuple
 
+from .._registry import state_type
 from ._numerics import adapt_log_step, check_number, logdensity_and_grad, mh_accept, per_chain_sum, select_rows
 from .base import Kernel, Sampler
 
 __all__ = ["HMC", "HMCAux", "leapfrog"]
 
 
+@state_type
 class HMCAux(NamedTuple):
     """Adapted state of HMC.
 

@@ -16,12 +16,14 @@ approximations to Langevin diffusions.
 import math
 from typing import Any, NamedTuple
 
+from .._registry import state_type
 from ._numerics import adapt_log_step, check_number, logdensity_and_grad, mh_accept, select_rows
 from .base import Kernel, Sampler
 
 __all__ = ["MALA", "MALAAux"]
 
 
+@state_type
 class MALAAux(NamedTuple):
     """Adapted state of MALA.
 
