@@ -57,12 +57,12 @@ def test_ising_loss_and_gradient_are_exact(fw):
 
 def test_rbm_free_energy_loss_and_gradient_are_exact(fw):
     """The hidden layer summed out: ratios of the free energy log Σ_h p̃(v, h), gradient
-    ∇θ log p̃(v, E[h | v])."""
+    ∇θ log p̃(v, E[h | v]); in chunks of two coordinates (three model calls)."""
     W, b, c = random_rbm(6, 3, seed=6)
     _, x = small_rbm_truth_and_data(400)
     theta0 = np.concatenate([W.ravel(), b, c])
     want, grad = rbm_flip_objective(theta0, x, 3, "rm")
-    loss, r = _one_step(fw, rbm_model_at(fw, W, b, c), fw.array(x))
+    loss, r = _one_step(fw, rbm_model_at(fw, W, b, c), fw.array(x), ebm_ppl.RatioMatching(chunk_size=2 * len(x)))
     assert loss == pytest.approx(want, abs=2e-5)
     np.testing.assert_allclose(theta0 - _theta(fw, r.params, ("W", "b", "c")), grad, atol=2e-5)
 
