@@ -21,6 +21,7 @@ from .checkpoint import load
 from .checkpoint import save
 from .estimators import CD
 from .estimators import FPCD
+from .estimators import NCE
 from .estimators import PCD
 from .estimators import PT
 from .estimators import ReplayBuffer
@@ -42,6 +43,7 @@ __all__ = [
     "FitState",
     "LogZ",
     "Monitor",
+    "NCE",
     "PCD",
     "PT",
     "ReplayBuffer",
