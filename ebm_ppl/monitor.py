@@ -60,7 +60,7 @@ class Monitor:
         Record ``"rhat"`` and ``"ess"``: split R-hat and the effective sample size (over all
         chains) of the negative chains' log p̃ over ``diagnostic_steps`` further transitions
         at the current parameters (copies: the fit's chains are not moved), computed with
-        ``pyro.ops.stats`` / ``numpyro.diagnostics``.
+        ``pyro.ops.stats`` / ``numpyro.diagnostics`` (none for an estimator without chains).
     diagnostic_steps : int
         Length of that trace (default 50).
     early_stop : callable, optional
@@ -296,7 +296,10 @@ def _framework_diagnostics(ops, trace):
 
 def chain_diagnostics(ctx, params_u, position, num_steps, step):
     """Split R-hat and ESS of the chains' log p̃ over ``num_steps`` transitions from ``position``
-    (the transition is compiled once per fit and kept in ``ctx``)."""
+    (the transition is compiled once per fit and kept in ``ctx``); nothing for an
+    estimator without chains (PL, RM, SM, NCE)."""
+    if not position:
+        return {}
     problem = ctx["problem"]
     ops, xp, kernel = problem.ops, problem.ops.xp, problem.kernel
     if "diagnostic_step" not in ctx:
