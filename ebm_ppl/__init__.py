@@ -21,6 +21,7 @@ from .checkpoint import load
 from .checkpoint import save
 from .estimators import CD
 from .estimators import FPCD
+from .estimators import NCE
 from .estimators import PCD
 from .estimators import PT
 from .estimators import PseudoLikelihood
@@ -45,6 +46,7 @@ __all__ = [
     "FitState",
     "LogZ",
     "Monitor",
+    "NCE",
     "PCD",
     "PT",
     "PseudoLikelihood",

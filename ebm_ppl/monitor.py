@@ -316,7 +316,10 @@ def _framework_diagnostics(ops, trace):
 
 def chain_diagnostics(ctx, params_u, position, num_steps, step):
     """Split R-hat and ESS of the chains' log p̃ over ``num_steps`` transitions from ``position``
-    (the transition is compiled once per fit and kept in ``ctx``)."""
+    (the transition is compiled once per fit and kept in ``ctx``); nothing for an
+    estimator without chains (PL, RM, SM, NCE)."""
+    if not position:
+        return {}
     problem = ctx["problem"]
     ops, xp, kernel = problem.ops, problem.ops.xp, problem.kernel
     if "diagnostic_step" not in ctx:

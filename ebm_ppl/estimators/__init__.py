@@ -5,6 +5,7 @@ from .base import Contrastive, Estimator, Step
 
 from .cd import CD, CDState
 from .fast_pcd import FPCD, FPCDState
+from .nce import NCE, NCEState
 from .pcd import PCD, PCDState
 from .pseudo_likelihood import PseudoLikelihood
 from .ratio_matching import RatioMatching
@@ -12,5 +13,5 @@ from .replay import ReplayBuffer, ReplayState
 from .score_matching import ScoreMatching
 from .tempering import PT, PTState
 
-__all__ = ["Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "PCD", "PCDState", "PT", "PTState",
-           "PseudoLikelihood", "RatioMatching", "ReplayBuffer", "ReplayState", "ScoreMatching"]
+__all__ = ["Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "NCE", "NCEState", "PCD", "PCDState",
+           "PT", "PTState", "PseudoLikelihood", "RatioMatching", "ReplayBuffer", "ReplayState", "ScoreMatching"]
