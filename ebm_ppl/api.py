@@ -598,6 +598,8 @@ _FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stoch
     batch_size : int, optional
         Examples per update; None uses the whole data set. Each epoch visits a random
         permutation in ``len(data) // batch_size`` batches (the remainder is dropped).
+        Set-up runs the model on the first ``batch_size`` rows only (the data's values
+        are checked in chunks), so that its memory does not grow with the data set.
     backend : {"pyro", "numpyro"}, optional
         Default: from the data's array type (torch -> Pyro, jax -> NumPyro).
     rng_seed : int
@@ -925,7 +927,8 @@ def _setup(be, ops, name, model, data, estimator, sampler, optimizer, batch_size
     rank's share of ``given_estimator`` (the same object without torch.distributed)."""
     data = be.as_data(data)
     kwargs = {"covariates": covariates} if covariates else {}
-    info = be.compile_model(model, data, model_args, model_kwargs or {}, **kwargs)
+    # traced on one batch's rows (the data's values are checked in chunks): set-up memory O(batch)
+    info = be.compile_model(model, data, model_args, model_kwargs or {}, trace_rows=batch_size, **kwargs)
     if info.covariates and type(estimator) not in (CD, PCD):
         raise NotImplementedError(f"covariates with estimator {type(estimator).__name__}: conditional models "
                                   "are fitted with CD or PCD only")
