@@ -89,9 +89,13 @@ def split_covariates(data, covariates, trace_site_names, observed):
             {k: data[k] for k in covariates})
 
 
-def check_leaf_shape(key, shape, site_name, fn_shape, event_shape):
-    """A data leaf must broadcast-match its site's shape, examples on axis 0."""
+def check_leaf_shape(key, shape, site_name, fn_shape, event_shape, num_rows=None):
+    """A data leaf must broadcast-match its site's shape, examples on axis 0. ``num_rows``:
+    the rows the site was traced on, where that was the first rows of the leaf (the
+    site's examples axis then stands for all of the leaf's)."""
     shape, fn_shape = tuple(shape), tuple(fn_shape)
+    if num_rows is not None and shape and len(fn_shape) == len(shape) and fn_shape[0] == num_rows:
+        fn_shape = shape[:1] + fn_shape[1:]
     if len(shape) < 1 or len(fn_shape) > len(shape) or any(
         f not in (1, s) for f, s in zip(fn_shape[::-1], shape[::-1])
     ):
@@ -101,18 +105,22 @@ def check_leaf_shape(key, shape, site_name, fn_shape, event_shape):
         )
 
 
-def explain_failure(recorded_sites, data, check_leaf, error):
+def explain_failure(recorded_sites, data, check_leaf, error, full=None):
     """Re-raise a model's failed first run as a ValueError: naming the site whose data does
     not fit when one of the sites recorded before the failure explains it (``check_leaf``
-    raises), else naming the data's shapes."""
+    raises), else naming the data's shapes. ``full``: the whole data set where the model
+    ran on its first rows (``data``); the leaves are checked and named in full."""
     leaves = data if isinstance(data, dict) else {"data": data}
+    fulls = leaves if full is None else full if isinstance(full, dict) else {"data": full}
     for key, leaf in leaves.items():
         for site in recorded_sites:
             if site["is_observed"] and (site["value"] is leaf or site["name"] == key):
-                check_leaf(key, leaf, site)
-    shapes = {k: tuple(v.shape) for k, v in leaves.items()}
+                check_leaf(key, fulls[key], site)
+    shapes = {k: tuple(v.shape) for k, v in fulls.items()}
+    rows = next(iter(leaves.values())).shape[0]
+    where = "" if rows == next(iter(fulls.values())).shape[0] else f" (its first {rows} rows)"
     raise ValueError(
-        f"running the model on data of shape {shapes} failed: {type(error).__name__}: {error}"
+        f"running the model on data of shape {shapes}{where} failed: {type(error).__name__}: {error}"
     ) from error
 
 
@@ -132,14 +140,15 @@ class Same:
         return id(self.obj)
 
 
-def check_factor_shape(name, shape, frames, plate, num_rows):
+def check_factor_shape(name, shape, frames, plate, num_rows, data_rows=None):
     """A factor inside the data plate has one value per example: its shape has the plate's
     size at the plate's dimension and no dimension that is not one of its plates (a scalar
     would be broadcast to every example, an extra dimension silently summed).
 
     ``shape`` is the shape of the log-factor as the model wrote it (before the plates
     broadcast it), ``frames`` the site's plates as ``(name, dim, size)`` and ``plate`` the
-    data plate's ``(name, dim)``."""
+    data plate's ``(name, dim)``. ``data_rows``: the data's rows, where the model was
+    traced on its first ``num_rows`` (the message names the data's own number)."""
     plate_name, plate_dim = plate
     shape = tuple(shape)
     want = [1] * max(len(shape), -plate_dim)
@@ -151,10 +160,14 @@ def check_factor_shape(name, shape, frames, plate, num_rows):
     ok = len(shape) >= -plate_dim and shape[plate_dim] == num_rows and all(
         s == w or (s == 1 and i != len(want) + plate_dim) for i, (s, w) in enumerate(zip(padded, want)))
     if not ok:
+        if data_rows is not None and data_rows != num_rows:  # shown as on all of the data's rows
+            want[plate_dim] = data_rows
+            if len(shape) >= -plate_dim and shape[plate_dim] == num_rows:
+                shape = shape[:len(shape) + plate_dim] + (data_rows,) + shape[len(shape) + plate_dim + 1:]
         raise ValueError(
             f"factor {name!r} has shape {shape} inside the data plate {plate_name!r}, but a factor "
             f"there must have one value per example: expected shape {tuple(want)} (the plate's "
-            f"{num_rows} examples at dimension {plate_dim}, every other dimension one of its plates). "
+            f"{want[plate_dim]} examples at dimension {plate_dim}, every other dimension one of its plates). "
             "A scalar would be added to every example and extra dimensions silently summed: sum "
             "them per example yourself, or put a term of the parameters alone (a penalty, a log "
             "prior) outside the plate"

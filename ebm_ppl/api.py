@@ -30,7 +30,7 @@ from ._tree import describe
 from ._validate import check_resume_state
 from .backend import detect_backend, get_backend
 from .estimators import PCD
-from .estimators.base import HISTORY, Estimator
+from .estimators.base import HISTORY, REGISTRY, Estimator
 from .monitor import MonitorRun, as_monitors
 from .evaluation import LogZ, log_likelihood, log_partition
 from .samplers.auto import build_kernel
@@ -547,7 +547,7 @@ _FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stoch
         The training set; it is never modified. Not a generator, data loader or list of
         tensors (stack them), not complex; float16 / bfloat16 leaves are computed in
         float32 (a float32 copy), and the parameters and chains are float32.
-    estimator : CD, PCD, PT, FPCD or ReplayBuffer, optional
+    estimator : an estimator from ``ebm_ppl.estimators``, optional
         Default ``PCD(num_chains=100, num_steps=1)``. An estimator may add entries to
         ``history`` (PT: ``"swap_rate"``).
     sampler : "auto" or a sampler from ``ebm_ppl.samplers``
@@ -561,6 +561,8 @@ _FIT_UNNORMALIZED_DOC = """Fit the parameters of an unnormalized model by (stoch
     batch_size : int, optional
         Examples per update; None uses the whole data set. Each epoch visits a random
         permutation in ``len(data) // batch_size`` batches (the remainder is dropped).
+        Set-up runs the model on the first ``batch_size`` rows only (the data's values
+        are checked in chunks), so that its memory does not grow with the data set.
     backend : {"pyro", "numpyro"}, optional
         Default: from the data's array type (torch -> Pyro, jax -> NumPyro).
     rng_seed : int
@@ -884,10 +886,12 @@ def _setup(be, ops, name, model, data, estimator, sampler, optimizer, batch_size
     rank's share of ``given_estimator`` (the same object without torch.distributed)."""
     data = be.as_data(data)
     kwargs = {"covariates": covariates} if covariates else {}
-    info = be.compile_model(model, data, model_args, model_kwargs or {}, **kwargs)
+    # traced on one batch's rows (the data's values are checked in chunks): set-up memory O(batch)
+    info = be.compile_model(model, data, model_args, model_kwargs or {}, trace_rows=batch_size, **kwargs)
     if info.covariates and not getattr(estimator, "supports_covariates", False):
+        able = sorted(n for n, c in REGISTRY.items() if c.supports_covariates and n.isidentifier())
         raise NotImplementedError(f"covariates with estimator {type(estimator).__name__}: conditional models "
-                                  "are fitted with CD or PCD only")
+                                  f"are fitted with {', '.join(able)} only")
     data_values = info.data_to_values(data)
     num_data = int(next(iter(data_values.values())).shape[0])
     batch_size = num_data if batch_size is None else int(batch_size)

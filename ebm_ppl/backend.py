@@ -313,10 +313,13 @@ class Backend(Protocol):
 
     ops: Ops
 
-    def compile_model(self, model, data, model_args=(), model_kwargs=None, params=None, covariates=()) -> ModelInfo:
+    def compile_model(self, model, data, model_args=(), model_kwargs=None, params=None, covariates=(),
+                      trace_rows=None) -> ModelInfo:
         """Run ``model`` on ``data`` once and return its :class:`ModelInfo`; ``params``
         (constrained) replace the model's own parameter values (evaluation at given params);
-        ``covariates`` names data leaves that are inputs, not sites (conditional models)."""
+        ``covariates`` names data leaves that are inputs, not sites (conditional models);
+        ``trace_rows``: run it on the first ``trace_rows`` rows only, checking the values of
+        every row in chunks (a fit's set-up, in memory O(batch): see ``ebm_ppl._rows``)."""
 
     def make_optimizer(self, optimizer=None) -> Optimizer:
         """The framework's optimizer (``None``: Adam(1e-2)) as an :class:`Optimizer`."""

@@ -15,6 +15,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import compute_log_probs
 
+from ebm_ppl._rows import head_rows
 from ebm_ppl._sites import (Transform, base_constraint, check_covariates, check_data_leaves, check_factor_shape,
                             check_leaf_shape, check_no_obs_mask, check_no_subsample, check_param_names, differs,
                             explain_failure, latent_outside_plate, leaf_converters, match_leaves, site_table,
@@ -24,6 +25,7 @@ from ebm_ppl.samplers._numerics import differentiate
 
 from .ops import ops
 from .plates import plates
+from .rows import has_nonfinite, in_support, supports_by_row
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
 
@@ -35,8 +37,28 @@ def as_data(data):
     if isinstance(data, dict):
         return {k: as_data(v) for k, v in data.items()}
     if not isinstance(data, jax.Array):
-        data = jnp.asarray(np.array(data))
+        data = _host_to_jax(data)
     return data.astype(jnp.float32) if data.dtype in (jnp.float16, jnp.bfloat16) else data
+
+
+def _host_to_jax(data):
+    """One JAX copy of host data that never shares the caller's memory. (``jnp.asarray``
+    copies a numpy array twice on the way, a peak of three times its size with the
+    caller's; ``jax.device_put`` copies it once, but on CPU may instead share the memory
+    of an aligned array, which a later change by the caller would change: that one is
+    copied on the device.)"""
+    host = data if type(data) is np.ndarray else np.array(data)
+    out = jax.device_put(host)
+    if host is data and _shares_memory(out, host):
+        out = jnp.array(out, copy=True)
+    return out.block_until_ready()
+
+
+def _shares_memory(array, host):
+    try:
+        return host.size > 0 and array.unsafe_buffer_pointer() == host.__array_interface__["data"][0]
+    except Exception:  # not one buffer on one device: a copy was made
+        return False
 
 
 def _discrete_values(support):
@@ -72,15 +94,18 @@ def _site_info(name, site, value, is_observed):
     return SiteInfo(name, shape, False, is_observed, None, transform, repr(support), value.dtype)
 
 
-def _check_leaf(key, leaf, site):
+def _check_leaf(key, leaf, site, num_rows=None):
+    """``leaf`` (all rows) against its site, traced on its first ``num_rows`` rows (None:
+    all of them); the values are checked over chunks of rows (see ebm_ppl._rows)."""
     fn = site["fn"]
-    if jnp.issubdtype(leaf.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(leaf))):
+    if has_nonfinite(leaf):
         raise ValueError(f"data leaf {key!r} (site {site['name']!r}) contains NaN or inf")
     if not fn.support.is_discrete and not jnp.issubdtype(leaf.dtype, jnp.floating):
         raise TypeError(f"data leaf {key!r} has dtype {leaf.dtype}, but site {site['name']!r} is continuous "
                         f"(support {fn.support}): pass floating-point data")
-    check_leaf_shape(key, leaf.shape, site["name"], tuple(fn.batch_shape) + tuple(fn.event_shape), fn.event_shape)
-    if not bool(jnp.all(fn.support(leaf))):
+    check_leaf_shape(key, leaf.shape, site["name"], tuple(fn.batch_shape) + tuple(fn.event_shape), fn.event_shape,
+                     num_rows)
+    if not in_support(leaf, fn.support, num_rows):
         raise ValueError(f"data leaf {key!r} has values outside the support {fn.support} of site {site['name']!r}")
 
 
@@ -109,22 +134,25 @@ class _Recorder(numpyro.primitives.Messenger):
             self.plates.append(msg)
 
 
-def _explain_failure(fn, data, model_args, model_kwargs, error):
-    """Re-raise a failed first run as a ValueError naming the site whose data does not fit."""
+def _explain_failure(fn, data, model_args, model_kwargs, error, full=None):
+    """Re-raise a failed first run as a ValueError naming the site whose data does not fit
+    (``data``: the first rows of ``full``, or all of it)."""
     recorder = _Recorder(fn)
     try:
         recorder(data, *model_args, **model_kwargs)
     except Exception:
         pass
     check_no_subsample(plates(recorder.plates))
-    explain_failure(recorder.sites, data, _check_leaf, error)
+    explain_failure(recorder.sites, data, lambda k, leaf, site: _check_leaf(k, leaf, site, _rows(data)), error, full)
 
 
-def compile_model(model, data, model_args=(), model_kwargs=None, params=None, covariates=()):
+def compile_model(model, data, model_args=(), model_kwargs=None, params=None, covariates=(), trace_rows=None):
     """Trace ``model`` on ``data`` once and return its :class:`~ebm_ppl.backend.ModelInfo`.
 
     ``covariates`` names data leaves that are inputs (not the obs of any site): they pass
     through ``data_to_values`` / ``values_to_data`` under their own names, one row per chain.
+    ``trace_rows``: trace the model on the first ``trace_rows`` rows only (a fit's batch
+    size; see :mod:`ebm_ppl._rows`); None: on all rows.
     """
     covariates = check_covariates(covariates, data)
     model_kwargs = model_kwargs or {}
@@ -132,19 +160,34 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
     traced = handlers.seed(model, rng_seed=0)
     if params is not None:
         traced = handlers.substitute(traced, data=dict(params))
-    trace = _first_trace(traced, data, model_args, model_kwargs)
+    head = head_rows(data, trace_rows)
+    trace = _first_trace(traced, head, model_args, model_kwargs, data)
+    if head is not data and supports_by_row(_sample_sites(trace), _rows(head)):
+        # a support with a bound per example, which the other rows may not share: all rows
+        head = data
+        trace = _first_trace(traced, head, model_args, model_kwargs, data)
     check_no_subsample(plates(trace.values()))
-    mapping = _match_leaves(trace, data, covariates)
+    mapping = _match_leaves(trace, head, covariates)
     leaves = data if isinstance(data, dict) else {"data": data}
-    check_data_leaves(trace, leaves, mapping, covariates, _check_leaf, _has_nonfinite)
+    check_data_leaves(trace, leaves, mapping, covariates, lambda k, leaf, site: _check_leaf(k, leaf, site, _rows(head)),
+                      has_nonfinite)
     param_sites = {n: s for n, s in trace.items() if s["type"] == "param"}
     check_param_names(param_sites, params, "numpyro.param or numpyro.contrib.module")
-    return _Functions(model, traced, model_args, model_kwargs, data, trace, mapping, covariates, param_sites,
-                      params).model_info()
+    return _Functions(model, traced, model_args, model_kwargs, head, trace, mapping, covariates, param_sites,
+                      params, {k: leaves[k] for k in covariates}, _rows(data)).model_info()
 
 
-def _first_trace(traced, data, model_args, model_kwargs):
-    """The model's trace on ``data``; a failure is re-raised naming what does not fit."""
+def _rows(data):
+    return int(next(iter(data.values())).shape[0] if isinstance(data, dict) else data.shape[0])
+
+
+def _sample_sites(trace):
+    return [s for s in trace.values() if s["type"] == "sample" and not _is_factor(s)]
+
+
+def _first_trace(traced, data, model_args, model_kwargs, full=None):
+    """The model's trace on ``data`` (the first rows of ``full``, or all of it); a failure
+    is re-raised naming what does not fit."""
     try:
         return handlers.trace(traced).get_trace(data, *model_args, **model_kwargs)
     except Exception as e:  # often a data shape the model's own code cannot handle
@@ -152,11 +195,7 @@ def _first_trace(traced, data, model_args, model_kwargs):
             raise TypeError("data: the data are jax arrays (the NumPyro backend), but running the model "
                             f"mixed them with torch tensors (a Pyro model?): {type(e).__name__}: {e}. Pass torch "
                             "tensors to fit a Pyro model, or write the model with numpyro") from e
-        _explain_failure(traced, data, model_args, model_kwargs, e)
-
-
-def _has_nonfinite(leaf):
-    return jnp.issubdtype(leaf.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(leaf)))
+        _explain_failure(traced, data, model_args, model_kwargs, e, full)
 
 
 class _Functions:
@@ -169,10 +208,13 @@ class _Functions:
     """
 
     def __init__(self, model, traced, model_args, model_kwargs, data, trace, mapping, covariates, param_sites,
-                 params):
+                 params, covariate_leaves=None, data_rows=None):
         self.model, self.traced, self.model_args, self.model_kwargs = model, traced, model_args, model_kwargs
         self.data, self.trace, self.covariates, self.param_sites = data, trace, covariates, param_sites
         self.leaves = data if isinstance(data, dict) else {"data": data}
+        # all rows of the covariates (``data`` may be the first rows only: see compile_model)
+        self.covariate_leaves = ({k: self.leaves[k] for k in covariates} if covariate_leaves is None
+                                 else covariate_leaves)
         self.transforms = {
             n: biject_to(s["kwargs"].get("constraint", constraints.real)) for n, s in param_sites.items()
         }
@@ -184,7 +226,7 @@ class _Functions:
             {n: s["value"] for n, s in param_sites.items()} if params is None else params)
         num_data = next(iter(self.leaves.values())).shape[0]
         data_plate = _data_plate(trace, self.observed_names, num_data)
-        outside = _check_sites(trace, data_plate, num_data)
+        outside = _check_sites(trace, data_plate, num_data, data_rows)
         self.global_names = ()  # parameter-only factors outside the data plate: a log prior on θ
         self.plate = data_plate if not outside else None
         self.probe_values = None
@@ -200,7 +242,7 @@ class _Functions:
         return ModelInfo(self.sites, self.log_density, self.init_params, self.constrain, self.unconstrain,
                          self.data_to_values, self.values_to_data, self.sample_base, self.log_density_parts,
                          improper, self.log_density_grad, self.weighted_param_grad, param_constraints,
-                         covariates={k: self.leaves[k] for k in self.covariates},
+                         covariates=self.covariate_leaves,
                          log_prior=self.log_prior if self.global_names else None, deterministic=self.deterministic)
 
     def constrain(self, params_u):
@@ -312,7 +354,7 @@ def _data_plate(trace, observed_names, num_data):
     return frame.name, frame.dim
 
 
-def _check_sites(trace, plate, num_data):
+def _check_sites(trace, plate, num_data, data_rows=None):
     """Check the shapes of the factors inside the data plate and return the sample sites
     outside it (raises for a latent site outside it: one value per example is needed)."""
     check_no_obs_mask({name: bool(site["is_observed"]) for name, site in trace.items()
@@ -324,7 +366,7 @@ def _check_sites(trace, plate, num_data):
         frames = [(f.name, f.dim, f.size) for f in site["cond_indep_stack"]]
         if plate is not None and any(f[0] == plate[0] and f[1] == plate[1] for f in frames):
             if _is_factor(site):
-                check_factor_shape(name, tuple(jnp.shape(site["value"])[:-1]), frames, plate, num_data)
+                check_factor_shape(name, tuple(jnp.shape(site["value"])[:-1]), frames, plate, num_data, data_rows)
             continue
         if not site["is_observed"]:
             raise latent_outside_plate(name, plate)

@@ -159,7 +159,7 @@ class JaxOps:
             rng = np.random.default_rng(bits.astype(np.uint64))
             perms.append(rng.permutation(n).astype(np.int32))
             bits = rng.integers(0, 2**32, size=bits.shape, dtype=np.uint64).astype(bits.dtype)
-        return jnp.asarray(bits), np.stack(perms)
+        return jnp.asarray(bits), _stack(perms)
 
     # ---- arrays --------------------------------------------------------------------
     def asarray(self, value, like, int_=False, bool_=False):
@@ -283,3 +283,8 @@ class JaxOps:
 
 
 ops = JaxOps()
+
+
+def _stack(perms):
+    """``np.stack(perms)`` without a second copy of the usual single permutation (O(N) ints)."""
+    return perms[0][None] if len(perms) == 1 else np.stack(perms)

@@ -21,6 +21,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
+from ebm_ppl._rows import head_rows
 from ebm_ppl._sites import (Same, Transform, base_constraint, check_covariates, check_data_leaves, check_factor_shape,
                             check_leaf_shape, check_no_obs_mask, check_no_subsample, check_param_names, differs,
                             explain_failure, latent_outside_plate, leaf_converters, match_leaves, site_table,
@@ -28,6 +29,7 @@ from ebm_ppl._sites import (Same, Transform, base_constraint, check_covariates, 
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 from .plates import plates
+from .rows import has_nonfinite, in_support, support_repr, supports_by_row
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
 
@@ -59,31 +61,36 @@ def _is_factor(site):
     return isinstance(site["fn"], dist.Unit) or site["infer"].get("is_auxiliary", False)
 
 
-def _site_info(name, site, value, is_observed):
+def _site_info(name, site, value, is_observed, num_data=None):
+    """The site's SiteInfo; ``num_data``: the data's rows, where ``value`` has the rows of
+    a trace on the first of them (the support is described as on all of them)."""
     fn = site["fn"]
     support = fn.support
     shape = tuple(value.shape[1:])
+    text = support_repr(support, value.ndim, value.shape[0] if value.ndim else None, num_data)
     if support.is_discrete:
         values = _discrete_values(name, support, value.dtype)
         one_hot = base_constraint(support) is constraints.one_hot  # OneHotCategorical: K states a group
-        return SiteInfo(name, shape, True, is_observed, values, None, repr(support), value.dtype, one_hot)
+        return SiteInfo(name, shape, True, is_observed, values, None, text, value.dtype, one_hot)
     is_identity = base_constraint(support) is constraints.real
     transform = Transform(biject_to(support), is_identity)
-    return SiteInfo(name, shape, False, is_observed, None, transform, repr(support), value.dtype)
+    return SiteInfo(name, shape, False, is_observed, None, transform, text, value.dtype)
 
 
-def _check_leaf(key, leaf, site):
+def _check_leaf(key, leaf, site, num_rows=None):
+    """``leaf`` (all rows) against its site, traced on its first ``num_rows`` rows (None:
+    all of them); the values are checked over chunks of rows (see ebm_ppl._rows)."""
     fn = site["fn"]
-    if leaf.is_floating_point() and not torch.isfinite(leaf).all():
+    if has_nonfinite(leaf):
         raise ValueError(f"data leaf {key!r} (site {site['name']!r}) contains NaN or inf")
     if not leaf.is_floating_point() and (not fn.support.is_discrete
                                          or base_constraint(fn.support) is constraints.boolean):
         what = "continuous" if not fn.support.is_discrete else "a Bernoulli/boolean site, whose values Pyro keeps as floats"
         raise TypeError(f"data leaf {key!r} has dtype {leaf.dtype}, but site {site['name']!r} is {what} "
                         f"(support {fn.support}): pass floating-point data, e.g. x.float()")
-    check_leaf_shape(key, leaf.shape, site["name"], tuple(fn.batch_shape) + tuple(fn.event_shape), fn.event_shape)
-    ok = fn.support.check(leaf)
-    if not bool(torch.as_tensor(ok).all()):
+    check_leaf_shape(key, leaf.shape, site["name"], tuple(fn.batch_shape) + tuple(fn.event_shape), fn.event_shape,
+                     num_rows)
+    if not in_support(leaf, fn.support, num_rows):
         raise ValueError(f"data leaf {key!r} has values outside the support {fn.support} of site {site['name']!r}")
 
 
@@ -103,28 +110,47 @@ def _run(fn, args, kwargs):
         return poutine.trace(fn).get_trace(*args, **kwargs)
 
 
-def compile_model(model, data, model_args=(), model_kwargs=None, params=None, covariates=()):
+def compile_model(model, data, model_args=(), model_kwargs=None, params=None, covariates=(), trace_rows=None):
     """Trace ``model`` on ``data`` once and return its :class:`~ebm_ppl.backend.ModelInfo`.
 
     ``covariates`` names data leaves that are inputs (not the obs of any site): they pass
     through ``data_to_values`` / ``values_to_data`` under their own names, one row per chain.
+    ``trace_rows``: trace the model on the first ``trace_rows`` rows only (a fit's batch
+    size; see :mod:`ebm_ppl._rows`); None: on all rows.
     """
     covariates = check_covariates(covariates, data)
     model_kwargs = model_kwargs or {}
     traced = model if params is None else poutine.substitute(model, data=dict(params))
-    trace = _first_trace(traced, data, model_args, model_kwargs)
+    head = head_rows(data, trace_rows)
+    snapshot = snapshot_params() if head is not data else None
+    trace = _first_trace(traced, head, model_args, model_kwargs, data)
+    if head is not data and supports_by_row(_sample_sites(trace), _rows(head)):
+        # a support with a bound per example, which the other rows may not share: all rows
+        restore_snapshot(snapshot)  # traced again on every row, from the param store as it was
+        head = data
+        trace = _first_trace(traced, head, model_args, model_kwargs, data)
     check_no_subsample(plates(trace.nodes.values()))
-    mapping = _match_leaves(trace, data, covariates)
+    mapping = _match_leaves(trace, head, covariates)
     leaves = data if isinstance(data, dict) else {"data": data}
-    check_data_leaves(trace.nodes, leaves, mapping, covariates, _check_leaf, _has_nonfinite)
+    check_data_leaves(trace.nodes, leaves, mapping, covariates,
+                      lambda k, leaf, site: _check_leaf(k, leaf, site, _rows(head)), has_nonfinite)
     param_names = [n for n, s in trace.nodes.items() if s["type"] == "param"]
     check_param_names(param_names, params, "pyro.param, pyro.module or PyroModule")
-    return _Functions(model, traced, model_args, model_kwargs, data, trace, mapping, covariates, param_names,
-                      params).model_info()
+    return _Functions(model, traced, model_args, model_kwargs, head, trace, mapping, covariates, param_names,
+                      params, {k: leaves[k] for k in covariates}, _rows(data)).model_info()
 
 
-def _first_trace(traced, data, model_args, model_kwargs):
-    """The model's trace on ``data``; a failure is re-raised naming what does not fit."""
+def _rows(data):
+    return int(next(iter(data.values())).shape[0] if isinstance(data, dict) else data.shape[0])
+
+
+def _sample_sites(trace):
+    return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s) and not _is_factor(s)]
+
+
+def _first_trace(traced, data, model_args, model_kwargs, full=None):
+    """The model's trace on ``data`` (the first rows of ``full``, or all of it); a failure
+    is re-raised naming what does not fit."""
     try:
         return _run(traced, (data,) + tuple(model_args), model_kwargs)
     except Exception as e:  # often a data shape the model's own code cannot handle
@@ -132,11 +158,7 @@ def _first_trace(traced, data, model_args, model_kwargs):
             raise TypeError("data: the data are torch tensors (the Pyro backend), but running the model "
                             f"mixed them with jax arrays (a NumPyro model?): {type(e).__name__}: {e}. Pass jax "
                             "arrays to fit a NumPyro model, or write the model with pyro") from e
-        _explain_failure(traced, data, model_args, model_kwargs, e)
-
-
-def _has_nonfinite(leaf):
-    return leaf.is_floating_point() and not bool(torch.isfinite(leaf).all())
+        _explain_failure(traced, data, model_args, model_kwargs, e, full)
 
 
 class _Functions:
@@ -149,21 +171,24 @@ class _Functions:
     """
 
     def __init__(self, model, traced, model_args, model_kwargs, data, trace, mapping, covariates, param_names,
-                 params):
+                 params, covariate_leaves=None, data_rows=None):
         self.model, self.traced, self.model_args, self.model_kwargs = model, traced, model_args, model_kwargs
         self.data, self.trace, self.covariates, self.param_names = data, trace, covariates, param_names
         self.store = store = pyro.get_param_store()
         self.leaves = data if isinstance(data, dict) else {"data": data}
+        # all rows of the covariates (``data`` may be the first rows only: see compile_model)
+        self.covariate_leaves = ({k: self.leaves[k] for k in covariates} if covariate_leaves is None
+                                 else covariate_leaves)
         # transform_to, as the param store itself uses (biject_to has no positive_definite)
         self.transforms = {n: transform_to(self._constraint(n)) for n in param_names}
         self.latent_names = [n for n, s in trace.nodes.items()
                              if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
         self.observed_names, self.sites = site_table(trace.nodes, self.leaves, mapping, covariates,
-                                                     self.latent_names, _site_info)
+                                                     self.latent_names, lambda *a: _site_info(*a, num_data=data_rows))
         num_data = next(iter(self.leaves.values())).shape[0]
         plate = _data_plate(trace, self.observed_names[0], num_data)
         self.plate_name = plate[0] if plate is not None else None
-        outside = _check_sites(trace, plate, num_data)
+        outside = _check_sites(trace, plate, num_data, data_rows)
         self.data_to_values, self.values_to_data = leaf_converters(data, mapping, self.observed_names)
         self.store_u = {n: store.get_param(n).unconstrained() for n in param_names} if params is None else None
         self.init_params = self.store_u if params is None else self.unconstrain(params)
@@ -195,7 +220,7 @@ class _Functions:
         return ModelInfo(sites, log_density, self.init_params, self.constrain, self.unconstrain,
                          self.data_to_values, self.values_to_data, self.sample_base, self.log_density_parts,
                          improper, log_density_grad, weighted_param_grad, param_constraints,
-                         covariates={k: self.leaves[k] for k in self.covariates},
+                         covariates=self.covariate_leaves,
                          log_prior=self.log_prior if self.global_names else None, deterministic=self.deterministic)
 
     def _constraint(self, name):
@@ -866,8 +891,9 @@ class _Recorder(Messenger):
         self.sites.append(msg)
 
 
-def _explain_failure(fn, data, model_args, model_kwargs, error):
-    """Re-raise a failed first run as a ValueError naming the site whose data does not fit."""
+def _explain_failure(fn, data, model_args, model_kwargs, error, full=None):
+    """Re-raise a failed first run as a ValueError naming the site whose data does not fit
+    (``data``: the first rows of ``full``, or all of it)."""
     recorder = _Recorder()
     try:
         with pyro.validation_enabled(False), recorder:
@@ -875,7 +901,7 @@ def _explain_failure(fn, data, model_args, model_kwargs, error):
     except Exception:
         pass
     check_no_subsample(plates(recorder.sites))
-    explain_failure(recorder.sites, data, _check_leaf, error)
+    explain_failure(recorder.sites, data, lambda k, leaf, site: _check_leaf(k, leaf, site, _rows(data)), error, full)
 
 
 def _data_plate(trace, site_name, num_data):
@@ -887,7 +913,7 @@ def _data_plate(trace, site_name, num_data):
     return frame.name, frame.dim
 
 
-def _check_sites(trace, plate, num_data):
+def _check_sites(trace, plate, num_data, data_rows=None):
     """Check the shapes of the factors inside the data plate and return the sample sites
     outside it (raises for a latent site outside it: one value per example is needed)."""
     check_no_obs_mask({name: bool(site["is_observed"]) for name, site in trace.nodes.items()
@@ -899,7 +925,7 @@ def _check_sites(trace, plate, num_data):
         frames = [(f.name, f.dim, f.size) for f in site["cond_indep_stack"]]
         if plate is not None and any(f[0] == plate[0] for f in frames):
             if _is_factor(site):
-                check_factor_shape(name, tuple(site["value"].shape[:-1]), frames, plate, num_data)
+                check_factor_shape(name, tuple(site["value"].shape[:-1]), frames, plate, num_data, data_rows)
             continue
         if not site["is_observed"]:
             raise latent_outside_plate(name, plate)

@@ -79,7 +79,7 @@ class TorchOps:
     def epoch_permutations(self, key, n, num_epochs):
         """``(key, numpy (num_epochs, n))``: random permutations of ``range(n)``."""
         perms = [torch.randperm(n, generator=key, device=key.device).cpu().numpy() for _ in range(num_epochs)]
-        return key, np.stack(perms)
+        return key, _stack(perms)
 
     # ---- arrays --------------------------------------------------------------------
     def asarray(self, value, like, int_=False, bool_=False):
@@ -250,3 +250,8 @@ def tree_map(fn, tree):
 
 
 ops = TorchOps()
+
+
+def _stack(perms):
+    """``np.stack(perms)`` without a second copy of the usual single permutation (O(N) ints)."""
+    return perms[0][None] if len(perms) == 1 else np.stack(perms)
