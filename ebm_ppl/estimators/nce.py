@@ -103,7 +103,8 @@ class NCE(Estimator):
         finite log-probabilities; ``ValueError`` naming ``noise``). A fit with a given
         noise object resumes exactly in the same process (``resume=result``); the object
         itself cannot be written by :func:`ebm_ppl.save` (``TypeError`` naming
-        ``estimator settings['noise']``), unlike ``noise=None``.
+        ``estimator settings['noise']``; with ``checkpoint_every`` the first checkpoint
+        raises it), unlike ``noise=None``.
     noise_ratio : float
         ν, noise rows per data row (> 0, finite). Larger ν lowers the variance of the
         estimate towards that of maximum likelihood (Gutmann & Hyvärinen 2012, §2.4) at the
