@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._registry import state_type
 from .._problem import PROBE_SEED
 from ..evaluation.analytic import sum_out, summable_sites
 from .base import Estimator, Step
@@ -24,6 +25,7 @@ __all__ = ["NCE", "NCEState"]
 _PROFILE_ITERS = 40
 
 
+@state_type
 class NCEState(NamedTuple):
     """State of :class:`NCE` between updates.
 
