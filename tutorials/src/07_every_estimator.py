@@ -45,7 +45,7 @@ from sklearn.model_selection import train_test_split
 import ebm_ppl
 
 SMALL = os.environ.get("EBM_PPL_TUTORIAL_SMALL", "0") == "1"  # the test suite runs a shrunken version
-BUDGET_S = 60.0            # full run: CPU seconds of fitting per estimator (compiling included)
+BUDGET_S = 20.0            # full run: CPU seconds of fitting per estimator (compiling included)
 SMALL_CHUNKS = 2           # small run: a fixed number of chunks instead (any machine, any speed)
 print("small run" if SMALL else "full run")
 
