@@ -25,7 +25,7 @@ from ._rao_blackwell import conditional_means, rao_blackwell_site
 from ._result import FitResult, FitState
 from ._sites import Same as _Same
 from ._stops import DeferredStop, check_checkpoint_path, is_interrupt, save_on_stop, stop_error
-from .checkpoint import save
+from .checkpoint import _encode_estimator, save
 from ._tree import describe
 from ._validate import check_resume_state
 from .backend import detect_backend, get_backend
@@ -82,6 +82,10 @@ def _check_fit_args(estimator, num_epochs, num_steps, batch_size, rng_seed=0, ch
                          f"checkpoint_every={checkpoint_every!r}, checkpoint_path={checkpoint_path!r}")
     if checkpoint_path is not None:  # a folder that cannot be written is refused before the first update
         check_checkpoint_path(checkpoint_path)
+        try:  # an estimator whose settings cannot be saved is refused now, not at the first checkpoint
+            _encode_estimator(estimator, [])
+        except TypeError as err:
+            raise TypeError(f"checkpoint_path={os.fspath(checkpoint_path)!r}: {err}") from None
 
 
 def _check_data(data):

@@ -224,6 +224,14 @@ def test_given_noise_resumes_in_process_but_is_not_saved(fw, tmp_path):
     with pytest.raises(TypeError, match="noise"):
         ebm_ppl.save(whole, tmp_path / "given.ebm")
     assert not (tmp_path / "given.ebm").exists()
+    # checkpoints of such a fit are refused before the first update, not at the first checkpoint
+    before = {k: fw.to_numpy(v).copy() for k, v in whole.params.items()}
+    with pytest.raises(TypeError, match="checkpoint_path.*noise"):
+        ebm_ppl.fit_unnormalized(ising_model(fw), fw.array(X_SMALL), num_steps=4, resume=whole,
+                                 checkpoint_every=2, checkpoint_path=tmp_path / "ckpt.ebm", **kw)
+    assert not (tmp_path / "ckpt.ebm").exists()
+    for k, v in before.items():
+        np.testing.assert_array_equal(fw.to_numpy(whole.params[k]), v)
 
 
 def test_minibatches_monitor_and_trainer(fw):
