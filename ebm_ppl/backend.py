@@ -16,9 +16,26 @@ from typing import Any, Callable, NamedTuple, Optional, Protocol, runtime_checka
 
 from ._data_checks import check_data
 
-__all__ = ["SiteInfo", "ModelInfo", "Optimizer", "Ops", "Backend", "get_backend", "detect_backend", "BACKENDS"]
+__all__ = ["SiteInfo", "ModelInfo", "Optimizer", "Ops", "Backend", "Placement", "get_backend", "detect_backend",
+           "register_backend", "BACKENDS"]
 
-BACKENDS = {"pyro": "ebm_ppl_pyro", "numpyro": "ebm_ppl_numpyro"}
+# backend name -> its package (imported when data of its kind first arrives)
+BACKENDS = {}
+# backend name -> the top-level modules of the array types it claims (read without importing them)
+ARRAY_MODULES = {}
+
+
+def register_backend(name, package, array_modules):
+    """Declare a backend: ``name`` (what ``backend=`` takes), the ``package`` that
+    implements the contract, and the top-level modules whose array types it claims for
+    detection (``("torch",)``). Two backends may claim the same arrays (a second backend on
+    JAX): such data then needs ``backend=``."""
+    BACKENDS[name] = package
+    ARRAY_MODULES[name] = tuple(array_modules)
+
+
+register_backend("pyro", "ebm_ppl_pyro", ("torch",))
+register_backend("numpyro", "ebm_ppl_numpyro", ("jax", "jaxlib"))
 
 
 class SiteInfo(NamedTuple):
@@ -152,7 +169,10 @@ class Optimizer(NamedTuple):
     state does not fit this optimizer and these parameters, or its step counts are not
     counts (negative; on NumPyro, whose optimizer state starts afresh with each fit that
     does not resume, above ``num_updates``). ``init(params, state=...)`` takes only the state
-    from ``state``: hyperparameters (learning rate, schedule) are the optimizer's own.
+    from ``state``: hyperparameters (learning rate, schedule) are the optimizer's own;
+    ``init(params, state=..., replace_params=True)`` takes the parameters from ``params``
+    where the state holds a copy of them (NumPyro's), so an edited ``FitState.params``
+    is honoured (without it, a copy that differs from ``params`` is refused).
     """
 
     init: Callable
@@ -161,6 +181,38 @@ class Optimizer(NamedTuple):
     kind: str = ""
     check: Callable = lambda params: None
     check_state: Callable = lambda state, params, num_updates=None: None
+
+
+@runtime_checkable
+class Placement(Protocol):
+    """How a fit is split over devices (NumPyro: a mesh, one program over global arrays)
+    or ranks (Pyro: ``torch.distributed``, each rank its own share); what
+    ``Backend.make_placement`` returns (None: one device / process)."""
+
+    #: ``"devices"`` or ``"ranks"`` (for messages).
+    kind: str
+    #: devices or ranks the fit is split over.
+    num_shards: int
+    #: this process's rank (0 on JAX devices).
+    rank: int
+    #: hashable identity, part of the compiled-update cache key.
+    key: Any
+
+    def local_estimator(self, estimator) -> Any:
+        """The estimator this shard runs: ``estimator.local_share(num_shards)`` for ranks,
+        the estimator itself for devices (one program over the global chains)."""
+
+    def local_indices(self, idx) -> Any:
+        """This shard's columns of the ``(updates, batch_size)`` minibatch indices."""
+
+    def sampling_seed(self, rng_seed: int) -> int:
+        """The seed of this shard's sampling stream (``rng_seed`` on rank 0 and devices)."""
+
+    def mean(self, tree) -> Any:
+        """The mean of ``tree`` over the shards (an all-reduce; the identity on devices)."""
+
+    def place(self, params, opt_state, est_state, data_values) -> tuple:
+        """The four placed where the fit runs (replicated, chains split)."""
 
 
 @runtime_checkable
@@ -289,6 +341,19 @@ class Ops(Protocol):
     def no_grad(self) -> Any:
         """A context in which no gradient is recorded."""
 
+    def chain_diagnostics(self, trace) -> tuple:
+        """``(split R-hat, ESS summed over chains)`` of ``trace`` (chains, draws), by the
+        framework's own diagnostics (``pyro.ops.stats`` / ``numpyro.diagnostics``)."""
+
+    def sample_distribution(self, dist, key, num: int) -> Any:
+        """``num`` draws of a framework distribution ``dist`` with the sampling stream ``key``
+        (NumPyro: ``dist.sample(key, (num,))``; Pyro: from a seed drawn from ``key``)."""
+
+    def compile_now(self) -> Any:
+        """A context in which functions compiled lazily are compiled at their first call of
+        a shape (Pyro captures a shape's graphs at its third call otherwise; a no-op where
+        ``jit`` compiles at the first call anyway)."""
+
     def cond(self, pred, true_fn: Callable, false_fn: Callable, operand) -> Any:
         """``true_fn(operand)`` if ``pred`` else ``false_fn(operand)``."""
 
@@ -300,7 +365,7 @@ class Ops(Protocol):
 
     def make_chunk_runner(self, step: Callable) -> Callable:
         """``run(carry, data_values, (idx, active)) -> (carry, stats)``: ``step`` over the
-        active updates of a chunk, stopping at the first failed one (``carry[5] >= 0``)."""
+        active updates of a chunk, stopping at the first failed one (``carry.failed >= 0``)."""
 
     def make_sample_runner(self, kernel, logdensity: Callable, run_kernel: Callable) -> Callable:
         """``run(key, position, aux, num_steps) -> (position, aux)``: ``num_steps``
@@ -378,12 +443,11 @@ def detect_backend(data, backend=None, argument="data"):
     kinds = set()
     for leaf in _leaves(data):
         module = type(leaf).__module__.split(".")[0]
-        if module == "torch":
-            kinds.add("pyro")
-        elif module in ("jax", "jaxlib"):
-            kinds.add("numpyro")
-        else:
-            kinds.add(None)
+        claims = [n for n, mods in ARRAY_MODULES.items() if module in mods]
+        if len(claims) > 1:
+            raise ValueError(f"{argument} of type {type(leaf).__name__} is claimed by backends {claims}: pass "
+                             "backend= to choose one")
+        kinds.add(claims[0] if claims else None)
     if len(kinds) == 1 and None not in kinds:
         return kinds.pop()
     if not kinds:

@@ -302,16 +302,7 @@ def pseudo_log_likelihood(problem, params_u, data_values):
 
 def _framework_diagnostics(ops, trace):
     """(split R-hat, ESS summed over chains) of ``trace`` (chains, draws) by the framework's own code."""
-    if ops.name == "pyro":
-        from pyro.ops.stats import effective_sample_size, split_gelman_rubin
-
-        t = trace.double()
-        return float(split_gelman_rubin(t, chain_dim=0, sample_dim=1)), float(
-            effective_sample_size(t, chain_dim=0, sample_dim=1))
-    from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
-
-    t = np.asarray(trace, np.float64)
-    return float(split_gelman_rubin(t)), float(effective_sample_size(t))
+    return ops.chain_diagnostics(trace)
 
 
 def chain_diagnostics(ctx, params_u, position, num_steps, step):

@@ -100,8 +100,6 @@ def test_transformations_and_loops(be):
                           ops.asarray(0.0, like))) == -1.0
     assert float(ops.fori_loop(0, 4, lambda i, c: c + i, ops.asarray(0.0, like))) == 6.0
     assert tuple(ops.eval_shape(lambda a: a[None], ops.asarray(np.zeros(3), like)).shape) == (1, 3)
-    with ops.no_grad():
-        pass
 
 
 def test_compile_model_gives_every_model_info_member(be, fw):
@@ -182,3 +180,97 @@ def test_value_and_grad_differentiable_gives_second_derivatives(be, fw):
         value, grads = ops.value_and_grad(half_sq_score)(params)
         np.testing.assert_allclose(float(value), 0.5 * prec**2 * np.sum(data**2), rtol=1e-5)
         np.testing.assert_allclose(float(grads["prec"]), prec**2 * np.sum(data**2), rtol=1e-5)
+
+
+def test_loops_contexts_and_diagnostics(be, fw):
+    """The members the fit, sample and monitors call that the tests above do not: the chunk
+    and sample runners, no_grad, compile_now, chain diagnostics, distribution draws,
+    shard_rows / with_placement on one device."""
+    from ebm_ppl.fit.step import Carry
+
+    ops = be.ops
+    like = ops.asarray(0.0, None)
+
+    def step(data_values, carry, x):
+        idx, active = x
+        t = carry.t + ops.xp.where(active, 1, 0)
+        return carry._replace(t=t, params=carry.params + data_values["x"][idx].sum()), (carry.params * 1.0,)
+
+    carry = Carry(ops.asarray(0.0, like), None, None, ops.seed(0, like), ops.asarray(0, None, int_=True),
+                  ops.asarray(-1, None, int_=True))
+    data = {"x": ops.asarray(np.arange(10.0), like)}
+    idx = ops.from_numpy(np.arange(10).reshape(5, 2), ops.int_dtype, like)
+    active = ops.asarray(np.arange(5) < 3, None, bool_=True)
+    out, stats = ops.make_chunk_runner(step)(carry, data, (idx, active))
+    assert int(out.t) == 3 and float(out.params) == 0 + 1 + 2 + 3 + 4 + 5  # rows 0-5 of 3 active updates
+    np.testing.assert_array_equal(ops.to_numpy(stats[0])[:3], [0.0, 1.0, 6.0])
+
+    with ops.no_grad():
+        value, grads = ops.value_and_grad(lambda p: (p["w"] ** 2).sum())({"w": ops.asarray(np.ones(2), like)})
+    np.testing.assert_allclose(ops.to_numpy(grads["w"]), [2.0, 2.0])  # value_and_grad works inside it
+    if fw.name == "pyro":
+        import torch
+        from ebm_ppl_pyro.capture_policy import capture_after
+
+        with ops.no_grad():
+            assert not torch.is_grad_enabled()
+        with ops.compile_now():
+            assert capture_after() == 0
+        assert capture_after() == 2
+    else:
+        with ops.compile_now():
+            assert float(ops.jit(lambda a: a + 1)(like)) == 1.0
+
+    rng = np.random.default_rng(0)
+    rhat, ess = ops.chain_diagnostics(ops.asarray(rng.normal(size=(4, 500)), like))
+    assert abs(rhat - 1) < 0.02 and ess > 1000  # independent draws: R-hat ~1, ESS ~2000
+    draws = ops.to_numpy(ops.sample_distribution(fw.dist.Normal(0.0, 1.0), ops.seed(1, like), 4000))
+    assert draws.shape == (4000,) and abs(draws.mean()) < 0.1 and abs(draws.std() - 1) < 0.1
+
+    assert ops.with_placement(None) is ops and be.make_placement(None) is None
+    tree = {"a": ops.asarray(np.arange(4.0), like)}
+    np.testing.assert_array_equal(ops.to_numpy(ops.shard_rows(tree)["a"]), np.arange(4.0))
+
+
+def test_sample_runner_params_store_and_placement(be, fw):
+    """make_sample_runner runs a kernel's transitions; store_params / restore_params
+    round-trip the parameters; a one-shard placement implements the Placement Protocol."""
+    import ebm_ppl
+    from ebm_ppl._problem import PROBE_SEED, Problem, run_kernel
+    from ebm_ppl.backend import Placement
+    from ebm_ppl.samplers import build_kernel
+
+    ops = be.ops
+    x = fw.array(ising_sample(np.full(12, 0.2), np.zeros(9), 20, seed=0))
+    info = be.compile_model(ising_model(fw), be.as_data(x), (), {})
+    like = info.data_to_values(x)["x"]
+    problem = Problem(ops, info)
+    kernel = build_kernel("auto", ops, list(info.sites.values()), probe=problem.probe(ops.seed(PROBE_SEED, like)))
+    position = problem.init_position(ops.seed(0, like), 8, "base")
+    run = ops.make_sample_runner(kernel, problem.logdensity_fn(info.init_params), run_kernel)
+    moved, aux = run(ops.seed(1, like), position, kernel.init(position), 5)
+    assert tuple(moved["x"].shape) == (8, 9) and set(np.unique(ops.to_numpy(moved["x"]))) <= {0.0, 1.0}
+    assert (ops.to_numpy(moved["x"]) != ops.to_numpy(position["x"])).any()
+
+    params = {k: v + 0.25 for k, v in info.init_params.items()}
+    be.store_params(info, params)
+    back = be.restore_params(info, {k: ops.copy_tree(v) for k, v in params.items()})
+    for k in params:
+        np.testing.assert_allclose(ops.to_numpy(back[k]), ops.to_numpy(params[k]))
+
+    if fw.name == "pyro":
+        from ebm_ppl_pyro.parallel import TorchDistributedPlacement
+
+        placement = TorchDistributedPlacement(0, 1)
+    else:
+        placement = be.make_placement(1)
+    assert isinstance(placement, Placement) and placement.num_shards == 1
+    est = ebm_ppl.PCD(20, 1)
+    assert vars(placement.local_estimator(est)) == vars(est)
+    idx = np.arange(12).reshape(3, 4)
+    np.testing.assert_array_equal(placement.local_indices(idx), idx)
+    assert placement.sampling_seed(7) == 7
+    placed = placement.place(params, None, {"x": like}, {"x": like})
+    np.testing.assert_array_equal(ops.to_numpy(placed[3]["x"]), ops.to_numpy(like))
+    if fw.name == "numpyro":  # torch's all-reduce needs an initialized process group (test_distributed.py)
+        np.testing.assert_allclose(ops.to_numpy(placement.mean((ops.asarray(3.0, like),))[0]), 3.0)

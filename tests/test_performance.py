@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import ebm_ppl
-import ebm_ppl.api
+import ebm_ppl.fit
 from ebm_ppl._problem import PROBE_SEED, Problem
 from ebm_ppl.backend import get_backend
 from ebm_ppl.samplers import BlockGibbs

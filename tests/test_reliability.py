@@ -384,7 +384,7 @@ def test_sigint_during_a_chunk_lets_it_finish_then_stops(fw, monkeypatch):
     """A SIGINT that arrives while a chunk runs (here: as the chunk runner returns) is
     honoured after that chunk: its updates are kept, none follow; the deferral's handler
     is gone afterwards."""
-    from ebm_ppl import api
+    from ebm_ppl.fit import loop as api
 
     kw = _kw(fw)
     calls, real = [], api._run_chunk
@@ -413,7 +413,7 @@ def test_chunk_sizes_keep_an_interrupt_within_the_target_time():
     """Chunks are sized from the measured time per update (here given, not measured) so that
     one lasts about ``target_s`` (0.2 s), and a chunk never runs more than 4x the updates of
     the last: a deferred SIGINT waits at most about one chunk, on a fast or a slow machine."""
-    from ebm_ppl.api import _ChunkSizer
+    from ebm_ppl.fit.loop import _ChunkSizer
 
     for per_update in [1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.2, 1.0, 5.0]:  # seconds: fast to very slow
         sizer, n, last = _ChunkSizer(10_000), 1, 1
@@ -432,7 +432,7 @@ def test_keyboard_interrupt_under_another_handler(fw, where, monkeypatch):
     caught between chunks and still carries the last consistent result: raised from a
     monitor between chunks, or as the chunk runner returns (the chunk's updates are then
     not part of the result)."""
-    from ebm_ppl import api
+    from ebm_ppl.fit import loop as api
 
     if fw.name == "pyro" and where != "between chunks":
         pytest.skip("a KeyboardInterrupt raised inside a Pyro step may land mid-step; the default handler is deferred")

@@ -225,6 +225,21 @@ class JaxOps:
     def no_grad(self):
         return contextlib.nullcontext()
 
+    def chain_diagnostics(self, trace):
+        """Split R-hat and ESS of ``trace`` (chains, draws) by ``numpyro.diagnostics``."""
+        from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+
+        t = np.asarray(trace, np.float64)
+        return float(split_gelman_rubin(t)), float(effective_sample_size(t))
+
+    def sample_distribution(self, dist, key, num):
+        """``num`` draws of ``dist``: ``dist.sample(key, (num,))``."""
+        return dist.sample(key, (num,))
+
+    def compile_now(self):
+        """A no-op: ``jax.jit`` compiles at the first call of a shape anyway."""
+        return contextlib.nullcontext()
+
     def fori_loop(self, lower, upper, body, init):
         if isinstance(lower, int) and isinstance(upper, int) and upper - lower == 1:
             return body(lower, init)  # one iteration: no XLA while loop (and its copies)

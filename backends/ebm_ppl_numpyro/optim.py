@@ -52,6 +52,14 @@ def _check_counts(fresh_leaves, saved_leaves, num_updates, kind):
                                  f"(leaf {i}), not a count in [0, {top}] (the updates done)")
 
 
+def _param_positions(optimizer, state):
+    """Where each parameter leaf sits among the leaves of an optimizer state: every leaf
+    is replaced by its position, and ``get_params`` picks the parameters' positions out."""
+    leaves, tree = jax.tree_util.tree_flatten(state)
+    marked = jax.tree_util.tree_unflatten(tree, [jnp.full(jnp.shape(x), i, jnp.float32) for i, x in enumerate(leaves)])
+    return [int(jnp.ravel(x)[0]) for x in jax.tree_util.tree_leaves(optimizer.get_params(marked))]
+
+
 def make_optimizer(optimizer=None):
     """Wrap a ``numpyro.optim`` optimizer or an ``optax.GradientTransformation``
     (default ``numpyro.optim.Adam(1e-2)``); the update is pure and jittable."""
@@ -73,13 +81,22 @@ def make_optimizer(optimizer=None):
             )
     kind = _kind(optimizer, is_optax)
 
-    def init(params, state=None):
+    def init(params, state=None, replace_params=False):
         """A fresh state, or the saved leaves (``get_state``) put back into the tree of a
-        fresh state (its structure holds a ``PyTreeDef``, which is not data to save)."""
+        fresh state (its structure holds a ``PyTreeDef``, which is not data to save).
+
+        The optimizer's state holds its own copy of the parameters: ``resume=`` refuses a
+        state whose copy is not ``params``; with ``replace_params=True`` (Trainer.update,
+        where the caller may have edited ``state.params``) ``params`` replace the copy."""
         fresh = optimizer.init(params)
         if state is None:
             return fresh
         saved = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh), list(state))
+        if replace_params:
+            leaves = list(state)
+            for where, value in zip(_param_positions(optimizer, fresh), jax.tree_util.tree_leaves(params)):
+                leaves[where] = value
+            return _own_hyperparams(fresh, jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh), leaves))
         inside = jax.tree_util.tree_leaves(optimizer.get_params(saved))
         if any(not bool(jnp.array_equal(a, b)) for a, b in zip(inside, jax.tree_util.tree_leaves(params))):
             raise ValueError("resume: the parameters held in the result's optimizer state are not "

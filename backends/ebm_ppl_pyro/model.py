@@ -28,6 +28,7 @@ from ebm_ppl._sites import (Same, Transform, base_constraint, check_covariates, 
                             split_covariates)
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
+from .capture_policy import capture_after
 from .plates import plates
 from .rows import has_nonfinite, in_support, support_repr, supports_by_row
 
@@ -338,7 +339,6 @@ class _Functions:
         return {n: recorded.trace.nodes[n]["value"].detach() for n in self.det_names}
 
 
-_CAPTURE_AFTER = 2
 _GRAPHS = collections.OrderedDict()
 _GRAPHS_SIZE = 16
 
@@ -674,7 +674,7 @@ class _Captured:
         key = (tuple(names), *[(a.shape, a.dtype, a.device) for a in args], *extra)
         if key not in self.cache:  # capture a shape at its third call, so that one-off
             calls = self.calls.get(key, 0)  # shapes (structure probes) never are
-            if calls < _CAPTURE_AFTER:
+            if calls < capture_after():
                 self.calls[key] = calls + 1
                 return self.eager(params_u, values, *extra)
             self.cache[key] = self._capture(params_u, values, names, extra)

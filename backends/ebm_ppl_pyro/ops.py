@@ -10,6 +10,8 @@ import copy
 import numpy as np
 import torch
 
+from .capture_policy import capture_at_first_call
+
 __all__ = ["ops"]
 
 
@@ -183,6 +185,26 @@ class TorchOps:
     def no_grad(self):
         return torch.no_grad()
 
+    def chain_diagnostics(self, trace):
+        """Split R-hat and ESS of ``trace`` (chains, draws) by ``pyro.ops.stats``."""
+        from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+
+        t = torch.as_tensor(trace).double()
+        return float(split_gelman_rubin(t, chain_dim=0, sample_dim=1)), float(
+            effective_sample_size(t, chain_dim=0, sample_dim=1))
+
+    def sample_distribution(self, dist, key, num):
+        """``num`` draws of ``dist`` under a seed drawn from ``key`` (torch's global stream
+        forked, so the caller's is untouched)."""
+        seed = int(torch.randint(0, 2**62, (), generator=key, device=key.device))
+        with torch.random.fork_rng(devices=[] if key.device.type == "cpu" else [key.device]):
+            torch.manual_seed(seed)
+            return dist.sample((num,))
+
+    def compile_now(self):
+        """The model's graphs captured at the first call of a shape (see ``model._Captured``)."""
+        return capture_at_first_call()
+
     def cond(self, pred, true_fn, false_fn, operand):
         return true_fn(operand) if bool(pred) else false_fn(operand)
 
@@ -198,7 +220,7 @@ class TorchOps:
                     break
                 carry, out = step(data_values, carry, (rows[i], flags[i]))
                 outs.append(out)
-                if int(carry[5]) >= 0:
+                if int(carry.failed) >= 0:
                     break
             if not outs:
                 nan = torch.full((0,), float("nan"))

@@ -281,7 +281,8 @@ def make_optimizer(optimizer=None):
         )
     kind = _kind(optimizer)
 
-    def init(params, state=None):
+    def init(params, state=None, replace_params=False):
+        # the torch optimizers hold no copy of the parameters: replace_params changes nothing
         store = pyro.get_param_store()
         for p in [p for p in optimizer.optim_objs if store.param_name(p) is None]:  # from a cleared store
             del optimizer.optim_objs[p]

@@ -13,5 +13,12 @@ from .replay import ReplayBuffer, ReplayState
 from .score_matching import ScoreMatching
 from .tempering import PT, PTState
 
-__all__ = ["Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "NCE", "NCEState", "PCD", "PCDState",
+
+
+def default_estimator():
+    """The estimator a fit uses when none is given: ``PCD(num_chains=100, num_steps=1)``."""
+    return PCD()
+
+
+__all__ = ["default_estimator", "Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "NCE", "NCEState", "PCD", "PCDState",
            "PT", "PTState", "PseudoLikelihood", "RatioMatching", "ReplayBuffer", "ReplayState", "ScoreMatching"]

@@ -309,14 +309,7 @@ def _given_log_prob(problem, noise, rows):
 
 def _sample(ops, dist, key, num):
     """``num`` draws of ``dist`` with the framework's calling convention (see :class:`NCE`)."""
-    if ops.name != "pyro":
-        return dist.sample(key, (num,))
-    import torch
-
-    seed = int(torch.randint(0, 2**62, (), generator=key, device=key.device))
-    with torch.random.fork_rng(devices=[] if key.device.type == "cpu" else [key.device]):
-        torch.manual_seed(seed)
-        return dist.sample((num,))
+    return ops.sample_distribution(dist, key, num)
 
 
 # ---- checks

@@ -1,0 +1,124 @@
+"""One parameter update as a pure function of the loop's carry."""
+
+from typing import Any, NamedTuple
+
+
+from ..estimators.base import HISTORY
+
+
+# The most updates per call of the chunk runner (its fixed length: one compiled program).
+# Each call costs some microseconds of Python (minibatch indices, statistics to the host,
+# the progress bar); calls are sized by time (_ChunkSizer) up to this length, and on
+# NumPyro the updates past the active ones are not run.
+_CHUNK_UPDATES = 256
+
+HISTORY_NAMES = _HISTORY = HISTORY
+# statistics that must be finite for an update to be applied (the acceptance rate is NaN
+# for samplers without one)
+_CHECKED = ("positive_log_density", "negative_log_density")
+
+
+class Carry(NamedTuple):
+    """The loop state of a fit, threaded through every update (a pytree on NumPyro)."""
+
+    params: Any  # unconstrained parameters
+    opt_state: Any
+    est_state: Any  # the estimator's chains and the sampler's adapted step sizes
+    key: Any  # the sampling stream
+    t: Any  # updates applied in this call (an integer array)
+    failed: Any  # the index of the first non-finite update of this call, or -1
+
+
+def _negative_chains(estimator, est_state):
+    """The estimator's chains (sampler space), as it declares them."""
+    return estimator.negative_chains(est_state)
+
+
+def _tree_sub(a, b):
+    """``a - b`` leaf by leaf over nested dicts, lists and tuples (module parameters)."""
+    if isinstance(a, dict):
+        return {k: _tree_sub(v, b[k]) for k, v in a.items()}
+    if isinstance(a, (list, tuple)):
+        return type(a)(_tree_sub(x, y) for x, y in zip(a, b))
+    return a - b
+
+
+def make_update(problem, estimator, optimizer, num_data, placement=None):
+    """One parameter update as a pure function ``update(carry, batch, index, active) ->
+    (carry, stats)`` of the loop's :class:`Carry`, a minibatch's values and their rows in
+    the data set (``index``: where per-example chains are kept).
+
+    The estimator owns the objective (:meth:`~ebm_ppl.estimators.base.Estimator.step`:
+    its loss, gradient, statistics and new state); the update adds the model's
+    parameter-only factors (``info.log_prior``), which count once per data set: the loss
+    is a mean over examples, so they enter it divided by ``num_data``, the size of the
+    data set (not of the batch: the objective is Σᵢ log p(xᵢ | θ) + log prior(θ), as
+    Pyro's plate scaling counts a global site).
+
+    Over several devices or ranks (``placement``), the minibatch and the chains are split
+    along their first axis (``ops.shard_rows``: a sharding constraint on JAX, each rank's
+    own share on PyTorch) and ``placement.mean`` averages the gradient and the update's
+    statistics over the ranks (PyTorch's all-reduce; on JAX the means are already global).
+
+    An update whose loss, gradients or new parameters are not all finite is not applied:
+    the carry keeps the parameters, optimizer and chains from before it and records the
+    update's index in ``failed`` (every later update of the call is skipped)."""
+    ops, info, xp = problem.ops, problem.info, problem.ops.xp
+    stat_names = _HISTORY[1:] + tuple(estimator.history_names)
+
+    def objective(carry, batch, idx):
+        """The estimator's step plus the parameter-only factors (and the mean over ranks)."""
+        key, key_neg = ops.split(carry.key, 2)
+        out = estimator.step(key_neg, problem, carry.est_state, carry.params, ops.shard_rows(batch),
+                             batch_index=idx)
+        loss, grads = out.loss, out.grads
+        nan = ops.stop_gradient(loss) * float("nan")  # a statistic the estimator does not report
+        stats = tuple(out.stats.get(n, nan) for n in stat_names)
+        if info.log_prior is not None:  # a penalty / log prior on θ, once per data set
+            prior, prior_grads = ops.value_and_grad(lambda p: info.log_prior(p) / num_data)(carry.params)
+            loss = loss - prior
+            grads = _tree_sub(grads, prior_grads)
+        if placement is not None:  # every rank then sees the same gradient and statistics
+            loss, stats, grads = placement.mean((loss, stats, grads))
+        checked = tuple(s for n, s in zip(stat_names, stats) if n in _CHECKED and n in out.stats)
+        return key, ops.shard_rows(out.state), loss, grads, stats, checked
+
+    def update(carry, batch, idx, active):
+        params, opt_state, est_state, old_key, t, failed = carry
+        key, new_est, loss, grads, stats, checked = objective(carry, batch, idx)
+        ok = ops.all_finite((loss, checked, grads))
+        go = active & ok & (failed < 0)
+
+        def apply(_):  # the optimizer says whether its new parameters are all finite
+            new_params, new_opt, finite = optimizer.update(grads, opt_state, params, loss)
+            return new_params, new_opt, estimator.after_gradient(new_est, grads), finite
+
+        def skip(_):
+            return params, opt_state, est_state, ops.asarray(True, None, bool_=True)
+
+        params2, opt2, est2, finite = ops.cond(go, apply, skip, None)
+        params2, opt2, est2 = ops.cond(finite, lambda _: (params2, opt2, est2),
+                                       lambda _: (params, opt_state, est_state), None)
+        ok = ok & finite
+        key = ops.select_key(active, key, old_key)
+        failed = xp.where(active & ~ok & (failed < 0), t, failed)
+        t = t + xp.where(active, 1, 0)
+        return Carry(params2, opt2, est2, key, t, failed), (loss,) + stats
+
+    return update
+
+
+def _make_step(problem, estimator, optimizer, num_data, placement=None):
+    """:func:`make_update` over rows of the data set: ``step(data_values, carry, (indices,
+    active)) -> (carry, stats)``, the function the chunk runners loop over."""
+    update = make_update(problem, estimator, optimizer, num_data, placement)
+
+    def step(data_values, carry, x):
+        idx, active = x
+        return update(carry, {k: v[idx] for k, v in data_values.items()}, idx, active)
+
+    return step
+
+
+# Compiled updates (NumPyro) kept across calls, so that resuming a fit, or fitting the same
+# model again, does not trace and compile again. The key holds the model and its arguments by
