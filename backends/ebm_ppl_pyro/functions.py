@@ -21,6 +21,7 @@ from ebm_ppl.backend import ModelInfo, SiteInfo
 
 from .capture import _Captured, _CapturedGrad, _CapturedWeighted
 from .handlers import _LogDensityMessenger, _is_factor
+from .param_store import store_state
 from .rows import support_repr
 
 
@@ -79,7 +80,8 @@ class _Functions:
                  params, covariate_leaves=None, data_rows=None):
         self.model, self.traced, self.model_args, self.model_kwargs = model, traced, model_args, model_kwargs
         self.data, self.trace, self.covariates, self.param_names = data, trace, covariates, param_names
-        self.store = store = pyro.get_param_store()
+        store = pyro.get_param_store()
+        self.store_constraints = store_state()["constraints"]
         self.leaves = data if isinstance(data, dict) else {"data": data}
         # all rows of the covariates (``data`` may be the first rows only: see compile_model)
         self.covariate_leaves = ({k: self.leaves[k] for k in covariates} if covariate_leaves is None
@@ -129,8 +131,8 @@ class _Functions:
                          log_prior=self.log_prior if self.global_names else None, deterministic=self.deterministic)
 
     def _constraint(self, name):
-        if name in self.store._constraints:
-            return self.store._constraints[name]
+        if name in self.store_constraints:
+            return self.store_constraints[name]
         return self.trace.nodes[name]["kwargs"].get("constraint", constraints.real)
 
     def constrain(self, params_u):

@@ -3,12 +3,13 @@ latents, substitutes parameters, sums log-probabilities per example), the tensor
 module's own parameters, and the site recorder that explains a failed first run."""
 
 import torch
-import pyro
 import pyro.distributions as dist
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
+
+from .param_store import stored_unconstrained
 
 
 def _is_factor(site):
@@ -50,7 +51,7 @@ class _LogDensityMessenger(Messenger):
                 self.swap.__enter__()
                 self.swap_entered = True
             self.swap.swap[id(init)] = (init, value)
-            stored = pyro.get_param_store()._params.get(msg["name"])
+            stored = stored_unconstrained(msg["name"])
             if stored is not None:
                 self.swap.swap[id(stored)] = (stored, value)
             return

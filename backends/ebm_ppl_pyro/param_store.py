@@ -20,28 +20,44 @@ def store_params(info, params_u):
     return None
 
 
+def store_state():
+    """The param store's ``get_state()``: {"params": name -> unconstrained tensor,
+    "constraints": name -> constraint} (shallow copies of the store's own dicts).
+
+    ``get_state`` removes the ``unconstrained`` weak reference that the store attaches to a
+    parameter it hands out (to let the tensors be pickled); it is put back here, so that
+    a tensor a caller got from ``pyro.param`` before still answers ``.unconstrained()``."""
+    store = pyro.get_param_store()
+    refs = {name: vars(t).get("unconstrained") for name, t in store.named_parameters()}
+    state = store.get_state()
+    for name, t in state["params"].items():
+        if refs.get(name) is not None:
+            t.unconstrained = refs[name]
+    return state
+
+
+def stored_unconstrained(name):
+    """The param store's unconstrained tensor of ``name`` (None when it holds no such parameter)."""
+    store = pyro.get_param_store()
+    return store.get_param(name).unconstrained() if name in store else None
+
+
 def snapshot_params():
     """The param store's names, constraints and (copies of the) unconstrained values."""
-    store = pyro.get_param_store()
-    return {name: (store._params[name], store._params[name].detach().clone(), store._constraints.get(name))
-            for name in list(store._params)}
+    state = store_state()
+    return {name: (t, t.detach().clone(), state["constraints"].get(name)) for name, t in state["params"].items()}
 
 
 def restore_snapshot(snapshot):
     """Put the param store back as :func:`snapshot_params` found it: parameters a rejected
-    call added are removed, values and constraints of the others restored (in place)."""
+    call added are removed, values and constraints of the others restored (values in place;
+    the store then holds the snapshot's own tensors, in its order of names as it was)."""
     store = pyro.get_param_store()
-    for name in [n for n in store._params if n not in snapshot]:
-        del store[name]
+    order = [n for n in store.keys() if n in snapshot] + [n for n in snapshot if n not in store]
     with torch.no_grad():
         for name, (tensor, value, constraint) in snapshot.items():
-            if store._params.get(name) is not tensor:
-                old = store._params.get(name)
-                if old is not None:
-                    store._param_to_name.pop(old, None)
-                store._params[name] = tensor
-                store._param_to_name[tensor] = name
             if tensor.shape == value.shape:
                 tensor.copy_(value)
-            if constraint is not None:
-                store._constraints[name] = constraint
+    store.clear()
+    store.set_state({"params": {n: snapshot[n][0] for n in order},
+                     "constraints": {n: snapshot[n][2] for n in order if snapshot[n][2] is not None}})
