@@ -111,18 +111,45 @@ def _simplify(graph, inputs, drop_detach=False):
     gradients), so its ``detach`` nodes are no-ops."""
     g = graph.graph
     if drop_detach and not any(_mutates(n) for n in g.nodes):
-        outputs = _output_nodes(g)
-        for n in list(g.nodes):
-            if n.op == "call_function" and _op_name(n.target) == "detach" and not (
-                    n in outputs and n.args[0].op == "placeholder"):  # outputs never alias inputs
-                n.replace_all_uses_with(n.args[0])
-                g.erase_node(n)
+        _drop_detaches(g)
+    _drop_noop_reshapes(g)
+    g.eliminate_dead_code()
+    graph.recompile()
+    _fold_constants(graph, inputs)
+    g.eliminate_dead_code()
+    if not any(_mutates(n) for n in g.nodes):  # the rewrites below change which tensors alias which
+        _drop_identities(graph)
+        _drop_reshape_chains(g)
+        _merge_repeats(g)
+        g.eliminate_dead_code()
+    graph.recompile()
+    return graph
+
+
+def _drop_detaches(g):
+    """Replace each ``detach`` node by its input (for a graph run under ``torch.no_grad``),
+    except an output that would then be a graph input (outputs never alias inputs)."""
+    outputs = _output_nodes(g)
+    for n in list(g.nodes):
+        if n.op == "call_function" and _op_name(n.target) == "detach" and not (
+                n in outputs and n.args[0].op == "placeholder"):
+            n.replace_all_uses_with(n.args[0])
+            g.erase_node(n)
+
+
+def _drop_noop_reshapes(g):
+    """Replace each reshape to the shape its input already has (see :func:`_same_shape_reshape`) by its input."""
     for n in list(g.nodes):
         if _same_shape_reshape(n):
             n.replace_all_uses_with(n.args[0])
             g.erase_node(n)
-    g.eliminate_dead_code()
-    graph.recompile()
+
+
+def _fold_constants(graph, inputs):
+    """Run ``graph`` once on ``inputs`` through :class:`_Simplify` (which also switches
+    operators to torch's direct bindings where they agree) and replace each value that
+    depends on no input, and has a user that does, by a buffer ``_folded_<i>``."""
+    g = graph.graph
     interp = _Simplify(graph)
     with torch.no_grad():
         interp.run(*inputs)
@@ -135,14 +162,6 @@ def _simplify(graph, inputs, drop_detach=False):
             with g.inserting_before(n):
                 const = g.get_attr(name)
             n.replace_all_uses_with(const)
-    g.eliminate_dead_code()
-    if not any(_mutates(n) for n in g.nodes):  # the rewrites below change which tensors alias which
-        _drop_identities(graph)
-        _drop_reshape_chains(g)
-        _merge_repeats(g)
-        g.eliminate_dead_code()
-    graph.recompile()
-    return graph
 
 
 def _mutates(n):
