@@ -258,6 +258,13 @@ def _replay(optimizer, p, saved, cache):
     return {"optimizer": optim, "scheduler": copy.deepcopy(scheduler)} if scheduled else optim
 
 
+def _drop_unconsumed(optimizer, names):
+    """Drop the states that ``optimizer.set_state`` was given for ``names`` and that Pyro has
+    not yet loaded (it loads one when it first steps a parameter of that name): None is
+    what Pyro then takes for "no saved state"."""
+    optimizer.set_state({name: None for name in names})
+
+
 def make_optimizer(optimizer=None):
     """Wrap a ``pyro.optim.PyroOptim`` (default ``pyro.optim.Adam({"lr": 1e-2})``).
 
@@ -284,9 +291,7 @@ def make_optimizer(optimizer=None):
         if state is not None:  # resume: fresh torch optimizers, loaded with the saved state
             optimizer.optim_objs.clear()
             optimizer.grad_clip.clear()
-            # states set before and never consumed (Pyro loads a saved state when it first steps
-            # a parameter) are dropped: None is what Pyro's set_state loads as "no state"
-            optimizer.set_state({name: None for name in set(store.keys()) | set(params)})
+            _drop_unconsumed(optimizer, set(store.keys()) | set(params))
             cache = {}
             own = {name: _replay(optimizer, params[name], st, cache) for name, st in state.items()}
             optimizer.set_state(copy.deepcopy(own))
