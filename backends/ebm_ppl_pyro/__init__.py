@@ -1,7 +1,8 @@
 """The Pyro (PyTorch) backend of ebm_ppl."""
 
 from .ops import ops
-from .model import compile_model, as_data, restore_params, store_params, snapshot_params, restore_snapshot
+from .tracing import compile_model, as_data
+from .param_store import restore_params, store_params, snapshot_params, restore_snapshot
 from .optim import make_optimizer
 from .parallel import make_placement
 

@@ -91,11 +91,6 @@ class _Merged:
         self.tensors = list(self.params) + [v for st in self.states for v in st.values() if torch.is_tensor(v)]
         self.others = [(st, k, v) for st in self.states for k, v in st.items() if not torch.is_tensor(v)]
         self.buffers = [torch.empty_like(t) for t in self.tensors]
-        # the step itself, without torch's wrappers (profiler annotation and hooks: none can be
-        # registered on this private optimizer; grad mode: set here, ``differentiable`` is False)
-        self.raw_step = type(self.merged).step
-        while hasattr(self.raw_step, "__wrapped__"):
-            self.raw_step = self.raw_step.__wrapped__
 
     @staticmethod
     def possible(opt_state, params):
@@ -130,7 +125,7 @@ class _Merged:
         for p, g in zip(self.params, grads):
             p.grad = g
         with torch.no_grad():
-            self.raw_step(self.merged)
+            self.merged.step()  # torch's public step (no hooks are registered on this private optimizer)
         for p in self.params:
             p.grad = None
         if _all_finite(self.params):
@@ -263,6 +258,13 @@ def _replay(optimizer, p, saved, cache):
     return {"optimizer": optim, "scheduler": copy.deepcopy(scheduler)} if scheduled else optim
 
 
+def _drop_unconsumed(optimizer, names):
+    """Drop the states that ``optimizer.set_state`` was given for ``names`` and that Pyro has
+    not yet loaded (it loads one when it first steps a parameter of that name): None is
+    what Pyro then takes for "no saved state"."""
+    optimizer.set_state({name: None for name in names})
+
+
 def make_optimizer(optimizer=None):
     """Wrap a ``pyro.optim.PyroOptim`` (default ``pyro.optim.Adam({"lr": 1e-2})``).
 
@@ -290,7 +292,7 @@ def make_optimizer(optimizer=None):
         if state is not None:  # resume: fresh torch optimizers, loaded with the saved state
             optimizer.optim_objs.clear()
             optimizer.grad_clip.clear()
-            optimizer._state_waiting_to_be_consumed.clear()
+            _drop_unconsumed(optimizer, set(store.keys()) | set(params))
             cache = {}
             own = {name: _replay(optimizer, params[name], st, cache) for name, st in state.items()}
             optimizer.set_state(copy.deepcopy(own))
