@@ -60,13 +60,19 @@ def _param_positions(optimizer, state):
     return [int(jnp.ravel(x)[0]) for x in jax.tree_util.tree_leaves(optimizer.get_params(marked))]
 
 
+def _is_numpyro_optim(optimizer):
+    """A ``numpyro.optim`` optimizer (by its public interface: ``init``, ``update``,
+    ``get_params``; an optax transformation has no ``get_params``)."""
+    return all(callable(getattr(optimizer, n, None)) for n in ("init", "update", "get_params"))
+
+
 def make_optimizer(optimizer=None):
     """Wrap a ``numpyro.optim`` optimizer or an ``optax.GradientTransformation``
     (default ``numpyro.optim.Adam(1e-2)``); the update is pure and jittable."""
     if optimizer is None:
         optimizer = numpyro.optim.Adam(step_size=1e-2)
     is_optax = False
-    if not isinstance(optimizer, numpyro.optim._NumPyroOptim):
+    if not _is_numpyro_optim(optimizer):
         try:
             import optax
         except ImportError:  # pragma: no cover

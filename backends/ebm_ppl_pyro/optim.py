@@ -9,6 +9,8 @@ import pyro
 import pyro.optim
 from pyro.optim.clipped_adam import ClippedAdam
 from pyro.optim.lr_scheduler import PyroLRScheduler
+from pyro.optim.optim import normalize_param_name
+from pyro.params import module_from_param_with_module_name, user_param_name
 
 from ebm_ppl.backend import Optimizer
 
@@ -247,15 +249,36 @@ def _replay(optimizer, p, saved, cache):
         steps = int(saved["scheduler"]["last_epoch"])
     else:
         steps = int(float(optim_state["state"].get(0, {}).get("step", 0))) if decays else 0
-    key = (repr(sorted(optimizer._get_optim_args(p).items())), steps)
+    key = (repr(sorted(_optim_args(optimizer, p).items())), steps)
     if key not in cache:
-        fresh = optimizer._get_optim(p)  # a new torch optimizer (in a new scheduler) for p
+        fresh = _fresh_optim(optimizer, p)  # a new torch optimizer (in a new scheduler) for p
         torch_optim = fresh.optimizer if scheduled else fresh
         _advance(fresh, torch_optim, steps, decays, scheduled)
         cache[key] = (torch_optim.state_dict()["param_groups"], fresh.state_dict() if scheduled else None)
     groups, scheduler = cache[key]
     optim = {"state": optim_state["state"], "param_groups": copy.deepcopy(groups)}
     return {"optimizer": optim, "scheduler": copy.deepcopy(scheduler)} if scheduled else optim
+
+
+def _optim_args(optimizer, p):
+    """The torch optimizer's arguments for parameter ``p``, as ``PyroOptim`` computes them
+    (a dict, or a callable of the parameter's name), from its public attributes."""
+    args = optimizer.pt_optim_args
+    if not callable(args):
+        return args
+    name = pyro.get_param_store().param_name(p)
+    if optimizer.pt_optim_args_argc == 1:
+        return args(normalize_param_name(name))
+    return args(module_from_param_with_module_name(name), user_param_name(name))
+
+
+def _fresh_optim(optimizer, p):
+    """A new torch optimizer for ``p`` (in a new scheduler for ``PyroLRScheduler``), made
+    as Pyro makes one, from the wrapper's public constructor attributes."""
+    optim = optimizer.pt_optim_constructor([p], **_optim_args(optimizer, p))
+    if isinstance(optimizer, PyroLRScheduler):
+        return optimizer.pt_scheduler_constructor(optim, **optimizer.kwargs)
+    return optim
 
 
 def _drop_unconsumed(optimizer, names):
