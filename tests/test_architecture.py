@@ -283,3 +283,26 @@ def test_no_estimator_class_is_named_outside_the_estimators_package():
             if ident in names:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} {ident}")
     assert found == []
+
+
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_is_longer_than_600_lines():
+    long = sorted(f"{path.relative_to(ROOT)} ({n} lines)" for path, _ in _modules().values()
+                  if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES)
+    assert long == []
+
+
+def test_no_private_framework_internals_the_issue_named():
+    """Issue 21: Pyro's param store, optimizers and NumPyro's optimizer classes are used
+    through their public API (the private members once used are named here)."""
+    private = {"_params", "_param_to_name", "_constraints", "_state_waiting_to_be_consumed", "__wrapped__",
+               "_get_optim", "_get_optim_args", "_NumPyroOptim"}
+    found = []
+    for name, (path, _) in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in private and not (
+                    isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+    assert found == []
