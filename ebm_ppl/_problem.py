@@ -11,7 +11,7 @@ import numpy as np
 
 from ._one_hot import is_one_hot, random_states
 from .backend import detect_backend, get_backend
-from .samplers._numerics import differentiate
+from .samplers._numerics import Target, differentiate
 
 __all__ = ["Problem", "Probes", "run_kernel", "compile_problem", "PROBE_SEED"]
 
@@ -110,7 +110,7 @@ class Problem:
         num = like.shape[0]
         if start is not None:
             position = dict(start)
-        elif getattr(self.positive_kernel.step, "redraws_all", False):
+        elif self.positive_kernel.redraws_all:
             # the first step draws every latent coordinate afresh given the batch, whatever
             # its current value (one block-Gibbs block): a draw from the base is wasted work
             position = {n: self.ops.zeros((num,) + tuple(self.sites[n].shape), self.sites[n].dtype, like)
@@ -142,8 +142,7 @@ class Problem:
             ld, grads = info.log_density_grad(params, values, names, value=value)
             return (None if ld is None else ld + log_jac), grads
 
-        logdensity.value_and_grad = value_and_grad
-        return logdensity
+        return Target(logdensity, value_and_grad)
 
     def from_internal(self, position, with_jacobian=False):
         values, log_jac = {}, 0.0

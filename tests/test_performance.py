@@ -61,10 +61,10 @@ def exact_mean(J, h):
 def test_rbm_layers_take_the_gradient_path(fw):
     x = (np.random.default_rng(0).random((20, 6)) < 0.5).astype(np.float32)
     kernel = _kernel(fw, rbm_model(fw, 6, 3), fw.array(x), BlockGibbs(["h", "v"]))
-    assert kernel.step.paths == ("gradient", "gradient")
-    assert not kernel.step.redraws_all  # two blocks: the second sees the first's new values
+    assert kernel.paths == ("gradient", "gradient")
+    assert not kernel.redraws_all  # two blocks: the second sees the first's new values
     positive = _kernel(fw, rbm_model(fw, 6, 3), fw.array(x), BlockGibbs(["h", "v"]).restrict({"h"}), {"h"})
-    assert positive.step.redraws_all
+    assert positive.redraws_all
 
 
 @pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
@@ -75,8 +75,8 @@ def test_non_affine_model_takes_the_rows_path_and_stays_exact(fw):
     data = fw.array(ising_sample(J, h, 10, seed=0))
     blocks = [{"x": EVEN}, {"x": ~EVEN}]
     kernel = _kernel(fw, cubic_ising_model(fw), data, BlockGibbs(blocks))
-    assert kernel.step.paths == ("rows", "rows")
-    assert _kernel(fw, ising_model(fw), data, BlockGibbs(blocks)).step.paths == ("gradient", "gradient")
+    assert kernel.paths == ("rows", "rows")
+    assert _kernel(fw, ising_model(fw), data, BlockGibbs(blocks)).paths == ("gradient", "gradient")
     params = {"J": fw.array(J), "h": fw.array(h)}
     draws = ebm_ppl.sample(cubic_ising_model(fw), params, data[:1], num_samples=4000, num_chains=200,
                            num_warmup=100, thinning=5, sampler=BlockGibbs(blocks))

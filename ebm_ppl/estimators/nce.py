@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._registry import state_type
+from ..samplers._numerics import Target
 from .._problem import PROBE_SEED
 from ..evaluation.analytic import sum_out, summable_sites
 from .base import Estimator, Step
@@ -282,11 +283,8 @@ def _free_energy(problem, params, rows, name, lo, hi):
     site = problem.sites[name]
     values = {**rows, name: ops.zeros((first.shape[0],) + tuple(site.shape), ops.asarray(0.0, None).dtype, first)}
 
-    def log_density(values):
-        return info.log_density(params, values)
-
-    log_density.value_and_grad = lambda values, names, value=True: info.log_density_grad(
-        params, values, names, value=value)
+    log_density = Target(lambda values: info.log_density(params, values),
+                         lambda values, names, value=True: info.log_density_grad(params, values, names, value=value))
     ld, logits = sum_out(ops, values, name, lo, hi, log_density)
     return ld, logits, values
 

@@ -8,7 +8,7 @@ from the package, so every kernel module (and the core) can use it without cycle
 import math
 import numbers
 
-__all__ = ["check_number", "nan_acceptance", "categorical", "per_chain_sum", "logdensity_and_grad",
+__all__ = ["Target", "check_number", "nan_acceptance", "categorical", "per_chain_sum", "logdensity_and_grad",
            "differentiate", "mh_accept", "select_rows", "adapt_log_step"]
 
 
@@ -43,6 +43,21 @@ def categorical(ops, rng_key, logits):
     return xp.argmax(logits - xp.log(-xp.log(u)), axis=-1)
 
 
+class Target:
+    """What a kernel samples from: ``target(position)`` is log p̃ per chain; where the
+    backend has a faster way to its gradient (Pyro's captured graphs, ``log_density_grad``),
+    ``value_and_grad(position, names, value=True) -> (log p̃ or None, {name: gradient})``,
+    else None (the gradient is then taken by differentiating ``log_density``)."""
+
+    __slots__ = ("log_density", "value_and_grad")
+
+    def __init__(self, log_density, value_and_grad=None):
+        self.log_density, self.value_and_grad = log_density, value_and_grad
+
+    def __call__(self, position):
+        return self.log_density(position)
+
+
 def per_chain_sum(ops, tree):
     """Sum every array of ``tree`` over all axes but the first (chains)."""
     total = 0.0
@@ -56,8 +71,8 @@ def logdensity_and_grad(ops, position, names, logdensity_fn, value=True):
 
     ``value=False``: the caller uses the gradient alone, and the log density may come back
     as None (Pyro's captured gradient graph then skips the forward pass)."""
-    if hasattr(logdensity_fn, "value_and_grad"):  # the backend's faster gradient (Pyro: a captured graph)
-        return logdensity_fn.value_and_grad(position, list(names), value=value)
+    if isinstance(logdensity_fn, Target) and logdensity_fn.value_and_grad is not None:
+        return logdensity_fn.value_and_grad(position, list(names), value=value)  # the backend's faster path
     return differentiate(ops, logdensity_fn, position, names)
 
 

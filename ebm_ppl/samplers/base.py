@@ -25,11 +25,19 @@ __all__ = ["Sampler", "Kernel", "compound", "restrict_sampler", "frozen", "is_ad
 
 class Kernel(NamedTuple):
     """A sampler bound to ops and sites: ``init(position) -> aux`` and
-    ``step(rng_key, position, aux, logdensity_fn) -> (position, aux, acceptance_rate)``."""
+    ``step(rng_key, position, aux, target) -> (position, aux, acceptance_rate)``, where
+    ``target`` is a :class:`~ebm_ppl.samplers._numerics.Target` (log p̃ per chain, callable,
+    with the backend's faster value-and-gradient where there is one).
+
+    ``redraws_all``: a step draws every coordinate of its sites afresh, whatever their
+    current values (one block-Gibbs block over all of them: the positive phase then needs
+    no initial draw). ``paths``: BlockGibbs' path per block, ``"gradient"`` or ``"rows"``."""
 
     sites: tuple
     init: Callable
     step: Callable
+    redraws_all: bool = False
+    paths: tuple = ()
 
 
 class Sampler:

@@ -23,7 +23,7 @@ vᵀWh + bᵀv + cᵀh is; (2x − 1)**3 is not, though it equals 2x − 1 on {0
 time the sampler evaluates, at the structure probes (random parameters, random states),
 every single-coordinate change of the block both ways; if the gradient reproduces them
 all, a block costs one gradient of Σ_chains log p̃ (for an RBM layer, the familiar
-sigmoid of the other layer's input), else the (1 + n) C rows above. ``kernel.step.paths``
+sigmoid of the other layer's input), else the (1 + n) C rows above. ``kernel.paths``
 says which path each block took.
 
 If the claim is false the sampler is not exact (coordinates of the block are then drawn
@@ -302,13 +302,13 @@ class BlockGibbs(Sampler):
                 position = update(key, position, logdensity_fn)
             return position, aux, nan_acceptance(ops, position)
 
-        step.paths = tuple(u.__name__ for u in updates)  # "gradient" or "rows", per block
+        paths = tuple(u.__name__ for u in updates)  # "gradient" or "rows", per block
         # one block holding every coordinate: a step's result does not depend on the
         # moved sites' current values (the positive phase then needs no initial draw)
-        step.redraws_all = len(parsed) == 1 and all(
+        redraws_all = len(parsed) == 1 and all(
             len(c) == int(np.prod(by_name[n].shape, dtype=int)) for n, c in parsed[0].items()
         ) and set(parsed[0]) == set(by_name)
-        return Kernel(tuple(by_name), init, step)
+        return Kernel(tuple(by_name), init, step, redraws_all=bool(redraws_all), paths=paths)
 
 
 def _rows_update(ops, sites, block, onehot):
