@@ -58,6 +58,38 @@ def test_numpyro_sharded_fit_equals_one_device_fit(sharded):
 
 
 @pytest.mark.slow
+def test_numpyro_two_jax_processes_equal_one_process(tmp_path):
+    """Two local processes joined by ``jax.distributed.initialize`` (CPU, gloo collectives)
+    run one fit sharded over the global devices (one a process): the same parameters,
+    losses and chains as the fit in one process, up to the order of float sums."""
+    pytest.importorskip("numpyro")
+    worker = os.path.join(HERE, "jax_dist_worker.py")
+    port = _free_port()
+    outs = [str(tmp_path / f"process{i}.npz") for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, worker, str(i), str(port), outs[i]], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+    single = str(tmp_path / "single.npz")
+    out = subprocess.run([sys.executable, worker, "single", single], env=_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    one, (p0, p1) = np.load(single), [np.load(o) for o in outs]
+    for p in (p0, p1):
+        assert int(p["process_count"]) == 2 and int(p["device_count"]) == 2
+    for name in ("PCD", "PCD-MALA"):
+        for p in (p0, p1):
+            assert int(p[f"{name}/chains_devices"]) == 2, name  # the chains are split over both processes
+            assert int(p[f"{name}/chains_local_rows"]) * 2 == one[f"{name}/chains/x"].shape[0], name
+            for key in one.files:
+                if key.startswith(f"{name}/"):
+                    tol = 1e-4 if key.endswith("loss") else 1e-5
+                    np.testing.assert_allclose(p[key], one[key], rtol=0, atol=tol, err_msg=key)
+        for key in p0.files:  # both processes hold the same (global) result
+            np.testing.assert_array_equal(p0[key], p1[key], err_msg=key)
+
+
+@pytest.mark.slow
 def test_numpyro_sample_and_ais_sharded(sharded):
     assert sharded["sample"] < 1e-5
     one, many, se = sharded["ais"]
