@@ -114,7 +114,9 @@ def fit_unnormalized(
         ``checkpoint_every`` updates (counted from the first call of a resumed fit),
         atomically; ``ebm_ppl.load(checkpoint_path)`` resumes from the last one. A folder
         where a file cannot be created is refused before the first update; a fit stopped
-        by SIGINT or SIGTERM also saves its last consistent state there.
+        by SIGINT or SIGTERM also saves its last consistent state there. Under
+        torch.distributed, rank 0 writes one file holding every rank's chains and random
+        streams, and every rank resumes from it (with as many ranks); a stop writes none.
     devices : int, list of jax.Device or jax.sharding.Mesh, optional
         NumPyro: shard the fit over these devices (an int: the first ``devices`` of
         ``jax.devices()``). The persistent chains are split along the chain axis and each
