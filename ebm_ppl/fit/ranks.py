@@ -20,7 +20,8 @@ whichever rank its example falls next.
 from .._result import FitResult
 from ..estimators._common import PersistentLatents
 
-__all__ = ["on_ranks", "checkpoint_result", "rank_share", "is_ranks_state", "share_examples", "same_examples"]
+__all__ = ["on_ranks", "checkpoint_result", "rank_share", "is_ranks_state", "share_examples", "same_examples",
+           "stop_note"]
 
 
 def on_ranks(placement):
