@@ -187,7 +187,13 @@ class Optimizer(NamedTuple):
 class Placement(Protocol):
     """How a fit is split over devices (NumPyro: a mesh, one program over global arrays)
     or ranks (Pyro: ``torch.distributed``, each rank its own share); what
-    ``Backend.make_placement`` returns (None: one device / process)."""
+    ``Backend.make_placement`` returns (None: one device / process).
+
+    A ``"ranks"`` placement also has the collectives its checkpoints and per-example
+    chains use (:mod:`ebm_ppl.fit.ranks`; every rank calls them): ``gather(tree)`` (every
+    rank's tree, in rank order), ``gather_rows(tree)`` (the ranks' leaves concatenated
+    along axis 0), ``share_rows(tables, idx)`` (every rank's new rows ``idx`` of
+    per-example tables, written into every rank's) and ``broadcast(tree)`` (rank 0's)."""
 
     #: ``"devices"`` or ``"ranks"`` (for messages).
     kind: str

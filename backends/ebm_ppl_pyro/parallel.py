@@ -77,9 +77,90 @@ class TorchDistributedPlacement:
     def place(self, params, opt_state, est_state, data_values):
         return params, opt_state, est_state, data_values
 
+    # ---- what checkpoints and per-example chains need (ranks only; every rank calls them)
+    def gather(self, tree):
+        """Every rank's ``tree`` (equal structures and shapes), as a list in rank order.
+
+        Tensors travel by ``all_gather`` (on the collective's device, booleans as bytes),
+        other leaves (a generator's device string) by ``all_gather_object``."""
+        import torch
+        import torch.distributed as dist
+
+        leaves, rebuild = _flatten(tree)
+        kept = [i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor)]
+        others = [x for x in leaves if not isinstance(x, torch.Tensor)]
+        per_rank = [list(leaves) for _ in range(self.num_shards)]
+        for i in kept:
+            for r, x in enumerate(self._all_gather(leaves[i])):
+                per_rank[r][i] = x
+        if others:
+            got = [None] * self.num_shards
+            dist.all_gather_object(got, others)
+            for r in range(self.num_shards):
+                rest = iter(got[r])
+                per_rank[r] = [x if i in kept else next(rest) for i, x in enumerate(per_rank[r])]
+        return [rebuild(xs) for xs in per_rank]
+
+    def gather_rows(self, tree):
+        """``tree`` with every leaf the concatenation of the ranks' leaves along axis 0."""
+        import torch
+
+        parts = self.gather(tree)
+        leaves = [_flatten(p)[0] for p in parts]
+        return _flatten(tree)[1]([torch.cat(xs) for xs in zip(*leaves)])
+
+    def share_rows(self, tables, idx):
+        """Per-example tables (dict of tensors, one row per training example) after each
+        rank wrote the rows ``idx`` of its share of a minibatch: every rank's new rows in
+        every rank's tables (two all-gathers a table: the rows, then their values)."""
+        import torch
+
+        rows = torch.cat(self._all_gather(idx)).to(idx.device)
+        out = {}
+        for name, table in tables.items():
+            values = torch.cat(self._all_gather(table[idx].detach())).to(table.device)
+            out[name] = table.detach().index_put((rows,), values)
+        return out
+
+    def broadcast(self, tree):
+        """Rank 0's ``tree`` (tensors) on every rank."""
+        import torch.distributed as dist
+
+        leaves, rebuild = _flatten(tree)
+        out = []
+        for x in leaves:
+            y = _to_wire(x)
+            dist.broadcast(y, src=0)
+            out.append(_from_wire(y, x))
+        return rebuild(out)
+
+    def _all_gather(self, x):
+        import torch.distributed as dist
+
+        y = _to_wire(x)
+        got = [y.new_empty(y.shape) for _ in range(self.num_shards)]
+        dist.all_gather(got, y.contiguous())
+        return [_from_wire(g, x) for g in got]
+
+
+def _to_wire(x):
+    """``x`` as the process group carries it: on its device (CUDA under NCCL, CPU
+    otherwise), booleans as bytes; a copy."""
+    import torch
+    import torch.distributed as dist
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else \
+        torch.device("cpu")
+    y = x.detach().to(device=device, copy=True)
+    return y.to(torch.uint8) if y.dtype == torch.bool else y
+
+
+def _from_wire(y, like):
+    return y.to(device=like.device, dtype=like.dtype)
+
 
 def _flatten(tree):
-    """(leaves, rebuild) of nested tuples, lists and dicts."""
+    """(leaves, rebuild) of nested tuples, NamedTuples, lists and dicts."""
     if isinstance(tree, (dict, list, tuple)):
         items = list(tree.values()) if isinstance(tree, dict) else list(tree)
         parts = [_flatten(x) for x in items]
@@ -90,7 +171,9 @@ def _flatten(tree):
             for part_leaves, part_rebuild in parts:
                 out.append(part_rebuild(xs[start:start + len(part_leaves)]))
                 start += len(part_leaves)
-            return dict(zip(tree.keys(), out)) if isinstance(tree, dict) else type(tree)(out)
+            if isinstance(tree, dict):
+                return dict(zip(tree.keys(), out))
+            return type(tree)(*out) if hasattr(type(tree), "_fields") else type(tree)(out)
 
         return leaves, rebuild
     return [tree], lambda xs: xs[0]

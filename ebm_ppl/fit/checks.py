@@ -69,9 +69,9 @@ def _check_data(data):
         raise ValueError(f"data leaves have different numbers of examples on axis 0: {counts}")
 
 
-def _check_placement(placement, estimator, data, batch_size, checkpoint_every):
-    """Chains and minibatches split evenly over the devices / ranks, and the settings a
-    split fit does not support, checked before anything changes."""
+def _check_placement(placement, estimator, data, batch_size):
+    """Chains and minibatches split evenly over the devices / ranks, checked before
+    anything changes."""
     if placement is None:
         return
     n, what = placement.num_shards, placement.kind
@@ -84,13 +84,6 @@ def _check_placement(placement, estimator, data, batch_size, checkpoint_every):
     if size % n:
         label = f"batch_size={size}" if batch_size is not None else f"the data set ({size} examples, batch_size=None)"
         raise ValueError(f"{label} is not a multiple of the {n} {what} each minibatch is split over")
-    if what == "ranks":
-        if checkpoint_every is not None:
-            raise NotImplementedError("checkpoint_every with torch.distributed: each rank holds other chains; save "
-                                      "each rank's result yourself (ebm_ppl.save(result, f'ckpt-{rank}.npz'))")
-        if estimator.positive == "persistent":
-            raise NotImplementedError(f"{estimator!r} with positive='persistent' under torch.distributed: the "
-                                      "per-example latent chains would be split over ranks")
 
 
 def _batch_values(c, backend, batch, indices):

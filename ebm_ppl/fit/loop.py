@@ -7,6 +7,7 @@ import numpy as np
 
 from .._result import FitResult, FitState
 from ..checkpoint import save
+from .ranks import checkpoint_result, on_ranks
 from .step import HISTORY_NAMES as _HISTORY, _negative_chains
 
 
@@ -143,6 +144,28 @@ def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
     return _Progress(carry, good.stats + [stats], good.num_applied + k, batches.state()), fail_at >= 0
 
 
+def _save_checkpoint(fit, good, path, like):
+    """Save the fit so far to ``path``; under torch.distributed, every rank's chains and
+    streams, written by rank 0 (:mod:`ebm_ppl.fit.ranks`), and a failed write stops every
+    rank (one all-reduce of a flag), not only rank 0."""
+    result = checkpoint_result(fit.placement, _make_result(fit, good.carry, good.stats, good.num_applied,
+                                                           good.batches))
+    if not on_ranks(fit.placement):
+        save(result, path)
+        return
+    error = None
+    try:
+        if result is not None:
+            save(result, path)
+    except Exception as e:
+        error = e
+    ok = fit.placement.mean((fit.ops.asarray(float(error is None), like),))[0]
+    if error is not None:
+        raise error
+    if float(fit.ops.to_numpy(ok)) < 1:
+        raise OSError(f"rank 0 could not write the checkpoint {path!r} (its error is on rank 0)")
+
+
 def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like, bar, checkpoint, guard):
     """Run ``total`` updates in chunks; returns (last _Progress, failed?, what stopped it).
 
@@ -174,7 +197,7 @@ def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like
                 break
             try:  # a failure here keeps the fit (err.result): the state after the chunk is consistent
                 if checkpoint is not None and (fit.done + good.num_applied) % checkpoint[0] == 0:
-                    save(_make_result(fit, good.carry, good.stats, good.num_applied, good.batches), checkpoint[1])
+                    _save_checkpoint(fit, good, checkpoint[1], like)
                 if fit.watch is not None and fit.watch.after_chunk(
                         good.num_applied, good.carry.params, _negative_chains(fit.estimator, good.carry.est_state), bar):
                     break  # early stop

@@ -4,6 +4,7 @@ from typing import Any, NamedTuple
 
 
 from ..estimators.base import HISTORY
+from .ranks import share_examples
 
 
 # The most updates per call of the chunk runner (its fixed length: one compiled program).
@@ -72,6 +73,7 @@ def make_update(problem, estimator, optimizer, num_data, placement=None):
         out = estimator.step(key_neg, problem, carry.est_state, carry.params, ops.shard_rows(batch),
                              batch_index=idx)
         loss, grads = out.loss, out.grads
+        new_state = share_examples(placement, out.state, idx)  # ranks: every rank's new per-example rows
         nan = ops.stop_gradient(loss) * float("nan")  # a statistic the estimator does not report
         stats = tuple(out.stats.get(n, nan) for n in stat_names)
         if info.log_prior is not None:  # a penalty / log prior on θ, once per data set
@@ -81,7 +83,7 @@ def make_update(problem, estimator, optimizer, num_data, placement=None):
         if placement is not None:  # every rank then sees the same gradient and statistics
             loss, stats, grads = placement.mean((loss, stats, grads))
         checked = tuple(s for n, s in zip(stat_names, stats) if n in _CHECKED and n in out.stats)
-        return key, ops.shard_rows(out.state), loss, grads, stats, checked
+        return key, ops.shard_rows(new_state), loss, grads, stats, checked
 
     def update(carry, batch, idx, active):
         params, opt_state, est_state, old_key, t, failed = carry

@@ -15,6 +15,7 @@ from ..estimators.base import HISTORY
 from ..monitor import MonitorRun, as_monitors
 from .checks import _batch_values, _check_data, _check_fit_args, _check_placement, _check_rng_seed
 from .checks import _check_update_state
+from .ranks import on_ranks, rank_share, same_examples, stop_note
 from .loop import _Fit, _Minibatches, _Progress, _fit_loop, _make_result
 from .resume import _start_state
 from .bind import _Compiled, _setup
@@ -113,7 +114,9 @@ def fit_unnormalized(
         ``checkpoint_every`` updates (counted from the first call of a resumed fit),
         atomically; ``ebm_ppl.load(checkpoint_path)`` resumes from the last one. A folder
         where a file cannot be created is refused before the first update; a fit stopped
-        by SIGINT or SIGTERM also saves its last consistent state there.
+        by SIGINT or SIGTERM also saves its last consistent state there. Under
+        torch.distributed, rank 0 writes one file holding every rank's chains and random
+        streams, and every rank resumes from it (with as many ranks); a stop writes none.
     devices : int, list of jax.Device or jax.sharding.Mesh, optional
         NumPyro: shard the fit over these devices (an int: the first ``devices`` of
         ``jax.devices()``). The persistent chains are split along the chain axis and each
@@ -225,7 +228,7 @@ class Trainer:
         self.covariates, self.devices = covariates, devices
         self._bound = None  # (_Compiled, the estimator state's layout, the last state update made)
 
-    def _compile(self, data, resume=None, batch_size=None, checkpoint_every=None):
+    def _compile(self, data, resume=None, batch_size=None):
         """Check ``data`` (and ``resume``) and bind the trainer to them; raises before
         anything the caller can see changes (a rejected Pyro call restores the store)."""
         name = detect_backend(data, self.backend)
@@ -238,7 +241,8 @@ class Trainer:
         be = get_backend(name)
         batch_size = self.batch_size if batch_size is None else batch_size
         placement = be.make_placement(self.devices)
-        _check_placement(placement, self.estimator, data, batch_size, checkpoint_every)
+        _check_placement(placement, self.estimator, data, batch_size)
+        resume = rank_share(placement, resume)  # a checkpoint of a fit over ranks: this rank's chains and stream
         ops = be.ops.with_placement(placement)
         local = self.estimator if placement is None else placement.local_estimator(self.estimator)
         snapshot = be.snapshot_params()
@@ -252,9 +256,12 @@ class Trainer:
 
     def _start(self, c, rng_seed, resume, watch=None):
         """(_Fit, Carry, data values, (data key, epoch permutation, offset)) to start from."""
+        resume = rank_share(c.placement, resume)
         params, opt_state, est_state, key, data_key, done, perm, offset = _start_state(
             c.ops, c.be, c.info, c.opt, c.init_chains, c.data_values, c.like, rng_seed, resume, c.placement)
         data_values = c.data_values
+        if resume is None:  # ranks: the same per-example chains on every rank
+            est_state = same_examples(c.placement, est_state)
         if c.placement is not None:
             params, opt_state, est_state, data_values = c.placement.place(params, opt_state, est_state, data_values)
         fit = _Fit(c.ops, c.be, c.info, c.problem, c.opt, c.estimator, c.name, done, c.signature, watch,
@@ -348,7 +355,7 @@ class Trainer:
                         checkpoint_path)
         monitor = as_monitors(monitor)
         snapshot = get_backend(detect_backend(data, self.backend)).snapshot_params() if monitor is not None else None
-        c = self._compile(data, resume, checkpoint_every=checkpoint_every)
+        c = self._compile(data, resume)
         num_data = int(next(iter(c.data_values.values())).shape[0])
         total = num_steps if num_steps is not None else num_epochs * (num_data // c.batch_size)
         watch = None
@@ -368,7 +375,10 @@ class Trainer:
             result = _make_result(fit, good.carry, good.stats, good.num_applied, good.batches)
             error = stop_error(result, good.num_applied, failed, stop)
             if checkpoint is not None and is_interrupt(error) and good.num_applied:
-                save_on_stop(error, result, checkpoint[1])  # the last consistent state, on disk
+                if on_ranks(c.placement):  # a gather now could wait forever for a rank that went on
+                    stop_note(error, checkpoint[0])
+                else:
+                    save_on_stop(error, result, checkpoint[1])  # the last consistent state, on disk
         if error is not None:
             raise error
         return result
