@@ -30,6 +30,8 @@ import numpy as np
 
 from .._one_hot import is_one_hot
 from ..evaluation.analytic import sum_out, summable_sites
+from ._common import check_int
+from .base import Estimator, Step
 
 __all__ = ["coordinate_sites", "summed_latent", "latent_plan", "coordinate_objective", "MAX_ELEMENTS"]
 
@@ -217,3 +219,48 @@ def coordinate_objective(problem, params, batch_values, summed, sites, terms_fn,
     _, g = info.weighted_param_grad(params, rows_x, ops.stop_gradient(w_x / num_rows))
     grads = g if grads is None else _tree_add(grads, g)
     return ops.stop_gradient(loss / num_rows), grads, xp.mean(ld_x)
+
+
+class _CoordinateEstimator(Estimator):
+    """What pseudo-likelihood and ratio matching share: no sampler, no chains, covariates
+    supported, an optional ``chunk_size``, the same refusals (``binary``: every observed
+    site must have two values), and a step that is :func:`coordinate_objective` with the
+    subclass's ``terms`` (the per-coordinate loss terms and their weights)."""
+
+    needs_sampler = False
+    supports_covariates = True
+    #: every observed site must be binary (ratio matching)
+    binary = False
+
+    def __init__(self, chunk_size=None):
+        self.chunk_size = check_int(type(self).__name__, "chunk_size", chunk_size, allow_none=True)
+
+    def __repr__(self):
+        name = type(self).__name__
+        return f"{name}()" if self.chunk_size is None else f"{name}(chunk_size={self.chunk_size})"
+
+    def check(self, problem, probe):
+        """Refuse observed sites without a finite discrete support (or, with ``binary``, not
+        binary) and latent sites that cannot be summed out (``NotImplementedError`` naming
+        the site)."""
+        coordinate_sites(problem, type(self).__name__, binary=self.binary)
+        summed_latent(problem, probe, type(self).__name__)
+
+    def init(self, problem, rng_key, data_values, batch_size):
+        """No state: ``()``."""
+        return ()
+
+    def terms(self, ops, ld_x, ld_alt):
+        """The loss terms of one coordinate (see :func:`coordinate_objective`)."""
+        raise NotImplementedError(f"{type(self).__name__}.terms")
+
+    def step(self, rng_key, problem, state, params, batch_values, batch_index=None):
+        """The batch's objective and its exact gradient."""
+        sites = coordinate_sites(problem, type(self).__name__, binary=self.binary)
+        loss, grads, pos = coordinate_objective(problem, params, batch_values, latent_plan(problem), sites,
+                                                self.terms, self.chunk_size)
+        return Step(state, loss, grads, {"positive_log_density": pos})
+
+    def negative_chains(self, state):
+        """No chains: ``{}``."""
+        return {}

@@ -64,7 +64,8 @@ class Estimator:
     """Base class of ebm_ppl's estimators: the contract and its defaults.
 
     Subclasses implement :meth:`init` and :meth:`step` and override the declarations that
-    differ from the defaults. A subclass enters :data:`REGISTRY` under its class name
+    differ from the defaults. A subclass enters :data:`REGISTRY` (unless it is private or sets
+    ``abstract = True``, as base classes do) under its class name
     (ebm_ppl's own) or ``module:qualname`` (any other), which is how a checkpoint names it.
     """
 
@@ -86,7 +87,7 @@ class Estimator:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         name = cls.__name__ if cls.__module__.startswith("ebm_ppl.") else f"{cls.__module__}:{cls.__qualname__}"
-        if not cls.__name__.startswith("_"):
+        if not cls.__name__.startswith("_") and not cls.__dict__.get("abstract", False):
             REGISTRY[name] = cls
 
     @classmethod
@@ -168,6 +169,8 @@ class Contrastive(Estimator):
     """An MCMC estimator: ``update`` draws the positive and negative phases' positions
     (``(state, positive, negative, acceptance_rate[, extra stats])``), and the objective
     is :func:`contrastive_objective`."""
+
+    abstract = True  # a base class, not an estimator: not in REGISTRY
 
     def update(self, rng_key, problem, state, params, batch_values, batch_index=None):
         """``(state, positive position, negative position, acceptance rate[, extras])``."""

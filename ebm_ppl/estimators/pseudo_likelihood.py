@@ -8,9 +8,7 @@ Marlin, B., Swersky, K., Chen, B. & de Freitas, N. (2010). Inductive principles 
 restricted Boltzmann machine learning. *AISTATS*.
 """
 
-from ._common import check_int
-from ._coordinates import coordinate_objective, coordinate_sites, latent_plan, summed_latent
-from .base import Estimator, Step
+from ._coordinates import _CoordinateEstimator
 
 __all__ = ["PseudoLikelihood"]
 
@@ -26,7 +24,7 @@ def _terms(ops, ld_x, ld_alt):
     return log_norm - ld_x[None], prob_alt, -prob_alt.sum(0)
 
 
-class PseudoLikelihood(Estimator):
+class PseudoLikelihood(_CoordinateEstimator):
     """Maximum pseudo-likelihood (Besag 1975): the loss is minus the mean over the batch of
     Σ_d log p(x_d | x_−d), over every coordinate d of the observed discrete sites.
 
@@ -85,32 +83,4 @@ class PseudoLikelihood(Estimator):
     restricted Boltzmann machine learning. *AISTATS*.
     """
 
-    needs_sampler = False
-    supports_covariates = True
-
-    def __init__(self, chunk_size=None):
-        self.chunk_size = check_int("PseudoLikelihood", "chunk_size", chunk_size, allow_none=True)
-
-    def __repr__(self):
-        return "PseudoLikelihood()" if self.chunk_size is None else f"PseudoLikelihood(chunk_size={self.chunk_size})"
-
-    def check(self, problem, probe):
-        """Refuse observed sites without a finite discrete support and latent sites that
-        cannot be summed out (``NotImplementedError`` naming the site)."""
-        coordinate_sites(problem, "PseudoLikelihood")
-        summed_latent(problem, probe, "PseudoLikelihood")
-
-    def init(self, problem, rng_key, data_values, batch_size):
-        """No state: ``()``."""
-        return ()
-
-    def step(self, rng_key, problem, state, params, batch_values, batch_index=None):
-        """The negative mean pseudo-log-likelihood of the batch and its exact gradient."""
-        sites = coordinate_sites(problem, "PseudoLikelihood")
-        loss, grads, pos = coordinate_objective(problem, params, batch_values, latent_plan(problem), sites, _terms,
-                                                self.chunk_size)
-        return Step(state, loss, grads, {"positive_log_density": pos})
-
-    def negative_chains(self, state):
-        """No chains: ``{}``."""
-        return {}
+    terms = staticmethod(_terms)

@@ -9,9 +9,7 @@ Marlin, B., Swersky, K., Chen, B. & de Freitas, N. (2010). Inductive principles 
 restricted Boltzmann machine learning. *AISTATS*.
 """
 
-from ._common import check_int
-from ._coordinates import coordinate_objective, coordinate_sites, latent_plan, summed_latent
-from .base import Estimator, Step
+from ._coordinates import _CoordinateEstimator
 
 __all__ = ["RatioMatching"]
 
@@ -26,7 +24,7 @@ def _terms(ops, ld_x, ld_alt):
     return sig * sig, slope[None], -slope
 
 
-class RatioMatching(Estimator):
+class RatioMatching(_CoordinateEstimator):
     """Ratio matching (Hyvärinen 2007): minimizes the mean over the batch of
     Σ_d (1 / (1 + p̃(x) / p̃(f(x, d))))², f(x, d) being x with binary coordinate d
     flipped, over every coordinate of the observed sites (Goodfellow et al. eq. 18.26).
@@ -76,32 +74,5 @@ class RatioMatching(Estimator):
     restricted Boltzmann machine learning. *AISTATS*.
     """
 
-    needs_sampler = False
-    supports_covariates = True
-
-    def __init__(self, chunk_size=None):
-        self.chunk_size = check_int("RatioMatching", "chunk_size", chunk_size, allow_none=True)
-
-    def __repr__(self):
-        return "RatioMatching()" if self.chunk_size is None else f"RatioMatching(chunk_size={self.chunk_size})"
-
-    def check(self, problem, probe):
-        """Refuse observed sites that are not binary and latent sites that cannot be summed
-        out (``NotImplementedError`` naming the site)."""
-        coordinate_sites(problem, "RatioMatching", binary=True)
-        summed_latent(problem, probe, "RatioMatching")
-
-    def init(self, problem, rng_key, data_values, batch_size):
-        """No state: ``()``."""
-        return ()
-
-    def step(self, rng_key, problem, state, params, batch_values, batch_index=None):
-        """The batch's ratio-matching objective and its exact gradient."""
-        sites = coordinate_sites(problem, "RatioMatching", binary=True)
-        loss, grads, pos = coordinate_objective(problem, params, batch_values, latent_plan(problem), sites, _terms,
-                                                self.chunk_size)
-        return Step(state, loss, grads, {"positive_log_density": pos})
-
-    def negative_chains(self, state):
-        """No chains: ``{}``."""
-        return {}
+    binary = True
+    terms = staticmethod(_terms)
