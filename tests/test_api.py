@@ -50,6 +50,7 @@ def test_factor_and_energy_leave_model_runnable(fw):
     np.testing.assert_allclose(fw.to_numpy(e), [-0.5, -1.0])
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_plain_framework_factor_is_honoured(fw):
     """A model written with pyro.factor / numpyro.factor fits like one with ebm_ppl.factor."""
     def model(x):
@@ -63,6 +64,7 @@ def test_plain_framework_factor_is_honoured(fw):
     assert abs(float(fw.to_numpy(result.params["mu"])) - x.mean()) < 0.15
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_fit_result_fields(fw):
     result = ebm_ppl.fit_unnormalized(
         ising_model(fw), fw.array(X), ebm_ppl.PCD(num_chains=50), num_epochs=3, batch_size=100,
@@ -138,6 +140,7 @@ def test_resume_continues_exactly(fw):
     assert not np.allclose(fw.to_numpy(first.chains["x"]), fw.to_numpy(resumed.chains["x"]))
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_resume_restores_parameters_whatever_the_store_holds(fw):
     kw = dict(optimizer=fw.adam(0.05), progress_bar=False)
     first = ebm_ppl.fit_unnormalized(ising_model(fw), fw.array(X), num_steps=20, **kw)

@@ -5,6 +5,8 @@ samplers (numerics <- base <- kernels <- auto)."""
 import ast
 import pathlib
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = {"ebm_ppl": ROOT / "ebm_ppl", "ebm_ppl_pyro": ROOT / "backends" / "ebm_ppl_pyro",
             "ebm_ppl_numpyro": ROOT / "backends" / "ebm_ppl_numpyro"}
@@ -109,6 +111,7 @@ def test_no_torch_jit_in_the_package():
             assert "torch.jit" not in f.read_text(), f
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_readme_pyro_rbm_fits_with_warnings_as_errors():
     """The README's Pyro RBM (captured log density and gradients, BlockGibbs, a scheduler)
     fits under ``python -W error``: no warning escapes, and the package silences none (a

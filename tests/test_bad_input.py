@@ -14,6 +14,7 @@ def previous(fw):
 
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_data(fw, previous, bad):
     x = X.copy()

@@ -467,6 +467,7 @@ def _ascend(fw, how, meta, arrays):
         group["dict"] = [[k, {"float": "-0.05"} if k in ("lr", "initial_lr") else v] for k, v in group["dict"]]
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_the_file_cannot_change_the_learning_rate(fw, tmp_path):
     """A learning rate of -0.05 written into the file (gradient ascent) is not used: the
     resumed fit equals the uninterrupted one with the call's optimizer, bit for bit (a

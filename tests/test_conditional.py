@@ -41,6 +41,7 @@ def test_log_likelihood_and_log_partition_are_exact_per_example(fw):
     assert lz.stderr == 0.0 and np.ptp(lz.estimate) > 0.1  # Z depends on the inputs
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_fit_smoke_cd_and_pcd(fw):
     """A short fit runs with each estimator and moves the test CLL up from the zero model's."""
     train, test = _data(fw, slice(0, 400)), slice(2000, 2500)
@@ -63,6 +64,7 @@ def test_fit_smoke_cd_and_pcd(fw):
     np.testing.assert_allclose(r.history["log_likelihood"][-1], want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_pcd_resume_equals_one_call(fw, tmp_path):
     kw = dict(estimator=ebm_ppl.PCD(num_steps=1), batch_size=50, covariates=("x",), progress_bar=False, rng_seed=2)
     data, model, opt = _data(fw, slice(0, 200)), crf_model(fw), fw.adam(0.05)  # the same objects: compiled once
@@ -77,6 +79,7 @@ def test_pcd_resume_equals_one_call(fw, tmp_path):
     np.testing.assert_array_equal(fw.to_numpy(resumed.chains["y"]), fw.to_numpy(whole.chains["y"]))
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_sample_draws_from_each_examples_conditional(fw):
     params = _random_params(fw, seed=1)
     theta = _theta(fw, params)

@@ -58,6 +58,7 @@ def test_auto_is_exact_on_the_ising_model(fw):
         assert abs(lz.estimate - exact) < 1e-3
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_auto_is_exact_on_an_rbm_with_its_visible_layer_summed_out(fw):
     """24 visible x 6 hidden: 2**30 joint states; the visible layer is summed out
     analytically and the 64 hidden states enumerated."""
@@ -127,6 +128,7 @@ def test_bidirectional_interval_covers_the_exact_value(fw):
 # ---- (c) the interval of every method -----------------------------------------------------
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_interval_of_ais_and_exact(fw):
     J = 2.0 * J_EVAL
     model, params, ex = ising_model(fw, J, H_EVAL), ising_params(fw, J, H_EVAL), fw.array(np.zeros((1, 9)))
@@ -139,6 +141,7 @@ def test_interval_of_ais_and_exact(fw):
     assert exact.method == "exact" and exact.lower == exact.upper == exact.estimate
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_log_likelihood_interval(fw):
     J = 2.5 * J_EVAL
     model, params, ex = ising_model(fw, J, H_EVAL), ising_params(fw, J, H_EVAL), fw.array(np.zeros((1, 9)))

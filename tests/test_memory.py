@@ -31,6 +31,7 @@ def _counting(fw):
     return model, seen
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_setup_runs_the_model_on_one_batch(fw):
     """Set-up (trace, checks, structure probes, kernels, chains) on 6000 rows with
     batch_size=50 runs the model on a batch, the chains and probes, never on every row;

@@ -113,6 +113,7 @@ def test_hot_loop_runs_no_python_model_code(fw):
     assert counts[0] == counts[1], counts
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_numpyro_reuses_the_compiled_update(fw):
     if fw.name != "numpyro":
         pytest.skip("compiled updates are kept across calls on NumPyro (Pyro runs eagerly)")
@@ -134,6 +135,7 @@ def test_numpyro_reuses_the_compiled_update(fw):
     assert calls[0] - before > 1
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_a_new_but_identical_optimizer_does_not_compile_again(fw):
     """Compiled updates are keyed by the optimizer's configuration, not its identity: a
     second fit with ``optax.adam(0.01)`` written again traces the model once (to validate the

@@ -23,6 +23,7 @@ def test_run_is_fit_unnormalized(fw):
     np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
 
 
+@pytest.mark.slow  # over 15 s in the default run under load: CI's slow pass runs it (issue 21)
 def test_update_is_one_update_of_a_full_batch_fit(fw):
     """Trainer.update(state, batch) from Trainer.init(data) is the first update of a fit
     with the whole data set as its batch (the same chains and random stream; the batch
