@@ -144,7 +144,7 @@ class JaxOps:
 
     def map_host(self, fn, tree):
         """``fn`` applied on the host (numpy) to every leaf, results back as jax arrays."""
-        return jax.tree_util.tree_map(lambda x: jnp.asarray(fn(np.asarray(x)), dtype=jnp.result_type(x)), tree)
+        return jax.tree_util.tree_map(lambda x: _on_host(fn(np.asarray(x)), jnp.result_type(x)), tree)
 
     def first_leaf(self, tree):
         return jax.tree_util.tree_leaves(tree)[0]
@@ -173,7 +173,7 @@ class JaxOps:
 
     def from_numpy(self, x, dtype, like=None):
         """A jax array of ``dtype`` with the values of the numpy array ``x``."""
-        return jnp.asarray(np.asarray(x), dtype=dtype)
+        return _on_host(np.asarray(x), dtype)
 
     def is_floating(self, x):
         return jnp.issubdtype(x.dtype, jnp.floating)
@@ -288,3 +288,15 @@ ops = JaxOps()
 def _stack(perms):
     """``np.stack(perms)`` without a second copy of the usual single permutation (O(N) ints)."""
     return perms[0][None] if len(perms) == 1 else np.stack(perms)
+
+
+def _on_host(x, dtype):
+    """``jnp.asarray(x, dtype)`` with the conversion made by numpy (no compiled conversion)."""
+    if dtype is None:
+        return jnp.asarray(x)
+    try:
+        dtype = jax.dtypes.canonicalize_dtype(dtype)
+        x = np.asarray(x).astype(dtype, copy=False)
+    except TypeError:  # pragma: no cover  (a dtype numpy does not know)
+        pass
+    return jnp.asarray(x, dtype=dtype)

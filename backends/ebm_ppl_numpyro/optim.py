@@ -100,17 +100,27 @@ def make_optimizer(optimizer=None):
         """The state's leaves, a list of arrays (``init(params, state=...)`` rebuilds it)."""
         return list(jax.tree_util.tree_leaves(opt_state))
 
-    def check(params):
-        """A probe step from zero parameters with unit gradients must be finite and must not
-        go up the gradient (a negative or NaN learning rate), before any update is made."""
+    @jax.jit
+    def _probe_step(params):
+        """(all finite, any above 0) of one step from zero parameters with unit gradients:
+        one compiled call (not one small compilation per operation of the optimizer)."""
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
         ones = jax.tree_util.tree_map(jnp.ones_like, params)
         new = optimizer.get_params(raw_update(ones, optimizer.init(zeros), jnp.asarray(0.0)))
         leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(new)]
-        if not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves):
+        if not leaves:
+            return jnp.asarray(True), jnp.asarray(False)
+        return (jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])),
+                jnp.any(jnp.stack([jnp.any(x > 0) for x in leaves])))
+
+    def check(params):
+        """A probe step from zero parameters with unit gradients must be finite and must not
+        go up the gradient (a negative or NaN learning rate), before any update is made."""
+        finite, up = (bool(x) for x in _probe_step(params))
+        if not finite:
             raise ValueError("optimizer: its first step gives non-finite parameters (a learning rate that is "
                              "NaN or inf?)")
-        if any(bool(jnp.any(x > 0)) for x in leaves):
+        if up:
             raise ValueError("optimizer: its first step goes up the gradient (a negative learning rate?)")
 
     def check_state(state, params, num_updates=None):

@@ -31,9 +31,28 @@ def in_support(leaf, support, num_rows):
     ``num_rows`` rows; None: on all of them), checked on chunks of rows."""
     if support_rows(support, leaf.ndim, num_rows) == "per_row":  # the model was traced on every row
         return bool(jnp.all(support(leaf)))
-    return all_rows(leaf, lambda rows: jnp.asarray(support(rows)))
+    # one compiled test per chunk shape, not one small compilation per operation of the constraint
+    return all_rows(leaf, jax.jit(lambda rows: jnp.all(support(rows))))
 
 
 def has_nonfinite(leaf):
-    """Whether a floating-point ``leaf`` holds NaN or inf (checked on chunks of rows)."""
-    return jnp.issubdtype(leaf.dtype, jnp.floating) and not all_rows(leaf, jnp.isfinite)
+    """Whether a floating-point ``leaf`` holds NaN or inf (checked on chunks of rows: with
+    numpy where the data are in host memory, else one compiled test)."""
+    if not jnp.issubdtype(leaf.dtype, jnp.floating):
+        return False
+    return not all_rows(*_host_or_compiled(leaf))
+
+
+@jax.jit
+def _all_finite(rows):
+    return jnp.all(jnp.isfinite(rows))
+
+
+def _host_or_compiled(leaf):
+    """``(leaf, test)``: a jax array on one CPU device as its numpy view (no copy) with ``np.isfinite``,
+    else the array itself with a compiled test."""
+    if isinstance(leaf, jax.Array) and len(leaf.devices()) == 1 and next(iter(leaf.devices())).platform == "cpu":
+        host = np.asarray(leaf)
+        if host.dtype.kind == "f":  # not bfloat16 & co, which numpy does not know
+            return host, np.isfinite
+    return leaf, _all_finite
