@@ -8,7 +8,7 @@ import numpyro.optim
 from ebm_ppl._tree import describe
 from ebm_ppl.backend import Optimizer
 
-from .ops import all_finite
+from .ops import all_finite, quick_jit
 
 __all__ = ["make_optimizer"]
 
@@ -100,7 +100,7 @@ def make_optimizer(optimizer=None):
         """The state's leaves, a list of arrays (``init(params, state=...)`` rebuilds it)."""
         return list(jax.tree_util.tree_leaves(opt_state))
 
-    @jax.jit
+    @quick_jit
     def _probe_step(params):
         """(all finite, any above 0) of one step from zero parameters with unit gradients:
         one compiled call (not one small compilation per operation of the optimizer)."""

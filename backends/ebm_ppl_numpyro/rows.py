@@ -8,6 +8,8 @@ from numpyro.distributions import constraints
 
 from ebm_ppl._rows import all_rows, support_rows as _support_rows
 
+from .ops import quick_jit
+
 __all__ = ["support_rows", "supports_by_row", "in_support", "has_nonfinite"]
 
 
@@ -32,7 +34,8 @@ def in_support(leaf, support, num_rows):
     if support_rows(support, leaf.ndim, num_rows) == "per_row":  # the model was traced on every row
         return bool(jnp.all(support(leaf)))
     # one compiled test per chunk shape, not one small compilation per operation of the constraint
-    return all_rows(leaf, jax.jit(lambda rows: jnp.all(support(rows))))
+    test = quick_jit(lambda rows: jnp.all(support(rows)))
+    return all_rows(leaf, lambda rows: np.asarray(test(rows)))
 
 
 def has_nonfinite(leaf):
@@ -43,7 +46,7 @@ def has_nonfinite(leaf):
     return not all_rows(*_host_or_compiled(leaf))
 
 
-@jax.jit
+@quick_jit
 def _all_finite(rows):
     return jnp.all(jnp.isfinite(rows))
 
@@ -55,4 +58,4 @@ def _host_or_compiled(leaf):
         host = np.asarray(leaf)
         if host.dtype.kind == "f":  # not bfloat16 & co, which numpy does not know
             return host, np.isfinite
-    return leaf, _all_finite
+    return leaf, lambda rows: np.asarray(_all_finite(rows))
