@@ -222,8 +222,9 @@ class JaxOps:
         """``jax.jit(fn)``: compiled once per input shape."""
         return jax.jit(fn)
 
-    def quick_jit(self, fn):
-        """:func:`quick_jit`: compiled fast, for code run once or a few times at set-up."""
+    def _quick_jit(self, fn):
+        """:func:`quick_jit`: compiled fast, for code run once or a few times at set-up (not an
+        :class:`~ebm_ppl.backend.Ops` member: callers fall back to ``jit`` where a backend lacks it)."""
         return quick_jit(fn)
 
     def no_grad(self):

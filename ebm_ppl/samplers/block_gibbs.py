@@ -230,7 +230,7 @@ def _gradient_is_exact(ops, sites, blocks, probes, max_rows=8192, raise_errors=F
                 out.append(None)
         return out
 
-    check = getattr(ops, "quick_jit", ops.jit)(rows_and_gradients)  # compiled once, run at every probe
+    check = getattr(ops, "_quick_jit", ops.jit)(rows_and_gradients)  # compiled once, run at every probe
     try:
         for params, position in zip(probes.params, probes.positions):
             num_states = next(iter(position.values())).shape[0]
