@@ -25,6 +25,7 @@ from ebm_ppl.samplers._numerics import differentiate
 
 from .ops import ops
 from .plates import plates
+from .quick_draws import QuickDraws
 from .rows import has_nonfinite, in_support, supports_by_row
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
@@ -189,7 +190,7 @@ def _first_trace(traced, data, model_args, model_kwargs, full=None):
     """The model's trace on ``data`` (the first rows of ``full``, or all of it); a failure
     is re-raised naming what does not fit."""
     try:
-        return handlers.trace(traced).get_trace(data, *model_args, **model_kwargs)
+        return handlers.trace(QuickDraws(traced)).get_trace(data, *model_args, **model_kwargs)
     except Exception as e:  # often a data shape the model's own code cannot handle
         if "Tensor" in str(e) or "torch" in str(e):
             raise TypeError("data: the data are jax arrays (the NumPyro backend), but running the model "

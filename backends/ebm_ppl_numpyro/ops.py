@@ -314,18 +314,17 @@ def quick_jit(fn):
     """``jax.jit(fn)`` compiled with XLA's backend optimisations off on CPU, for code run
     once or a few times at a fit's set-up (structure probes, initial chains): such code
     compiles in about 40% of the time and runs as fast as it needs to. The same values
-    (no fast-math either way). Compiled once per input structure, shapes and placement;
-    inputs other than jax arrays, or on other devices, take plain ``jax.jit``."""
+    (no fast-math either way). Compiled once per input structure, types and placement;
+    inputs on other devices, or traced (inside another jit), take plain ``jax.jit``."""
     jitted = jax.jit(fn)
     compiled = {}
 
     def call(*args):
         leaves, tree = jax.tree_util.tree_flatten(args)
-        if not leaves or not all(isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
-                                 and x.is_fully_addressable and all(d.platform == "cpu" for d in x.devices())
-                                 for x in leaves):
+        arrays = [x for x in leaves if isinstance(x, jax.Array)]
+        if not all(_quick_leaf(x) for x in leaves) or (not arrays and jax.default_backend() != "cpu"):
             return jitted(*args)
-        key = (tree, tuple((x.shape, x.dtype, x.weak_type, x.sharding) for x in leaves))
+        key = (tree, tuple(jax.typeof(x) for x in leaves), tuple(x.sharding for x in arrays))
         if key not in compiled:
             lowered = jitted.lower(*args)
             try:
@@ -335,6 +334,15 @@ def quick_jit(fn):
         return compiled[key](*args)
 
     return call
+
+
+def _quick_leaf(x):
+    """A leaf :func:`quick_jit` compiles for: a concrete array on the CPU, or host data."""
+    if isinstance(x, jax.core.Tracer):
+        return False
+    if isinstance(x, jax.Array):
+        return x.is_fully_addressable and all(d.platform == "cpu" for d in x.devices())
+    return isinstance(x, (np.ndarray, np.generic, bool, int, float))
 
 
 _fork = quick_jit(lambda key: jax.random.fold_in(key, 1))

@@ -33,9 +33,30 @@ def in_support(leaf, support, num_rows):
     ``num_rows`` rows; None: on all of them), checked on chunks of rows."""
     if support_rows(support, leaf.ndim, num_rows) == "per_row":  # the model was traced on every row
         return bool(jnp.all(support(leaf)))
+    on_host = _numpy_support(leaf, support)
+    if on_host is not None:
+        return all_rows(*on_host)
     # one compiled test per chunk shape, not one small compilation per operation of the constraint
     test = quick_jit(lambda rows: jnp.all(support(rows)))
     return all_rows(leaf, lambda rows: np.asarray(test(rows)))
+
+
+def _numpy_support(leaf, support):
+    """``(numpy view of leaf, test)`` where the data are in host memory and the support's
+    base constraint (under ``independent``) computes with numpy (``boolean``, ``real``, ...;
+    an ``independent`` constraint only adds an ``all`` over event dimensions), else None."""
+    host = _host_view(leaf)
+    base = support
+    while isinstance(base, constraints.independent):
+        base = base.base_constraint
+    if host is None or not host.shape[0]:
+        return None
+    try:
+        if not isinstance(base(host[:1]), (np.ndarray, np.generic, bool)):
+            return None
+    except Exception:
+        return None
+    return host, lambda rows: np.all(base(rows))
 
 
 def has_nonfinite(leaf):
@@ -52,10 +73,19 @@ def _all_finite(rows):
 
 
 def _host_or_compiled(leaf):
-    """``(leaf, test)``: a jax array on one CPU device as its numpy view (no copy) with ``np.isfinite``,
-    else the array itself with a compiled test."""
+    """``(leaf, test)``: the numpy view of ``leaf`` (see :func:`_host_view`) with
+    ``np.isfinite``, else the array itself with a compiled test."""
+    host = _host_view(leaf)
+    if host is not None and host.dtype.kind == "f":
+        return host, np.isfinite
+    return leaf, lambda rows: np.asarray(_all_finite(rows))
+
+
+def _host_view(leaf):
+    """A jax array on one CPU device as its numpy view (no copy; None: on other devices,
+    or a dtype numpy does not know, such as bfloat16)."""
     if isinstance(leaf, jax.Array) and len(leaf.devices()) == 1 and next(iter(leaf.devices())).platform == "cpu":
         host = np.asarray(leaf)
-        if host.dtype.kind == "f":  # not bfloat16 & co, which numpy does not know
-            return host, np.isfinite
-    return leaf, lambda rows: np.asarray(_all_finite(rows))
+        if host.dtype.kind in "biuf":
+            return host
+    return None
