@@ -17,7 +17,7 @@ __all__ = ["ops"]
 
 def _philox_available():
     try:
-        jax.random.key(0, impl="philox4x32")
+        jax.eval_shape(lambda: jax.random.key(0, impl="philox4x32"))  # traced, not compiled
         return True
     except Exception:  # an older JAX without Philox: threefry throughout
         return False
@@ -108,7 +108,7 @@ class JaxOps:
     def split(self, key, num=2):
         if num == 1:
             return (key,)
-        return tuple(jax.random.split(key, num))
+        return _split(num)(key)
 
     def fork(self, key):
         return _fork(key)
@@ -346,3 +346,11 @@ def _quick_leaf(x):
 
 
 _fork = quick_jit(lambda key: jax.random.fold_in(key, 1))
+_SPLITS = {}
+
+
+def _split(num):
+    """``key -> tuple(jax.random.split(key, num))`` (a :func:`quick_jit` outside a jit)."""
+    if num not in _SPLITS:
+        _SPLITS[num] = quick_jit(lambda key: tuple(jax.random.split(key, num)))
+    return _SPLITS[num]

@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import constraints
 
-from ebm_ppl._rows import all_rows, support_rows as _support_rows
+from ebm_ppl._rows import all_rows, head_rows as _head_rows, support_rows as _support_rows
 
 from .ops import quick_jit
 
-__all__ = ["support_rows", "supports_by_row", "in_support", "has_nonfinite"]
+__all__ = ["support_rows", "supports_by_row", "in_support", "has_nonfinite", "head_rows"]
 
 
 def support_rows(support, value_ndim, rows):
@@ -89,3 +89,15 @@ def _host_view(leaf):
         if host.dtype.kind in "biuf":
             return host
     return None
+
+
+def head_rows(data, trace_rows):
+    """:func:`ebm_ppl._rows.head_rows`, the rows of data in host memory taken by numpy (a
+    slice of a jax array is a compilation of its own)."""
+    views = {k: _host_view(v) for k, v in (data.items() if isinstance(data, dict) else {"": data}.items())}
+    if any(v is None for v in views.values()):
+        return _head_rows(data, trace_rows)
+    head = _head_rows(views if isinstance(data, dict) else views[""], trace_rows)
+    if head is views or head is views.get(""):
+        return data
+    return {k: jnp.asarray(v) for k, v in head.items()} if isinstance(head, dict) else jnp.asarray(head)
