@@ -73,10 +73,12 @@ def make_optimizer(optimizer=None):
             )
     kind = _kind(optimizer, is_optax)
 
+    fresh_state = quick_jit(optimizer.init)  # one quickly compiled call at set-up (eager: one per operation)
+
     def init(params, state=None):
         """A fresh state, or the saved leaves (``get_state``) put back into the tree of a
         fresh state (its structure holds a ``PyTreeDef``, which is not data to save)."""
-        fresh = optimizer.init(params)
+        fresh = fresh_state(params)
         if state is None:
             return fresh
         saved = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh), list(state))
