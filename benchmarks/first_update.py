@@ -54,10 +54,11 @@ if which == "ebm_ppl":
     jax.block_until_ready(fit(1).params)
 elif which == "sample":
     import ebm_ppl
-    model, _ = rbm_model("numpyro", 64, 64)
+    model, W = rbm_model("numpyro", 64, 64)
+    params = {{"W": jnp.asarray(W), "b": jnp.zeros(64), "c": jnp.zeros(64)}}
     w0, c0 = time.perf_counter(), time.process_time()
-    out = ebm_ppl.sample(model, ebm_ppl.samplers.BlockGibbs(["h", "v"]), num_samples=100, num_chains=100,
-                         model_args=(jnp.asarray(x[:100]),), progress_bar=False)
+    out = ebm_ppl.sample(model, params, jnp.asarray(x[:1]), num_samples=100, num_chains=100, num_warmup=1,
+                         sampler=ebm_ppl.samplers.BlockGibbs(["h", "v"]))
     jax.block_until_ready(out)
 else:
     _, W = rbm_model("numpyro", 64, 64)
@@ -86,7 +87,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--what", choices=("fit", "sample"), default="fit",
-                        help="ebm_ppl's first 1-epoch fit, or the first call of `sample` (100 chains x 100 sweeps)")
+                        help="ebm_ppl's first 1-epoch fit, or the first call of `sample` (100 chains, one warm-up "
+                             "sweep and one sweep kept)")
     args = parser.parse_args()
     mine = "ebm_ppl" if args.what == "fit" else "sample"
     rows = {mine: [], "hand": []}

@@ -7,6 +7,7 @@
 
 import numpy as np
 
+from .._quick import quick_jit
 from .base import Sampler, compound, frozen
 from .block_gibbs import BlockGibbs
 from .gibbs import Gibbs
@@ -98,7 +99,7 @@ def build_kernel(sampler, ops, sites, *, is_adapting=True, num_warmup=None, prob
         blocks = None
         if probe is not None and any(s.is_discrete for s in sites):
             probes = probe()
-            blocks = conditional_blocks(ops, getattr(ops, "_quick_jit", ops.jit)(probes.logdensity), probes.params,
+            blocks = conditional_blocks(ops, quick_jit(ops, probes.logdensity), probes.params,
                                         probes.positions, sites)
         plan = auto_plan(sites, blocks)
         _check_auto(plan)

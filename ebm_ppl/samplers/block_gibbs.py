@@ -38,6 +38,7 @@ contrastive divergence (block Gibbs in RBMs).
 
 import numpy as np
 
+from .._quick import quick_jit
 from ._numerics import categorical, logdensity_and_grad, nan_acceptance
 from .base import Kernel, Sampler
 
@@ -230,7 +231,7 @@ def _gradient_is_exact(ops, sites, blocks, probes, max_rows=8192, raise_errors=F
                 out.append(None)
         return out
 
-    check = getattr(ops, "_quick_jit", ops.jit)(rows_and_gradients)  # compiled once, run at every probe
+    check = quick_jit(ops, rows_and_gradients)  # compiled once, run at every probe
     try:
         for params, position in zip(probes.params, probes.positions):
             num_states = next(iter(position.values())).shape[0]
