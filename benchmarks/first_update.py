@@ -15,7 +15,10 @@ seconds (``time.process_time``, the figure that other jobs on a shared machine d
 inflate) and the number of XLA compilations. The ratio is the median of the per-round
 ratios of CPU seconds.
 
-Run: ``python benchmarks/first_update.py [--runs 3] [--what fit|sample]``
+With ``--cache DIR`` every process uses JAX's persistent compilation cache in ``DIR``
+(filled first by one untimed process of each kind): the first fit of a later process.
+
+Run: ``python benchmarks/first_update.py [--runs 3] [--what fit|sample] [--cache DIR]``
 """
 
 import argparse
@@ -36,6 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 import rbm_pcd
 from _bench import binarized_digits, rbm_model
+if {cache!r}:
+    jax.config.update("jax_compilation_cache_dir", {cache!r})
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jnp.zeros(1).block_until_ready()  # JAX initialised
 x = binarized_digits(1700)
 compiles = []
@@ -73,10 +79,10 @@ ENV = {"OMP_NUM_THREADS": "1", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false 
        "JAX_PLATFORMS": "cpu"}
 
 
-def once(which):
+def once(which, cache=""):
     """One fresh process timing ``which``: dict with wall, cpu (seconds), compiles, xla_s."""
     env = dict(os.environ, **ENV)
-    out = subprocess.run([sys.executable, "-c", CHILD.format(here=str(HERE), which=which)],
+    out = subprocess.run([sys.executable, "-c", CHILD.format(here=str(HERE), which=which, cache=cache)],
                          capture_output=True, text=True, env=env)
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
@@ -89,12 +95,17 @@ def main():
     parser.add_argument("--what", choices=("fit", "sample"), default="fit",
                         help="ebm_ppl's first 1-epoch fit, or the first call of `sample` (100 chains, one warm-up "
                              "sweep and one sweep kept)")
+    parser.add_argument("--cache", default="", help="a folder for JAX's persistent compilation cache (filled by "
+                                                          "an untimed process first): the time with a warm cache")
     args = parser.parse_args()
+    if args.cache:
+        for which in ("ebm_ppl" if args.what == "fit" else "sample", "hand"):
+            once(which, args.cache)
     mine = "ebm_ppl" if args.what == "fit" else "sample"
     rows = {mine: [], "hand": []}
     for _ in range(args.runs):
         for which in rows:
-            r = once(which)
+            r = once(which, args.cache)
             rows[which].append(r)
             print(f"  {which:8s} wall {r['wall']:5.2f} s  CPU {r['cpu']:5.2f} s  "
                   f"{r['compiles']:3d} XLA compiles ({r['xla_s']:4.2f} s)", flush=True)

@@ -52,6 +52,24 @@ def _check_counts(fresh_leaves, saved_leaves, num_updates, kind):
                                  f"(leaf {i}), not a count in [0, {top}] (the updates done)")
 
 
+def _probe(optimizer, raw_update):
+    """``params -> (all finite, any above 0)`` of one step from zero parameters with unit
+    gradients: one quickly compiled call (not one small compilation per operation)."""
+
+    @quick_jit
+    def probe_step(params):
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        ones = jax.tree_util.tree_map(jnp.ones_like, params)
+        new = optimizer.get_params(raw_update(ones, optimizer.init(zeros), jnp.asarray(0.0)))
+        leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(new)]
+        if not leaves:
+            return jnp.asarray(True), jnp.asarray(False)
+        return (jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])),
+                jnp.any(jnp.stack([jnp.any(x > 0) for x in leaves])))
+
+    return probe_step
+
+
 def make_optimizer(optimizer=None):
     """Wrap a ``numpyro.optim`` optimizer or an ``optax.GradientTransformation``
     (default ``numpyro.optim.Adam(1e-2)``); the update is pure and jittable."""
@@ -102,18 +120,7 @@ def make_optimizer(optimizer=None):
         """The state's leaves, a list of arrays (``init(params, state=...)`` rebuilds it)."""
         return list(jax.tree_util.tree_leaves(opt_state))
 
-    @quick_jit
-    def _probe_step(params):
-        """(all finite, any above 0) of one step from zero parameters with unit gradients:
-        one compiled call (not one small compilation per operation of the optimizer)."""
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        ones = jax.tree_util.tree_map(jnp.ones_like, params)
-        new = optimizer.get_params(raw_update(ones, optimizer.init(zeros), jnp.asarray(0.0)))
-        leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(new)]
-        if not leaves:
-            return jnp.asarray(True), jnp.asarray(False)
-        return (jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])),
-                jnp.any(jnp.stack([jnp.any(x > 0) for x in leaves])))
+    _probe_step = _probe(optimizer, raw_update)
 
     def check(params):
         """A probe step from zero parameters with unit gradients must be finite and must not
