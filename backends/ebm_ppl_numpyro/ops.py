@@ -315,12 +315,15 @@ def quick_jit(fn):
     once or a few times at a fit's set-up (structure probes, initial chains): such code
     compiles in about 40% of the time and runs as fast as it needs to. The same values
     (no fast-math either way). Compiled once per input structure, types and placement;
-    inputs on other devices, or traced (inside another jit), take plain ``jax.jit``."""
+    inputs on other devices take plain ``jax.jit``; traced inputs (inside another jit) run
+    ``fn`` itself, in the enclosing program."""
     jitted = jax.jit(fn)
     compiled = {}
 
     def call(*args):
         leaves, tree = jax.tree_util.tree_flatten(args)
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):
+            return fn(*args)  # inside a traced function: part of its program, as written
         arrays = [x for x in leaves if isinstance(x, jax.Array)]
         if not all(_quick_leaf(x) for x in leaves) or (not arrays and jax.default_backend() != "cpu"):
             return jitted(*args)
