@@ -355,6 +355,11 @@ class Ops(Protocol):
         """``num`` draws of a framework distribution ``dist`` with the sampling stream ``key``
         (NumPyro: ``dist.sample(key, (num,))``; Pyro: from a seed drawn from ``key``)."""
 
+    def quick_jit(self, fn: Callable) -> Callable:
+        """``fn`` compiled quickly for a few calls at set-up (structure probes, samplers'
+        checks, initial chains: NumPyro compiles with XLA's backend optimisations off,
+        the same values), else ``fn``."""
+
     def compile_now(self) -> Any:
         """A context in which functions compiled lazily are compiled at their first call of
         a shape (Pyro captures a shape's graphs at its third call otherwise; a no-op where

@@ -96,6 +96,7 @@ def test_transformations_and_loops(be):
     np.testing.assert_allclose(ops.to_numpy(aux), [2.0, -4.0])
     np.testing.assert_allclose(ops.to_numpy(grads["w"]), [3.0, 12.0])
     assert float(ops.jit(lambda a: a * 3)(ops.asarray(2.0, like))) == 6.0
+    assert float(ops.quick_jit(lambda a: a * 3)(ops.asarray(2.0, like))) == 6.0
     assert float(ops.cond(ops.asarray(False, None, bool_=True), lambda a: a + 1, lambda a: a - 1,
                           ops.asarray(0.0, like))) == -1.0
     assert float(ops.fori_loop(0, 4, lambda i, c: c + i, ops.asarray(0.0, like))) == 6.0

@@ -15,7 +15,6 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import compute_log_probs
 
-from ebm_ppl._rows import head_rows
 from ebm_ppl._sites import (Transform, base_constraint, check_covariates, check_data_leaves, check_factor_shape,
                             check_leaf_shape, check_no_obs_mask, check_no_subsample, check_param_names, differs,
                             explain_failure, latent_outside_plate, leaf_converters, match_leaves, site_table,
@@ -25,7 +24,8 @@ from ebm_ppl.samplers._numerics import differentiate
 
 from .ops import ops
 from .plates import plates
-from .rows import has_nonfinite, in_support, supports_by_row
+from .quick_draws import QuickDraws
+from .rows import has_nonfinite, head_rows, in_support, supports_by_row
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
 
@@ -160,12 +160,15 @@ def compile_model(model, data, model_args=(), model_kwargs=None, params=None, co
     traced = handlers.seed(model, rng_seed=0)
     if params is not None:
         traced = handlers.substitute(traced, data=dict(params))
+    first = handlers.seed(QuickDraws(model), rng_seed=0)  # latent values: only their shapes are used
+    if params is not None:
+        first = handlers.substitute(first, data=dict(params))
     head = head_rows(data, trace_rows)
-    trace = _first_trace(traced, head, model_args, model_kwargs, data)
+    trace = _first_trace(first, head, model_args, model_kwargs, data)
     if head is not data and supports_by_row(_sample_sites(trace), _rows(head)):
         # a support with a bound per example, which the other rows may not share: all rows
         head = data
-        trace = _first_trace(traced, head, model_args, model_kwargs, data)
+        trace = _first_trace(first, head, model_args, model_kwargs, data)
     check_no_subsample(plates(trace.values()))
     mapping = _match_leaves(trace, head, covariates)
     leaves = data if isinstance(data, dict) else {"data": data}

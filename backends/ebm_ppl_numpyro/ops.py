@@ -17,7 +17,7 @@ __all__ = ["ops"]
 
 def _philox_available():
     try:
-        jax.random.key(0, impl="philox4x32")
+        jax.eval_shape(lambda: jax.random.key(0, impl="philox4x32"))  # traced, not compiled
         return True
     except Exception:  # an older JAX without Philox: threefry throughout
         return False
@@ -108,10 +108,10 @@ class JaxOps:
     def split(self, key, num=2):
         if num == 1:
             return (key,)
-        return tuple(jax.random.split(key, num))
+        return _split(num)(key)
 
     def fork(self, key):
-        return jax.random.fold_in(key, 1)
+        return _fork(key)
 
     def select_key(self, pred, new, old):
         return jnp.where(pred, new, old)
@@ -144,7 +144,7 @@ class JaxOps:
 
     def map_host(self, fn, tree):
         """``fn`` applied on the host (numpy) to every leaf, results back as jax arrays."""
-        return jax.tree_util.tree_map(lambda x: jnp.asarray(fn(np.asarray(x)), dtype=jnp.result_type(x)), tree)
+        return jax.tree_util.tree_map(lambda x: _on_host(fn(np.asarray(x)), jnp.result_type(x)), tree)
 
     def first_leaf(self, tree):
         return jax.tree_util.tree_leaves(tree)[0]
@@ -173,7 +173,7 @@ class JaxOps:
 
     def from_numpy(self, x, dtype, like=None):
         """A jax array of ``dtype`` with the values of the numpy array ``x``."""
-        return jnp.asarray(np.asarray(x), dtype=dtype)
+        return _on_host(np.asarray(x), dtype)
 
     def is_floating(self, x):
         return jnp.issubdtype(x.dtype, jnp.floating)
@@ -221,6 +221,11 @@ class JaxOps:
     def jit(self, fn):
         """``jax.jit(fn)``: compiled once per input shape."""
         return jax.jit(fn)
+
+    def quick_jit(self, fn):
+        """:func:`quick_jit`: compiled fast (XLA's backend optimisations off), for code run
+        once or a few times at set-up."""
+        return quick_jit(fn)
 
     def no_grad(self):
         return contextlib.nullcontext()
@@ -303,3 +308,67 @@ ops = JaxOps()
 def _stack(perms):
     """``np.stack(perms)`` without a second copy of the usual single permutation (O(N) ints)."""
     return perms[0][None] if len(perms) == 1 else np.stack(perms)
+
+
+def _on_host(x, dtype):
+    """``jnp.asarray(x, dtype)`` with the conversion made by numpy (no compiled conversion)."""
+    if dtype is None:
+        return jnp.asarray(x)
+    try:
+        dtype = jax.dtypes.canonicalize_dtype(dtype)
+        x = np.asarray(x).astype(dtype, copy=False)
+    except TypeError:  # pragma: no cover  (a dtype numpy does not know)
+        pass
+    return jnp.asarray(x, dtype=dtype)
+
+
+_QUICK_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def quick_jit(fn):
+    """``jax.jit(fn)`` compiled with XLA's backend optimisations off on CPU, for code run
+    once or a few times at a fit's set-up (structure probes, initial chains): such code
+    compiles in about 40% of the time and runs as fast as it needs to. The same values
+    (no fast-math either way). Compiled once per input structure, types and placement;
+    inputs on other devices take plain ``jax.jit``; traced inputs (inside another jit) run
+    ``fn`` itself, in the enclosing program."""
+    jitted = jax.jit(fn)
+    compiled = {}
+
+    def call(*args):
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):
+            return fn(*args)  # inside a traced function: part of its program, as written
+        arrays = [x for x in leaves if isinstance(x, jax.Array)]
+        if not all(_quick_leaf(x) for x in leaves) or (not arrays and jax.default_backend() != "cpu"):
+            return jitted(*args)
+        key = (tree, tuple(jax.typeof(x) for x in leaves), tuple(x.sharding for x in arrays))
+        if key not in compiled:
+            lowered = jitted.lower(*args)
+            try:
+                compiled[key] = lowered.compile(_QUICK_OPTIONS)
+            except Exception:  # pragma: no cover  (an XLA without the option)
+                compiled[key] = lowered.compile()
+        return compiled[key](*args)
+
+    return call
+
+
+def _quick_leaf(x):
+    """A leaf :func:`quick_jit` compiles for: a concrete array on the CPU, or host data."""
+    if isinstance(x, jax.core.Tracer):
+        return False
+    if isinstance(x, jax.Array):
+        return x.is_fully_addressable and all(d.platform == "cpu" for d in x.devices())
+    return isinstance(x, (np.ndarray, np.generic, bool, int, float))
+
+
+_fork = quick_jit(lambda key: jax.random.fold_in(key, 1))
+_SPLITS = {}
+
+
+def _split(num):
+    """``key -> tuple(jax.random.split(key, num))`` (a :func:`quick_jit` outside a jit)."""
+    if num not in _SPLITS:
+        _SPLITS[num] = quick_jit(lambda key: tuple(jax.random.split(key, num)))
+    return _SPLITS[num]

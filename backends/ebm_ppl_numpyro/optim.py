@@ -8,7 +8,7 @@ import numpyro.optim
 from ebm_ppl._tree import describe
 from ebm_ppl.backend import Optimizer
 
-from .ops import all_finite
+from .ops import all_finite, quick_jit
 
 __all__ = ["make_optimizer"]
 
@@ -66,6 +66,24 @@ def _is_numpyro_optim(optimizer):
     return all(callable(getattr(optimizer, n, None)) for n in ("init", "update", "get_params"))
 
 
+def _probe(optimizer, raw_update):
+    """``params -> (all finite, any above 0)`` of one step from zero parameters with unit
+    gradients: one quickly compiled call (not one small compilation per operation)."""
+
+    @quick_jit
+    def probe_step(params):
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        ones = jax.tree_util.tree_map(jnp.ones_like, params)
+        new = optimizer.get_params(raw_update(ones, optimizer.init(zeros), jnp.asarray(0.0)))
+        leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(new)]
+        if not leaves:
+            return jnp.asarray(True), jnp.asarray(False)
+        return (jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])),
+                jnp.any(jnp.stack([jnp.any(x > 0) for x in leaves])))
+
+    return probe_step
+
+
 def make_optimizer(optimizer=None):
     """Wrap a ``numpyro.optim`` optimizer or an ``optax.GradientTransformation``
     (default ``numpyro.optim.Adam(1e-2)``); the update is pure and jittable."""
@@ -87,6 +105,8 @@ def make_optimizer(optimizer=None):
             )
     kind = _kind(optimizer, is_optax)
 
+    fresh_state = quick_jit(optimizer.init)  # one quickly compiled call at set-up (eager: one per operation)
+
     def init(params, state=None, replace_params=False):
         """A fresh state, or the saved leaves (``get_state``) put back into the tree of a
         fresh state (its structure holds a ``PyTreeDef``, which is not data to save).
@@ -94,7 +114,7 @@ def make_optimizer(optimizer=None):
         The optimizer's state holds its own copy of the parameters: ``resume=`` refuses a
         state whose copy is not ``params``; with ``replace_params=True`` (Trainer.update,
         where the caller may have edited ``state.params``) ``params`` replace the copy."""
-        fresh = optimizer.init(params)
+        fresh = fresh_state(params)
         if state is None:
             return fresh
         saved = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh), list(state))
@@ -123,17 +143,16 @@ def make_optimizer(optimizer=None):
         """The state's leaves, a list of arrays (``init(params, state=...)`` rebuilds it)."""
         return list(jax.tree_util.tree_leaves(opt_state))
 
+    _probe_step = _probe(optimizer, raw_update)
+
     def check(params):
         """A probe step from zero parameters with unit gradients must be finite and must not
         go up the gradient (a negative or NaN learning rate), before any update is made."""
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        ones = jax.tree_util.tree_map(jnp.ones_like, params)
-        new = optimizer.get_params(raw_update(ones, optimizer.init(zeros), jnp.asarray(0.0)))
-        leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(new)]
-        if not all(bool(jnp.all(jnp.isfinite(x))) for x in leaves):
+        finite, up = (bool(x) for x in _probe_step(params))
+        if not finite:
             raise ValueError("optimizer: its first step gives non-finite parameters (a learning rate that is "
                              "NaN or inf?)")
-        if any(bool(jnp.any(x > 0)) for x in leaves):
+        if up:
             raise ValueError("optimizer: its first step goes up the gradient (a negative learning rate?)")
 
     def check_state(state, params, num_updates=None):

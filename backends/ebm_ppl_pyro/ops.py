@@ -201,6 +201,10 @@ class TorchOps:
             torch.manual_seed(seed)
             return dist.sample((num,))
 
+    def quick_jit(self, fn):
+        """PyTorch runs eagerly: ``fn`` itself."""
+        return fn
+
     def compile_now(self):
         """The model's graphs captured at the first call of a shape (see ``model._Captured``)."""
         return capture_at_first_call()

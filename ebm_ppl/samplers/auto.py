@@ -98,7 +98,8 @@ def build_kernel(sampler, ops, sites, *, is_adapting=True, num_warmup=None, prob
         blocks = None
         if probe is not None and any(s.is_discrete for s in sites):
             probes = probe()
-            blocks = conditional_blocks(ops, ops.jit(probes.logdensity), probes.params, probes.positions, sites)
+            blocks = conditional_blocks(ops, ops.quick_jit(probes.logdensity), probes.params,
+                                        probes.positions, sites)
         plan = auto_plan(sites, blocks)
         _check_auto(plan)
     elif isinstance(sampler, (list, tuple)):

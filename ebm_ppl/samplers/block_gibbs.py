@@ -179,51 +179,87 @@ def gradient_block_update(ops, rng_key, position, sites, block, whole, logdensit
     return new
 
 
+def _memo_key(coords):
+    return ("gradient_is_exact",) + tuple((n, c.tobytes()) for n, c in sorted(coords.items()))
+
+
 def _gradient_is_exact_memo(ops, sites, coords, block, onehots, probes):
     """:func:`_gradient_is_exact`, run once per block on the same probes (the negative and
     the positive phase's kernels share blocks)."""
     if probes is None:
         return False
-    key = ("gradient_is_exact",) + tuple((n, c.tobytes()) for n, c in sorted(coords.items()))
+    key = _memo_key(coords)
     if key not in probes.memo:
-        probes.memo[key] = _gradient_is_exact(ops, sites, block, onehots, probes)
+        probes.memo[key] = _gradient_is_exact(ops, sites, [(block, onehots)], probes)[0]
     return probes.memo[key]
 
 
-def _gradient_is_exact(ops, sites, block, onehots, probes, max_rows=8192):
-    """Whether the gradient reproduces every single-coordinate change of log p̃ in
-    ``block`` at the structure probes (random parameters and states): the check that lets
-    :class:`BlockGibbs` take the gradient path. Binary coordinates only."""
-    if probes is None or any(len(sites[n].values or ()) != 2 for n in block):
-        return False
+def _gradient_checks_at_once(ops, sites, pending, probes):
+    """Run :func:`_gradient_is_exact` for every binary block of ``pending`` (``(coords,
+    block, onehots)``) not yet in the memo, in one compiled function (one compilation,
+    not one per block); on failure each block is left to be checked on its own."""
+    todo = [(coords, block, onehots) for coords, block, onehots in pending
+            if _memo_key(coords) not in probes.memo and all(len(sites[n].values or ()) == 2 for n in block)]
+    if len(todo) < 2:
+        return
+    try:
+        exact = _gradient_is_exact(ops, sites, [(b, o) for _, b, o in todo], probes, raise_errors=True)
+    except Exception:  # e.g. one block that indexes with its values: checked alone below
+        return
+    for (coords, _, _), ok in zip(todo, exact):
+        probes.memo[_memo_key(coords)] = ok
 
-    def rows_and_gradient(params, position):
+
+def _gradient_is_exact(ops, sites, blocks, probes, max_rows=8192, raise_errors=False):
+    """For each ``(block, onehots)`` of ``blocks``: whether the gradient reproduces every
+    single-coordinate change of log p̃ in the block at the structure probes (random
+    parameters and states): the check that lets :class:`BlockGibbs` take the gradient path.
+    Binary coordinates only. All blocks are checked by one compiled function."""
+    if probes is None:
+        return [False] * len(blocks)
+    exact = [all(len(sites[n].values or ()) == 2 for n in block) for block, _ in blocks]
+
+    def rows_and_gradients(params, positions):
         fn = lambda x: probes.logdensity(params, x)  # noqa: E731
-        ld, currents, _, _ = _block_rows(ops, position, sites, block, onehots, fn)
-        return ld, currents, _block_gradient(ops, position, block, fn)
+        out = []
+        for (block, onehots), position, ok in zip(blocks, positions, exact):
+            if ok:
+                ld, currents, _, _ = _block_rows(ops, position, sites, block, onehots, fn)
+                out.append((ld, currents, _block_gradient(ops, position, block, fn)))
+            else:
+                out.append(None)
+        return out
 
-    check = ops.jit(rows_and_gradient)  # compiled once, run at every probe
+    check = ops.quick_jit(rows_and_gradients)  # compiled once, run at every probe
     try:
         for params, position in zip(probes.params, probes.positions):
             num_states = next(iter(position.values())).shape[0]
-            rows = 1 + sum(len(c) for c in block.values())
-            keep = max(1, min(num_states, max_rows // rows))
-            position = {k: v[:keep] for k, v in position.items()}
-            ld, currents, grads = check(params, position)
-            ld = ops.to_numpy(ld).astype(np.float64)
-            f0, start = ld[0], 1
-            for n in block:
-                lo, hi = sites[n].values
-                g = ops.to_numpy(grads[n]).reshape((keep, -1))[:, ops.to_numpy(block[n])].T  # (n, C)
-                cur = ops.to_numpy(currents[n]).T + lo  # (n, C) current values
-                actual = ld[start:start + len(g)] - f0
-                start += len(g)
-                predicted = g * np.where(cur == lo, hi - lo, lo - hi)
-                tol = 1e-4 * (1.0 + np.abs(f0).max()) + 1e-3 * np.abs(actual)
-                if not (np.all(np.isfinite(actual)) and np.all(np.abs(actual - predicted) <= tol)):
-                    return False
+            keeps = [max(1, min(num_states, max_rows // (1 + sum(len(c) for c in block.values()))))
+                     for block, _ in blocks]
+            results = check(params, [{k: v[:keep] for k, v in position.items()} for keep in keeps])
+            for i, ((block, _), keep, result) in enumerate(zip(blocks, keeps, results)):
+                exact[i] = exact[i] and _agrees(ops, sites, block, keep, *result)
     except Exception:  # e.g. a model that indexes with the site's values: no gradient
-        return False
+        if raise_errors:
+            raise
+        return [False] * len(blocks)
+    return exact
+
+
+def _agrees(ops, sites, block, keep, ld, currents, grads):
+    """Whether the gradient's predictions match the single-coordinate changes ``ld``."""
+    ld = ops.to_numpy(ld).astype(np.float64)
+    f0, start = ld[0], 1
+    for n in block:
+        lo, hi = sites[n].values
+        g = ops.to_numpy(grads[n]).reshape((keep, -1))[:, ops.to_numpy(block[n])].T  # (n, C)
+        cur = ops.to_numpy(currents[n]).T + lo  # (n, C) current values
+        actual = ld[start:start + len(g)] - f0
+        start += len(g)
+        predicted = g * np.where(cur == lo, hi - lo, lo - hi)
+        tol = 1e-4 * (1.0 + np.abs(f0).max()) + 1e-3 * np.abs(actual)
+        if not (np.all(np.isfinite(actual)) and np.all(np.abs(actual - predicted) <= tol)):
+            return False
     return True
 
 
@@ -277,11 +313,14 @@ class BlockGibbs(Sampler):
         parsed = _parse_blocks(self.blocks, sites)
         blocks, onehots, updates = [], [], []
         probes = None
+        if probe is not None and any(all(len(by_name[n].values or ()) == 2 for n in c) for c in parsed):
+            probes = probe()
+            _gradient_checks_at_once(ops, by_name, [(c, {n: ops.asarray(v, None, int_=True) for n, v in c.items()},
+                                                     _onehot(ops, by_name, c)) for c in parsed], probes)
         for coords in parsed:
             block = {n: ops.asarray(c, None, int_=True) for n, c in coords.items()}
             size = {n: int(np.prod(by_name[n].shape, dtype=int)) for n in coords}
-            onehot = {n: ops.asarray(np.arange(size[n])[None, :] == c[:, None], None, bool_=True)
-                      for n, c in coords.items()}
+            onehot = _onehot(ops, by_name, coords)
             blocks.append(block)
             onehots.append(onehot)
             binary = all(len(by_name[n].values) == 2 for n in coords)
@@ -309,6 +348,12 @@ class BlockGibbs(Sampler):
             len(c) == int(np.prod(by_name[n].shape, dtype=int)) for n, c in parsed[0].items()
         ) and set(parsed[0]) == set(by_name)
         return Kernel(tuple(by_name), init, step, redraws_all=bool(redraws_all), paths=paths)
+
+
+def _onehot(ops, sites, coords):
+    """Site name -> (n, size) booleans: row i is the indicator of the block's i-th coordinate."""
+    return {n: ops.asarray(np.arange(int(np.prod(sites[n].shape, dtype=int)))[None, :] == c[:, None], None,
+                           bool_=True) for n, c in coords.items()}
 
 
 def _rows_update(ops, sites, block, onehot):
