@@ -84,25 +84,26 @@ def _probe(optimizer, raw_update):
     return probe_step
 
 
+def _as_numpyro_optim(optimizer):
+    """``(numpyro.optim optimizer, given as optax?)`` for what ``make_optimizer`` takes."""
+    if optimizer is None:
+        return numpyro.optim.Adam(step_size=1e-2), False
+    if _is_numpyro_optim(optimizer):
+        return optimizer, False
+    try:
+        import optax
+    except ImportError:  # pragma: no cover
+        optax = None
+    if optax is not None and isinstance(optimizer, optax.GradientTransformation):
+        return numpyro.optim.optax_to_numpyro(optimizer), True
+    raise TypeError("optimizer: the NumPyro backend takes a numpyro.optim optimizer or an "
+                    f"optax.GradientTransformation, got {type(optimizer).__name__}")
+
+
 def make_optimizer(optimizer=None):
     """Wrap a ``numpyro.optim`` optimizer or an ``optax.GradientTransformation``
     (default ``numpyro.optim.Adam(1e-2)``); the update is pure and jittable."""
-    if optimizer is None:
-        optimizer = numpyro.optim.Adam(step_size=1e-2)
-    is_optax = False
-    if not _is_numpyro_optim(optimizer):
-        try:
-            import optax
-        except ImportError:  # pragma: no cover
-            optax = None
-        if optax is not None and isinstance(optimizer, optax.GradientTransformation):
-            optimizer = numpyro.optim.optax_to_numpyro(optimizer)
-            is_optax = True
-        else:
-            raise TypeError(
-                "optimizer: the NumPyro backend takes a numpyro.optim optimizer or an "
-                f"optax.GradientTransformation, got {type(optimizer).__name__}"
-            )
+    optimizer, is_optax = _as_numpyro_optim(optimizer)
     kind = _kind(optimizer, is_optax)
 
     fresh_state = quick_jit(optimizer.init)  # one quickly compiled call at set-up (eager: one per operation)
