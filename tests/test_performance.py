@@ -391,3 +391,22 @@ def test_numpyro_draws_are_the_generators_numbers(fw):
         for name in ("u", "z", "b"):
             np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(want[name]), err_msg=name)
         assert int(got["twice"]) == 3 * int(np.sum(np.asarray(want["b"])))
+
+
+def test_an_optimizer_closure_over_a_module_keys_the_compiled_update():
+    """The compiled-update cache keys an optimizer by its closure's contents: a closure
+    that captures a module (``jax.numpy``: a ``size`` that is a function) is keyed by the
+    module's name, not refused with a TypeError; equal closures give equal keys."""
+    import math
+
+    from ebm_ppl.fit.cache import _config_key
+
+    def make(lr):
+        def schedule(step):
+            return lr * math.cos(step)
+
+        return schedule
+
+    assert _config_key(make(0.1)) == _config_key(make(0.1)) != _config_key(make(0.2))
+    np_like = type("Namespace", (), {"shape": (), "dtype": "f", "size": staticmethod(lambda x: 0)})()
+    _config_key(np_like)  # a size that is not a number: compared by identity, no TypeError

@@ -39,7 +39,10 @@ def _config_key(obj, depth=0):
                 _config_key(obj.__kwdefaults__, depth + 1), cells)
     if hasattr(obj, "__dict__") and type(obj).__module__.startswith(_CONFIG_MODULES):
         return (type(obj),) + _config_key(vars(obj), depth + 1)
-    if hasattr(obj, "shape") and hasattr(obj, "dtype") and getattr(obj, "size", 1 << 20) <= 1 << 16:
+    if isinstance(obj, types.ModuleType):  # e.g. jax.numpy captured by an optimizer's closure
+        return ("module", obj.__name__)
+    size = getattr(obj, "size", None)
+    if hasattr(obj, "shape") and hasattr(obj, "dtype") and isinstance(size, (int, np.integer)) and size <= 1 << 16:
         try:  # a small array (e.g. a block mask): by value
             return ("array", str(obj.dtype), tuple(obj.shape), np.asarray(obj).tobytes())
         except Exception:
