@@ -262,8 +262,8 @@ def plot_curve(done, path):
         if not pts:
             continue
         t, lo, hi = map(np.asarray, zip(*pts))
-        ax.plot(t, (lo + hi) / 2, style, label=f"{who} (bracket shaded)")
-        ax.fill_between(t, lo, hi, alpha=0.25)
+        mid = (lo + hi) / 2
+        ax.errorbar(t, mid, yerr=[mid - lo, hi - mid], fmt=style, capsize=3, label=f"{who} (bars: the bracket)")
     ax.set_xlabel("training CPU minutes (one thread)")
     ax.set_ylabel("held-out log-likelihood (nats, 10,000 test images)")
     ax.set_title("784 x 500 RBM, full binarized MNIST (LeCun & Cortes, CC BY-SA 3.0)", fontsize=9)
