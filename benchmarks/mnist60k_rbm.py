@@ -261,7 +261,8 @@ def plot_curve(done, path):
         pts = sorted((r["cpu_seconds"] / 60, r["ll_lower"], r["ll_upper"]) for r in done.values() if r["who"] == who)
         if not pts:
             continue
-        t, lo, hi = map(np.asarray, zip(*pts))
+        t, a, b = map(np.asarray, zip(*pts))
+        lo, hi = np.minimum(a, b), np.maximum(a, b)  # a reverse side below the forward one inverts a bracket
         mid = (lo + hi) / 2
         ax.errorbar(t, mid, yerr=[mid - lo, hi - mid], fmt=style, capsize=3, label=f"{who} (bars: the bracket)")
     ax.set_xlabel("training CPU minutes (one thread)")
