@@ -90,8 +90,9 @@ def main():
             next_snap += args.snapshot_every
     spent = time.process_time() - cpu0
     snapshot(spent)
-    (out / "rbms_train.json").write_text(json.dumps({"epochs": epochs, "cpu_seconds": spent, "recipe": recipe, "wall_limit": args.wall_limit,
-                                                     "cpu_budget": args.seconds, "epoch_log": log, "torch": torch.__version__}, indent=1))
+    summary = {"epochs": epochs, "cpu_seconds": spent, "recipe": recipe, "wall_limit": args.wall_limit,
+               "cpu_budget": args.seconds, "epoch_log": log, "torch": torch.__version__}
+    (out / "rbms_train.json").write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
