@@ -107,6 +107,7 @@ def make_optimizer(optimizer=None):
     kind = _kind(optimizer, is_optax)
 
     fresh_state = quick_jit(optimizer.init)  # one quickly compiled call at set-up (eager: one per operation)
+    positions = {}  # optimizer-state structure -> where the parameter leaves sit in it
 
     def init(params, state=None, replace_params=False):
         """A fresh state, or the saved leaves (``get_state``) put back into the tree of a
@@ -119,11 +120,13 @@ def make_optimizer(optimizer=None):
         if state is None:
             return fresh
         saved = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh), list(state))
-        if replace_params:
-            leaves = list(state)
-            for where, value in zip(_param_positions(optimizer, fresh), jax.tree_util.tree_leaves(params)):
+        if replace_params:  # Trainer.update, every update: the positions are found once per structure
+            tree, leaves = jax.tree_util.tree_structure(fresh), list(state)
+            if tree not in positions:
+                positions[tree] = _param_positions(optimizer, fresh)
+            for where, value in zip(positions[tree], jax.tree_util.tree_leaves(params)):
                 leaves[where] = value
-            return _own_hyperparams(fresh, jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh), leaves))
+            return _own_hyperparams(fresh, jax.tree_util.tree_unflatten(tree, leaves))
         inside = jax.tree_util.tree_leaves(optimizer.get_params(saved))
         if any(not bool(jnp.array_equal(a, b)) for a, b in zip(inside, jax.tree_util.tree_leaves(params))):
             raise ValueError("resume: the parameters held in the result's optimizer state are not "

@@ -5,12 +5,10 @@ import os
 import numpy as np
 
 from .._stops import check_checkpoint_path
-from .._tree import describe
-from .._validate import check_resume_state
 from ..backend import detect_backend
 from ..checkpoint import _encode_estimator
 from ..estimators.base import REGISTRY, Estimator
-from .resume import _first_difference
+from .resume import check_state_fits
 
 
 def _check_positive_int(name, value, allow_none=True):
@@ -147,17 +145,5 @@ def _check_update_state(c, state, estimator, layout):
     this estimator, the model's parameters, chains of the bound layout, valid fields."""
     if type(state.estimator) is not type(estimator) or vars(state.estimator) != vars(estimator):
         raise ValueError(f"Trainer.update: the state is from {state.estimator!r}, not this trainer's {estimator!r}")
-    if not isinstance(state.params, dict) or sorted(state.params) != sorted(c.info.init_params):
-        got = sorted(state.params) if isinstance(state.params, dict) else type(state.params).__name__
-        raise ValueError(f"Trainer.update: the state's parameters {got} are not the model's "
-                         f"{sorted(c.info.init_params)}")
-    diff = _first_difference(state.params, c.info.init_params)
-    if diff is None and describe(state.estimator_state) != layout:
-        got = describe(state.estimator_state)
-        where = next((f"at {a[0] or 'the top'} the state has {a[1]}, this trainer {b[1]}"
-                      for a, b in zip(got, layout) if a != b), f"{len(got)} leaves, not {len(layout)}")
-        diff = f"its chains do not fit the data set given to init ({where})"
-    if diff:
-        raise ValueError(f"Trainer.update: the state does not fit this trainer: {diff}")
-    check_resume_state(state, c.info, c.ops, c.like)
-    c.opt.check_state(state.optimizer_state, c.info.init_params, num_updates=state.num_updates)
+    check_state_fits(state, c.ops, c.info, c.opt, c.like, layout, "Trainer.update", "the state's",
+                     "the data set given to init")

@@ -17,8 +17,12 @@ def _signature(info, opt):
 
 
 def _first_difference(saved, wanted):
-    """The first leaf where two :func:`~ebm_ppl._tree.describe` lists differ, as text."""
-    saved, wanted = describe(saved), describe(wanted)
+    """The first leaf where two trees' :func:`~ebm_ppl._tree.describe` lists differ, as text."""
+    return _first_described_difference(describe(saved), describe(wanted))
+
+
+def _first_described_difference(saved, wanted):
+    """:func:`_first_difference` of two :func:`~ebm_ppl._tree.describe` lists."""
     for (path_a, a), (path_b, b) in zip(saved, wanted):
         if (path_a, a) != (path_b, b):
             return f"at {path_a or 'the top'} the result has {a}, but at {path_b or 'the top'} this fit needs {b}"
@@ -57,17 +61,26 @@ def _check_resume(resume, ops, info, opt, estimator, init_chains, data_values, l
     if type(st.estimator) is not type(estimator) or vars(st.estimator) != vars(estimator):
         raise ValueError(f"resume: the result was fitted with {st.estimator!r}, not {estimator!r}")
     _check_signature(st.signature, signature)
+    layout = describe(ops.eval_shape(init_chains, ops.seed(0, like), data_values))
+    check_state_fits(st, ops, info, opt, like, layout, "resume", "the result's",
+                     f"this model and {estimator!r} (another batch_size, sampler or model?)")
+
+
+def check_state_fits(st, ops, info, opt, like, layout, who, whose, chains_of):
+    """What ``resume=`` and :meth:`Trainer.update` check of a :class:`FitState`, naming
+    ``who`` in the message: the model's parameter names and shapes, chains of the
+    estimator-state ``layout`` (a :func:`~ebm_ppl._tree.describe` list; ``chains_of`` says
+    whose), the state's fields (:func:`~ebm_ppl._validate.check_resume_state`) and the
+    optimizer state's fit."""
     if not isinstance(st.params, dict) or sorted(st.params) != sorted(info.init_params):
         got = sorted(st.params) if isinstance(st.params, dict) else type(st.params).__name__
-        raise ValueError(f"resume: the result's parameters {got} are not the model's {sorted(info.init_params)}")
+        raise ValueError(f"{who}: {whose} parameters {got} are not the model's {sorted(info.init_params)}")
     diff = _first_difference(st.params, info.init_params)
     if diff:
-        raise ValueError(f"resume: the parameters do not fit the model: {diff}")
-    template = ops.eval_shape(init_chains, ops.seed(0, like), data_values)
-    diff = _first_difference(st.estimator_state, template)
+        raise ValueError(f"{who}: the parameters do not fit the model: {diff}")
+    diff = _first_described_difference(describe(st.estimator_state), layout)
     if diff:
-        raise ValueError(f"resume: the chains do not fit this model and {estimator!r} (another batch_size, "
-                         f"sampler or model?): {diff}")
+        raise ValueError(f"{who}: the chains do not fit {chains_of}: {diff}")
     check_resume_state(st, info, ops, like)
     opt.check_state(st.optimizer_state, info.init_params, num_updates=st.num_updates)
 
