@@ -82,22 +82,16 @@ class _Fit(NamedTuple):
     given_estimator: Any = None  # the caller's estimator (``estimator`` is this rank's share)
 
 
-def _make_result(fit, carry, stats, num_applied, batches_state):
-    """The FitResult of the first ``num_applied`` updates of this call."""
-    ops, info = fit.ops, fit.info
-    params, opt_state, est_state, key = carry.params, carry.opt_state, carry.est_state, carry.key
-    history = {
-        name_: np.concatenate([s[i] for s in stats]).astype(float) if stats else np.zeros(0)
-        for i, name_ in enumerate(_HISTORY + tuple(getattr(fit.estimator, "history_names", ())))
-    }
-    if fit.watch is not None:
-        history.update(fit.watch.history(num_applied))
+def _make_state(fit, carry, num_applied, batches_state):
+    """The FitState after the first ``num_applied`` updates of this call (copies; on Pyro
+    the parameters are also put in the param store)."""
+    ops, params = fit.ops, carry.params
     data_key, perm, offset = batches_state
     state = FitState(
         params=ops.copy_tree(params),
-        optimizer_state=fit.opt.get_state(opt_state),
-        estimator_state=ops.copy_tree(est_state),
-        rng_key=ops.key_state(key),
+        optimizer_state=fit.opt.get_state(carry.opt_state),
+        estimator_state=ops.copy_tree(carry.est_state),
+        rng_key=ops.key_state(carry.key),
         data_key=data_key,
         num_updates=fit.done + num_applied,
         estimator=fit.estimator if fit.given_estimator is None else fit.given_estimator,
@@ -105,11 +99,24 @@ def _make_result(fit, carry, stats, num_applied, batches_state):
         epoch_offset=int(offset),
         signature=fit.signature,
     )
-    fit.be.store_params(info, params)
+    fit.be.store_params(fit.info, params)
+    return state
+
+
+def _make_result(fit, carry, stats, num_applied, batches_state):
+    """The FitResult of the first ``num_applied`` updates of this call."""
+    ops, info = fit.ops, fit.info
+    history = {
+        name_: np.concatenate([s[i] for s in stats]).astype(float) if stats else np.zeros(0)
+        for i, name_ in enumerate(_HISTORY + tuple(fit.estimator.history_names))
+    }
+    if fit.watch is not None:
+        history.update(fit.watch.history(num_applied))
+    state = _make_state(fit, carry, num_applied, batches_state)
     return FitResult(
-        params=ops.copy_tree(info.constrain(params)),
+        params=ops.copy_tree(info.constrain(carry.params)),
         history=history,
-        chains=ops.copy_tree({k: v for k, v in fit.problem.from_internal(_negative_chains(fit.estimator, est_state))
+        chains=ops.copy_tree({k: v for k, v in fit.problem.from_internal(_negative_chains(fit.estimator, carry.est_state))
                               .items() if k in fit.info.sites}),  # covariates (inputs) left out
         state=state,
         backend=fit.name,

@@ -16,7 +16,7 @@ from ..monitor import MonitorRun, as_monitors
 from .checks import _batch_values, _check_data, _check_fit_args, _check_placement, _check_rng_seed
 from .checks import _check_update_state
 from .ranks import on_ranks, rank_share, same_examples, stop_note
-from .loop import _Fit, _Minibatches, _Progress, _fit_loop, _make_result
+from .loop import _Fit, _Minibatches, _Progress, _fit_loop, _make_result, _make_state
 from .resume import _start_state
 from .bind import _Compiled, _setup
 from .step import _CHUNK_UPDATES, Carry
@@ -282,7 +282,7 @@ class Trainer:
         _check_rng_seed(rng_seed)
         c = self._compile(data, resume)
         fit, carry, _, (data_key, perm, offset) = self._start(c, rng_seed, resume)
-        state = _make_result(fit, carry, [], 0, (c.ops.key_state(data_key), perm, offset)).state
+        state = _make_state(fit, carry, 0, (c.ops.key_state(data_key), perm, offset))
         self._bound = _Bound(c, describe(state.estimator_state), state, frozenset())
         return state
 
@@ -342,7 +342,7 @@ class Trainer:
         fit = _Fit(c.ops, c.be, c.info, c.problem, c.opt, c.estimator, c.name, state.num_updates, c.signature,
                    None, c.placement, state.estimator)
         stats = [c.ops.to_numpy(o).reshape(1) for o in out]
-        new = _make_result(fit, carry, [stats], 1, (state.data_key, state.epoch_perm, state.epoch_offset)).state
+        new = _make_state(fit, carry, 1, (state.data_key, state.epoch_perm, state.epoch_offset))
         self._bound = b._replace(last=new, shapes=b.shapes | {shape})
         names = HISTORY + tuple(self.estimator.history_names)
         return new, {k: float(v[0]) for k, v in zip(names, stats)}
