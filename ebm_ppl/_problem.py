@@ -207,8 +207,14 @@ def _is_identity(site):
     return site.transform is None or getattr(site.transform, "is_identity", False)
 
 
-def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps):
-    """``num_steps`` transitions of ``kernel``; returns position, aux and mean acceptance."""
+def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps, logged=False):
+    """``num_steps`` transitions of ``kernel``; returns position, aux and mean acceptance.
+
+    ``logged=True``: also log p̃ of the final position per chain, from the kernel's
+    ``step_logged`` for the last transition (None for a kernel without one, or a number of
+    steps that is not a Python int); the draws are the same either way."""
+    if logged and (kernel.step_logged is None or not isinstance(num_steps, int)):
+        return run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps) + (None,)
 
     def body(i, carry):
         position, aux, key, total = carry
@@ -219,10 +225,17 @@ def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps):
     zero = ops.asarray(0.0, None)
     if isinstance(num_steps, int) and num_steps == 1:  # one transition (e.g. PCD-1): no loop, no running sum
         _, sub = ops.split(rng_key, 2)
-        position, aux, rate = kernel.step(sub, position, aux, logdensity_fn)
-        return position, aux, rate if rate.dtype == zero.dtype else ops.astype(rate, zero.dtype)
-    position, aux, _, total = ops.fori_loop(0, num_steps, body, (position, aux, rng_key, zero))
-    return position, aux, total / num_steps
+        out = (kernel.step_logged if logged else kernel.step)(sub, position, aux, logdensity_fn)
+        rate = out[2] if out[2].dtype == zero.dtype else ops.astype(out[2], zero.dtype)
+        return (out[0], out[1], rate) + tuple(out[3:])
+    if not logged:
+        position, aux, _, total = ops.fori_loop(0, num_steps, body, (position, aux, rng_key, zero))
+        return position, aux, total / num_steps
+    # the first num_steps - 1 transitions as above, the last one logged (the same keys)
+    position, aux, key, total = ops.fori_loop(0, num_steps - 1, body, (position, aux, rng_key, zero))
+    _, sub = ops.split(key, 2)
+    position, aux, rate, log_density = kernel.step_logged(sub, position, aux, logdensity_fn)
+    return position, aux, ops.astype(total + rate, zero.dtype) / num_steps, log_density
 
 
 def _check_finite_params(params):

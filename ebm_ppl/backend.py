@@ -238,6 +238,10 @@ class Ops(Protocol):
     int_dtype: Any
     #: whether compiled updates are worth keeping across calls (NumPyro: yes; Pyro is eager).
     caches_compiled: bool
+    #: whether a fit's update is one traced, compiled program (NumPyro): its arrays are values
+    #: (a chunk of updates can be run again from the carry it started from) and what nobody
+    #: reads is not computed. Pyro runs eagerly: every line runs, and optimizers step in place.
+    traced: bool
     #: how chains and minibatches are split over devices / ranks (None: one device, one process).
     placement: Any
 

@@ -87,6 +87,7 @@ class JaxOps:
     xp = jnp
     int_dtype = jnp.int32
     caches_compiled = True  # fit_unnormalized keeps compiled updates across calls
+    traced = True  # one jitted program: unread values are not computed
     placement = None  # a parallel.ShardedPlacement where chains are sharded over devices
 
     def with_placement(self, placement):

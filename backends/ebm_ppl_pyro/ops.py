@@ -20,6 +20,7 @@ class TorchOps:
     xp = torch
     int_dtype = torch.long
     caches_compiled = False  # eager: nothing compiled to keep
+    traced = False  # eager: every line runs; optimizers step in place
     placement = None  # PyTorch splits chains over ranks (parallel.py), not devices
 
     def with_placement(self, placement):

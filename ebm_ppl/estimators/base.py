@@ -135,12 +135,38 @@ class Estimator:
 _SURROGATE_WEIGHTS = {}
 
 
-def contrastive_objective(problem, params, positive, negative):
+def _phase_means_objective(ops, info, params, both, num_pos, negative_log_density=None):
+    """:func:`contrastive_objective` in a traced program: the model runs on each phase's rows
+    apart and only the phases' means are kept, so XLA shares the positive phase's products
+    with the sampler's (an RBM's v·W, computed once for h ~ p(h | v) and for log p̃), and
+    with ``negative_log_density`` given (the sampler's own value) the negative rows' log
+    density is not computed at all: only its parameter gradient is (for an energy linear
+    in W, vᵀh without v·W)."""
+    xp = ops.xp
+    pos_rows = {k: v[:num_pos] for k, v in both.items()}
+    neg_rows = {k: v[num_pos:] for k, v in both.items()}
+
+    def surrogate(p):
+        pos = xp.mean(info.log_density(p, pos_rows))
+        neg = xp.mean(info.log_density(p, neg_rows))
+        return neg - pos, (pos, neg)
+
+    (_, (pos, neg)), grads = ops.value_and_grad(surrogate, has_aux=True)(params)
+    if negative_log_density is not None:
+        neg = xp.mean(negative_log_density)
+    return neg - pos, grads, pos, neg
+
+
+def contrastive_objective(problem, params, positive, negative, negative_log_density=None):
     """The contrastive surrogate mean log p̃(negative) − mean log p̃(positive), from one
     run of the model on the rows of both phases (sampler space, already drawn).
 
     With ``problem.rao_blackwell`` set, the binary latent layer is replaced by its
     conditional mean in both phases (:mod:`ebm_ppl._rao_blackwell`).
+
+    ``negative_log_density``, when given, is log p̃ of each negative row as the sampler
+    computed it (see :func:`ebm_ppl._problem.run_kernel`); a traced backend then does not
+    compute it again.
 
     Returns
     -------
@@ -155,6 +181,10 @@ def contrastive_objective(problem, params, positive, negative):
         if problem.rao_blackwell is not None:  # E[h | rest] in place of the drawn h, both phases in one run
             both = conditional_means(problem, problem.rao_blackwell, ops.stop_gradient(params), both)
     both = problem.from_internal(ops.stop_gradient(both))
+    if problem.rao_blackwell is not None:  # the statistics are at E[h | rest], not at the drawn h
+        negative_log_density = None
+    if ops.traced:
+        return _phase_means_objective(ops, info, params, both, num_pos, negative_log_density)
     if (num_pos, num_neg) not in _SURROGATE_WEIGHTS:
         _SURROGATE_WEIGHTS[num_pos, num_neg] = np.concatenate(
             [np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)])
@@ -173,7 +203,9 @@ class Contrastive(Estimator):
     abstract = True  # a base class, not an estimator: not in REGISTRY
 
     def update(self, rng_key, problem, state, params, batch_values, batch_index=None):
-        """``(state, positive position, negative position, acceptance rate[, extras])``."""
+        """``(state, positive position, negative position, acceptance rate[, extras[, log p̃ of
+        the negative rows, per row, or None]])``: ``extras`` are the values of
+        ``history_names``."""
         raise NotImplementedError(f"{type(self).__name__}.update")
 
     def step(self, rng_key, problem, state, params, batch_values, batch_index=None):
@@ -183,7 +215,8 @@ class Contrastive(Estimator):
             out = self.update(rng_key, problem, state, ops.stop_gradient(params), batch_values,
                               batch_index=batch_index)
         new_state, positive, negative, rate = out[:4]
-        loss, grads, pos, neg = contrastive_objective(problem, params, positive, negative)
+        loss, grads, pos, neg = contrastive_objective(problem, params, positive, negative,
+                                                      out[5] if len(out) > 5 else None)
         stats = {"positive_log_density": pos, "negative_log_density": neg, "acceptance_rate": rate}
         stats.update(zip(self.history_names, tuple(out[4]) if len(out) > 4 else ()))
         return Step(new_state, loss, grads, stats)

@@ -112,7 +112,7 @@ class CD(Contrastive):
         key_pos, key_neg = problem.ops.split(rng_key, 2)
         positive, pos_aux = run_positive(self, problem, key_pos, state.positive_aux, params, batch_values,
                                          batch_index)
-        position, aux, rate = run_kernel(
-            problem.ops, problem.kernel, key_neg, positive, state.aux, problem.logdensity_fn(params), self.num_steps
-        )
-        return CDState(position, aux, pos_aux), positive, position, rate
+        out = run_kernel(problem.ops, problem.kernel, key_neg, positive, state.aux, problem.logdensity_fn(params),
+                         self.num_steps, logged=problem.ops.traced)  # see PCD.update
+        position, aux, rate = out[:3]
+        return CDState(position, aux, pos_aux), positive, position, rate, (), out[3] if len(out) > 3 else None

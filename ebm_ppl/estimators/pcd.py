@@ -122,8 +122,9 @@ class PCD(Contrastive):
                                              problem.logdensity_fn(params), self.num_steps)
             rows = {n: problem.ops.set_rows(v, batch_index, position[n]) for n, v in state.position.items()}
             return PCDState(rows, aux, pos_aux), positive, position, rate
-        position, aux, rate = run_kernel(
-            problem.ops, problem.kernel, key_neg, state.position, state.aux, problem.logdensity_fn(params),
-            self.num_steps,
-        )
-        return PCDState(position, aux, pos_aux), positive, position, rate
+        # traced (NumPyro): log p̃ of the new chains from the sampler where it has it, so that
+        # the objective does not compute it again (base.contrastive_objective)
+        out = run_kernel(problem.ops, problem.kernel, key_neg, state.position, state.aux,
+                         problem.logdensity_fn(params), self.num_steps, logged=problem.ops.traced)
+        position, aux, rate, log_density = out if len(out) > 3 else out + (None,)
+        return PCDState(position, aux, pos_aux), positive, position, rate, (), log_density

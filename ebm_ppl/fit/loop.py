@@ -141,9 +141,13 @@ def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
     if n < chunk_len:
         idx = np.concatenate([idx, np.zeros((chunk_len - n, idx.shape[1]), idx.dtype)])
     active = ops.asarray(np.arange(chunk_len) < n, None, bool_=True)
-    carry, out = run_chunk(good.carry, data_values, (ops.from_numpy(idx, ops.int_dtype, like), active))
+    idx = ops.from_numpy(idx, ops.int_dtype, like)
+    carry, out = run_chunk(good.carry, data_values, (idx, active))
     fail_at = int(ops.to_numpy(carry.failed))
     k = n if fail_at < 0 else fail_at - good.num_applied
+    if k < n and ops.traced:  # unguarded updates (step._make_step): the chunk again, up to the failed one
+        carry, _ = run_chunk(good.carry, data_values, (idx, ops.asarray(np.arange(chunk_len) < k, None, bool_=True)))
+        carry = carry._replace(failed=ops.asarray(fail_at, None, int_=True))
     if k < n:  # the stream must stand after the updates that were applied
         batches.restore(good.batches, like)
         batches.take(k)

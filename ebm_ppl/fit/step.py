@@ -44,7 +44,7 @@ def _tree_sub(a, b):
     return a - b
 
 
-def make_update(problem, estimator, optimizer, num_data, placement=None):
+def make_update(problem, estimator, optimizer, num_data, placement=None, guarded=True):
     """One parameter update as a pure function ``update(carry, batch, index, active) ->
     (carry, stats)`` of the loop's :class:`Carry`, a minibatch's values and their rows in
     the data set (``index``: where per-example chains are kept).
@@ -61,9 +61,20 @@ def make_update(problem, estimator, optimizer, num_data, placement=None):
     own share on PyTorch) and ``placement.mean`` averages the gradient and the update's
     statistics over the ranks (PyTorch's all-reduce; on JAX the means are already global).
 
-    An update whose loss, gradients or new parameters are not all finite is not applied:
-    the carry keeps the parameters, optimizer and chains from before it and records the
-    update's index in ``failed`` (every later update of the call is skipped)."""
+    An update whose loss, statistics (log p̃ of either phase) or new parameters are not all
+    finite is not applied: the carry keeps the parameters, optimizer and chains from before
+    it and records the update's index in ``failed`` (every later update of the call is
+    skipped). Non-finite gradients are caught through the new parameters they make (any
+    optimizer that does not deliberately repair them, as ``optax.zero_nans`` does, gives
+    non-finite parameters from them); not reading the gradients twice saves a pass over
+    them at every update.
+
+    ``guarded=False`` (traced backends' chunk runner, see :func:`_make_step`): the update
+    is applied whatever it gives, and ``failed`` records the first one that was not
+    finite; the caller then runs the chunk again from its start for the updates before it
+    (:func:`ebm_ppl.fit.loop._run_chunk`), which gives the same carry as the guarded update
+    without selecting between old and new parameters, optimizer state and chains at every
+    update (on the 784x500 RBM about a tenth of the update)."""
     ops, info, xp = problem.ops, problem.info, problem.ops.xp
     stat_names = _HISTORY[1:] + tuple(estimator.history_names)
 
@@ -85,10 +96,20 @@ def make_update(problem, estimator, optimizer, num_data, placement=None):
         checked = tuple(s for n, s in zip(stat_names, stats) if n in _CHECKED and n in out.stats)
         return key, ops.shard_rows(new_state), loss, grads, stats, checked
 
+    def unguarded(carry, batch, idx, active):
+        params, opt_state, est_state, old_key, t, failed = carry
+        key, new_est, loss, grads, stats, checked = objective(carry, batch, idx)
+        new_params, new_opt, finite = optimizer.update(grads, opt_state, params, loss)
+        ok = ops.all_finite((loss, checked)) & finite
+        failed = xp.where(active & ~ok & (failed < 0), t, failed)
+        carry = Carry(new_params, new_opt, estimator.after_gradient(new_est, grads), ops.select_key(active, key, old_key),
+                      t + xp.where(active, 1, 0), failed)
+        return carry, (loss,) + stats
+
     def update(carry, batch, idx, active):
         params, opt_state, est_state, old_key, t, failed = carry
         key, new_est, loss, grads, stats, checked = objective(carry, batch, idx)
-        ok = ops.all_finite((loss, checked, grads))
+        ok = ops.all_finite((loss, checked))
         go = active & ok & (failed < 0)
 
         def apply(_):  # the optimizer says whether its new parameters are all finite
@@ -107,13 +128,15 @@ def make_update(problem, estimator, optimizer, num_data, placement=None):
         t = t + xp.where(active, 1, 0)
         return Carry(params2, opt2, est2, key, t, failed), (loss,) + stats
 
-    return update
+    return update if guarded else unguarded
 
 
 def _make_step(problem, estimator, optimizer, num_data, placement=None):
     """:func:`make_update` over rows of the data set: ``step(data_values, carry, (indices,
-    active)) -> (carry, stats)``, the function the chunk runners loop over."""
-    update = make_update(problem, estimator, optimizer, num_data, placement)
+    active)) -> (carry, stats)``, the function the chunk runners loop over (unguarded on a
+    traced backend: a chunk with a failed update is run again up to it, see
+    :func:`ebm_ppl.fit.loop._run_chunk`)."""
+    update = make_update(problem, estimator, optimizer, num_data, placement, guarded=not problem.ops.traced)
 
     def step(data_values, carry, x):
         idx, active = x

@@ -18,7 +18,7 @@ The ``"auto"`` policy and :func:`~ebm_ppl.samplers.auto.build_kernel` live in
 """
 
 import copy
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 __all__ = ["Sampler", "Kernel", "compound", "restrict_sampler", "frozen", "is_adaptive"]
 
@@ -31,13 +31,17 @@ class Kernel(NamedTuple):
 
     ``redraws_all``: a step draws every coordinate of its sites afresh, whatever their
     current values (one block-Gibbs block over all of them: the positive phase then needs
-    no initial draw). ``paths``: BlockGibbs' path per block, ``"gradient"`` or ``"rows"``."""
+    no initial draw). ``paths``: BlockGibbs' path per block, ``"gradient"`` or ``"rows"``.
+    ``step_logged``, where the kernel has it: ``step`` (the same draws from the same key)
+    that also returns log p̃ of the new position per chain, at little cost (BlockGibbs when
+    every block takes the gradient path); None otherwise."""
 
     sites: tuple
     init: Callable
     step: Callable
     redraws_all: bool = False
     paths: tuple = ()
+    step_logged: Optional[Callable] = None
 
 
 class Sampler:

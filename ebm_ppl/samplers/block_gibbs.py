@@ -141,42 +141,59 @@ def block_update(ops, rng_key, position, sites, block, onehots, logdensity_fn):
     return new
 
 
-def _block_gradient(ops, position, block, logdensity_fn, float_dtype=None):
-    """∂ Σ_chains log p̃ / ∂x at ``position`` for the sites of ``block`` (as floats)."""
+def _block_gradient(ops, position, block, logdensity_fn, float_dtype=None, value=None):
+    """∂ Σ_chains log p̃ / ∂x at ``position`` for the sites of ``block`` (as floats); with
+    ``value`` given (True or False), ``(log p̃ per chain or None, gradient)``."""
     float_dtype = ops.asarray(0.0, None).dtype if float_dtype is None else float_dtype
     moved = {n: position[n] if position[n].dtype == float_dtype else ops.astype(position[n], float_dtype)
              for n in block}
-    return logdensity_and_grad(ops, {**position, **moved}, list(block), logdensity_fn, value=False)[1]
+    out = logdensity_and_grad(ops, {**position, **moved}, list(block), logdensity_fn, value=bool(value))
+    return out[1] if value is None else out
 
 
-def gradient_block_update(ops, rng_key, position, sites, block, whole, logdensity_fn, float_dtype=None):
+def gradient_block_update(ops, rng_key, position, sites, block, whole, logdensity_fn, float_dtype=None,
+                          log_density=False, current=None):
     """:func:`block_update` for a block of binary coordinates on which log p̃ is affine.
 
     Then log p(x_i = hi | rest) − log p(x_i = lo | rest) = (hi − lo) ∂ log p̃ / ∂x_i at
     any state, so one gradient of log p̃ over the C chains gives every coordinate's
     conditional (for an RBM layer, the familiar sigmoid of the other layer's input).
     ``whole[n]`` says that the block holds every coordinate of site ``n``.
+
+    With ``log_density=True`` it returns ``(position, log p̃ of the new position)``: for
+    log p̃ affine in the block's coordinates, log p̃(x') = log p̃(x) + Σ_i (x'_i − x_i)
+    ∂ log p̃ / ∂x_i, from the gradient it already has; log p̃(x) is ``current`` (the value
+    an earlier block carried over) or, when None, the gradient's own forward value (for an
+    RBM layer the product v·W that the gradient needs anyway).
     """
     xp = ops.xp
     num_chains = next(iter(position.values())).shape[0]
-    grads = _block_gradient(ops, position, block, logdensity_fn, float_dtype)
+    if log_density:
+        value, grads = _block_gradient(ops, position, block, logdensity_fn, float_dtype, value=current is None)
+        current = value if current is None else current
+    else:
+        grads = _block_gradient(ops, position, block, logdensity_fn, float_dtype)
     keys = ops.split(rng_key, len(block))
     new = dict(position)
     for key, n in zip(keys, block):
         lo, hi = sites[n].values
         g = grads[n] if grads[n].ndim == 2 else grads[n].reshape((num_chains, -1))
+        old = position[n].reshape((num_chains, -1))
         if not whole[n]:
-            g = g[:, block[n]]
+            g, old = g[:, block[n]], old[:, block[n]]
         if (lo, hi) == (0, 1):  # the draw itself, as 0/1 (the same draw as below, fewer operations)
             value = ops.astype(ops.bernoulli_logits(key, g), position[n].dtype)
         else:
             value = ops.astype(xp.where(ops.bernoulli_logits(key, (hi - lo) * g), hi, lo), position[n].dtype)
+        if log_density:  # affine in the block: the change of log p̃ is the gradient times the step
+            step = ops.astype(value.reshape(old.shape), g.dtype) - ops.astype(old, g.dtype)
+            current = current + (step * g).sum(-1)
         if whole[n]:
             new[n] = value if value.shape == position[n].shape else value.reshape(position[n].shape)
         else:
             flat = ops.set_column(position[n].reshape((num_chains, -1)), block[n], value)
             new[n] = flat.reshape(position[n].shape)
-    return new
+    return (new, current) if log_density else new
 
 
 def _memo_key(coords):
@@ -341,13 +358,24 @@ class BlockGibbs(Sampler):
                 position = update(key, position, logdensity_fn)
             return position, aux, nan_acceptance(ops, position)
 
+        step_logged = None
+        if all(u.__name__ == "gradient" for u in updates):
+            def step_logged(rng_key, position, aux, logdensity_fn):
+                """:func:`step` (the same draws) and log p̃ of the new position, carried
+                from block to block (see :func:`gradient_block_update`)."""
+                keys, current = ops.split(rng_key, len(updates)), None
+                for key, update in zip(keys, updates):
+                    position, current = update(key, position, logdensity_fn, current)
+                return position, aux, nan_acceptance(ops, position), current
+
         paths = tuple(u.__name__ for u in updates)  # "gradient" or "rows", per block
         # one block holding every coordinate: a step's result does not depend on the
         # moved sites' current values (the positive phase then needs no initial draw)
         redraws_all = len(parsed) == 1 and all(
             len(c) == int(np.prod(by_name[n].shape, dtype=int)) for n, c in parsed[0].items()
         ) and set(parsed[0]) == set(by_name)
-        return Kernel(tuple(by_name), init, step, redraws_all=bool(redraws_all), paths=paths)
+        return Kernel(tuple(by_name), init, step, redraws_all=bool(redraws_all), paths=paths,
+                      step_logged=step_logged)
 
 
 def _onehot(ops, sites, coords):
@@ -366,7 +394,10 @@ def _rows_update(ops, sites, block, onehot):
 def _gradient_update(ops, sites, block, whole):
     float_dtype = ops.asarray(0.0, None).dtype
 
-    def gradient(key, position, logdensity_fn):
-        return gradient_block_update(ops, key, position, sites, block, whole, logdensity_fn, float_dtype)
+    def gradient(key, position, logdensity_fn, *current):
+        """The block's draw; given ``current`` (log p̃ of ``position`` or None), also log p̃
+        of the new position."""
+        return gradient_block_update(ops, key, position, sites, block, whole, logdensity_fn, float_dtype,
+                                     log_density=bool(current), current=current[0] if current else None)
 
     return gradient
