@@ -173,6 +173,9 @@ class Optimizer(NamedTuple):
     ``init(params, state=..., replace_params=True)`` takes the parameters from ``params``
     where the state holds a copy of them (NumPyro's), so an edited ``FitState.params``
     is honoured (without it, a copy that differs from ``params`` is refused).
+    ``params_of(opt_state)``, where the state holds that copy (NumPyro), returns it: a
+    traced loop then carries the parameters once (two loop outputs of one value cost a
+    copy of every parameter at every update); None where it does not (Pyro).
     """
 
     init: Callable
@@ -181,6 +184,7 @@ class Optimizer(NamedTuple):
     kind: str = ""
     check: Callable = lambda params: None
     check_state: Callable = lambda state, params, num_updates=None: None
+    params_of: Optional[Callable] = None
 
 
 @runtime_checkable

@@ -170,4 +170,4 @@ def make_optimizer(optimizer=None):
             raise ValueError(f"resume: the result's optimizer state does not fit the optimizer given ({kind}){where}")
         _check_counts(fresh_leaves, list(state), num_updates, kind)
 
-    return Optimizer(init, update, get_state, kind, check, check_state)
+    return Optimizer(init, update, get_state, kind, check, check_state, params_of=optimizer.get_params)

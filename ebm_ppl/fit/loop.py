@@ -8,7 +8,7 @@ import numpy as np
 from .._result import FitResult, FitState
 from ..checkpoint import save
 from .ranks import checkpoint_result, on_ranks
-from .step import HISTORY_NAMES as _HISTORY, _negative_chains
+from .step import HISTORY_NAMES as _HISTORY, _negative_chains, lean_carry
 
 
 class _Minibatches:
@@ -142,12 +142,14 @@ def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
         idx = np.concatenate([idx, np.zeros((chunk_len - n, idx.shape[1]), idx.dtype)])
     active = ops.asarray(np.arange(chunk_len) < n, None, bool_=True)
     idx = ops.from_numpy(idx, ops.int_dtype, like)
-    carry, out = run_chunk(good.carry, data_values, (idx, active))
+    start, full = lean_carry(fit.opt, ops, good.carry)
+    carry, out = run_chunk(start, data_values, (idx, active))
     fail_at = int(ops.to_numpy(carry.failed))
     k = n if fail_at < 0 else fail_at - good.num_applied
     if k < n and ops.traced:  # unguarded updates (step._make_step): the chunk again, up to the failed one
-        carry, _ = run_chunk(good.carry, data_values, (idx, ops.asarray(np.arange(chunk_len) < k, None, bool_=True)))
+        carry, _ = run_chunk(start, data_values, (idx, ops.asarray(np.arange(chunk_len) < k, None, bool_=True)))
         carry = carry._replace(failed=ops.asarray(fail_at, None, int_=True))
+    carry = full(carry)
     if k < n:  # the stream must stand after the updates that were applied
         batches.restore(good.batches, like)
         batches.take(k)

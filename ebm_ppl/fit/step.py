@@ -136,13 +136,28 @@ def _make_step(problem, estimator, optimizer, num_data, placement=None):
     active)) -> (carry, stats)``, the function the chunk runners loop over (unguarded on a
     traced backend: a chunk with a failed update is run again up to it, see
     :func:`ebm_ppl.fit.loop._run_chunk`)."""
-    update = make_update(problem, estimator, optimizer, num_data, placement, guarded=not problem.ops.traced)
+    traced = problem.ops.traced
+    update = make_update(problem, estimator, optimizer, num_data, placement, guarded=not traced)
+    params_of = optimizer.params_of if traced else None
 
     def step(data_values, carry, x):
         idx, active = x
-        return update(carry, {k: v[idx] for k, v in data_values.items()}, idx, active)
+        if params_of is not None:  # the loop carries the optimizer state's copy alone (see lean_carry)
+            carry = carry._replace(params=params_of(carry.opt_state))
+        carry, stats = update(carry, {k: v[idx] for k, v in data_values.items()}, idx, active)
+        return (carry._replace(params=None) if params_of is not None else carry), stats
 
     return step
+
+
+def lean_carry(optimizer, ops, carry):
+    """``(carry for the chunk runner, carry from its output -> the full carry)``: where the
+    optimizer state holds a copy of the parameters (NumPyro), the runner's loop carries
+    that copy alone (:func:`_make_step` reads it from the state), the parameters then read
+    back from the state."""
+    if not ops.traced or optimizer.params_of is None:
+        return carry, lambda out: out
+    return carry._replace(params=None), lambda out: out._replace(params=optimizer.params_of(out.opt_state))
 
 
 # Compiled updates (NumPyro) kept across calls, so that resuming a fit, or fitting the same
