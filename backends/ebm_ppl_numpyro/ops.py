@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import host_keys
 from .parallel import spmd_philox
 
 __all__ = ["ops"]
@@ -109,9 +110,15 @@ class JaxOps:
     def split(self, key, num=2):
         if num == 1:
             return (key,)
+        host = host_keys.host_key(key)
+        if host is not None:  # a concrete key at set-up: no compilation (host_keys)
+            return tuple(jnp.asarray(k) for k in host_keys.split(host, num))
         return _split(num)(key)
 
     def fork(self, key):
+        host = host_keys.host_key(key)
+        if host is not None:
+            return jnp.asarray(host_keys.fold_in(host, 1))
         return _fork(key)
 
     def select_key(self, pred, new, old):
@@ -269,12 +276,17 @@ class JaxOps:
         @jax.jit
         def run(carry, data_values, xs):
             idx, active = xs
-            _, stats = jax.eval_shape(lambda c, x: step(data_values, c, x), carry, (idx[0], active[0]))
+            # the update traced once (its statistics' shapes size the buffers) and its jaxpr
+            # evaluated in the loop: tracing the model's Python is most of a first fit's set-up
+            closed, (_, stats) = jax.make_jaxpr(lambda c, x: step(data_values, c, x), return_shape=True)(
+                carry, (idx[0], active[0]))
+            out_tree = jax.tree_util.tree_structure((carry, stats))
             stats = jax.tree_util.tree_map(lambda s: jnp.full((idx.shape[0],) + s.shape, jnp.nan, s.dtype), stats)
 
             def body(i, state):
                 c, buf = state
-                c, st = step(data_values, c, (idx[i], active[i]))
+                args = jax.tree_util.tree_leaves((c, (idx[i], active[i])))
+                c, st = jax.tree_util.tree_unflatten(out_tree, jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *args))
                 return c, jax.tree_util.tree_map(lambda b, s: b.at[i].set(s), buf, st)
 
             return jax.lax.fori_loop(0, jnp.sum(active), body, (carry, stats))
@@ -282,8 +294,9 @@ class JaxOps:
         return run
 
     def eval_shape(self, fn, *args):
-        """The shapes and dtypes of ``fn(*args)`` (``jax.eval_shape``: nothing is computed)."""
-        return jax.eval_shape(fn, *args)
+        """The shapes and dtypes of ``fn(*args)`` (``jax.eval_shape``: nothing is computed; a
+        :func:`quick_jit` function through its ``jax.jit``, whose trace its call reuses)."""
+        return jax.eval_shape(fn.jitted if isinstance(fn, _QuickJit) else fn, *args)
 
     def make_sample_runner(self, kernel, logdensity, run_kernel):
         @jax.jit
@@ -333,26 +346,32 @@ def quick_jit(fn):
     (no fast-math either way). Compiled once per input structure, types and placement;
     inputs on other devices take plain ``jax.jit``; traced inputs (inside another jit) run
     ``fn`` itself, in the enclosing program."""
-    jitted = jax.jit(fn)
-    compiled = {}
+    return _QuickJit(fn)
 
-    def call(*args):
+
+class _QuickJit:
+    """:func:`quick_jit`'s function. ``jitted`` is its ``jax.jit(fn)``: its trace is the one
+    this function compiles, so ``ops.eval_shape`` of it (a resume's check of the chains'
+    layout) and its first call trace ``fn`` once between them."""
+
+    def __init__(self, fn):
+        self.fn, self.jitted, self.compiled = fn, jax.jit(fn), {}
+
+    def __call__(self, *args):
         leaves, tree = jax.tree_util.tree_flatten(args)
         if any(isinstance(x, jax.core.Tracer) for x in leaves):
-            return fn(*args)  # inside a traced function: part of its program, as written
+            return self.fn(*args)  # inside a traced function: part of its program, as written
         arrays = [x for x in leaves if isinstance(x, jax.Array)]
         if not all(_quick_leaf(x) for x in leaves) or (not arrays and jax.default_backend() != "cpu"):
-            return jitted(*args)
+            return self.jitted(*args)
         key = (tree, tuple(jax.typeof(x) for x in leaves), tuple(x.sharding for x in arrays))
-        if key not in compiled:
-            lowered = jitted.lower(*args)
+        if key not in self.compiled:
+            lowered = self.jitted.lower(*args)
             try:
-                compiled[key] = lowered.compile(_QUICK_OPTIONS)
+                self.compiled[key] = lowered.compile(_QUICK_OPTIONS)
             except Exception:  # pragma: no cover  (an XLA without the option)
-                compiled[key] = lowered.compile()
-        return compiled[key](*args)
-
-    return call
+                self.compiled[key] = lowered.compile()
+        return self.compiled[key](*args)
 
 
 def _quick_leaf(x):

@@ -72,7 +72,8 @@ def _setup(be, ops, name, model, data, estimator, sampler, optimizer, batch_size
         opt.check(info.init_params)
         run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt, num_data, placement))
         one_update = _one_update(ops, make_update(problem, estimator, opt, num_data, placement))
-        init_chains = ops.jit(lambda k, d: estimator.init(problem, k, d, batch_size))  # eval_shape on resume reuses its trace
+        # run once per fit: compiled quickly; a resume's eval_shape and the call share one trace
+        init_chains = ops.quick_jit(lambda k, d: estimator.init(problem, k, d, batch_size))
         if cache_key is not None:
             _COMPILED[cache_key] = (problem, opt, run_chunk, init_chains, one_update)
             while len(_COMPILED) > _COMPILED_SIZE:
