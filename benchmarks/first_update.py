@@ -18,7 +18,7 @@ ratios of CPU seconds.
 With ``--cache DIR`` every process uses JAX's persistent compilation cache in ``DIR``
 (filled first by one untimed process of each kind): the first fit of a later process.
 
-Run: ``python benchmarks/first_update.py [--runs 3] [--what fit|sample] [--cache DIR]``
+Run: ``python benchmarks/first_update.py [--runs 3] [--what fit|sample] [--cache DIR] [--platform cpu|default]``
 """
 
 import argparse
@@ -79,9 +79,10 @@ ENV = {"OMP_NUM_THREADS": "1", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false 
        "JAX_PLATFORMS": "cpu"}
 
 
-def once(which, cache=""):
-    """One fresh process timing ``which``: dict with wall, cpu (seconds), compiles, xla_s."""
-    env = dict(os.environ, **ENV)
+def once(which, cache="", platform="cpu"):
+    """One fresh process timing ``which``: dict with wall, cpu (seconds), compiles, xla_s
+    (``platform="default"``: JAX's default device, e.g. a GPU, single-threaded host)."""
+    env = dict(os.environ, **(ENV if platform == "cpu" else {"OMP_NUM_THREADS": "1"}))
     out = subprocess.run([sys.executable, "-c", CHILD.format(here=str(HERE), which=which, cache=cache)],
                          capture_output=True, text=True, env=env)
     if out.returncode:
@@ -97,15 +98,17 @@ def main():
                              "sweep and one sweep kept)")
     parser.add_argument("--cache", default="", help="a folder for JAX's persistent compilation cache (filled by "
                                                           "an untimed process first): the time with a warm cache")
+    parser.add_argument("--platform", choices=("cpu", "default"), default="cpu",
+                        help="cpu (single-threaded XLA), or JAX's default device (benchmarks/gpu.sh)")
     args = parser.parse_args()
     if args.cache:
         for which in ("ebm_ppl" if args.what == "fit" else "sample", "hand"):
-            once(which, args.cache)
+            once(which, args.cache, args.platform)
     mine = "ebm_ppl" if args.what == "fit" else "sample"
     rows = {mine: [], "hand": []}
     for _ in range(args.runs):
         for which in rows:
-            r = once(which, args.cache)
+            r = once(which, args.cache, args.platform)
             rows[which].append(r)
             print(f"  {which:8s} wall {r['wall']:5.2f} s  CPU {r['cpu']:5.2f} s  "
                   f"{r['compiles']:3d} XLA compiles ({r['xla_s']:4.2f} s)", flush=True)

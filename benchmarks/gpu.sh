@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The RBM and MALA benchmarks (and the device scaling) on a GPU machine, in one go:
+# The RBM and MALA benchmarks, the time to the first update, chain-sweeps per second at
+# 784x500 (MNIST-5k), the full-MNIST throughput (60,000 images, 784x500) and the device
+# scaling, on a GPU machine, in one go (about 10 minutes on one GPU):
 #   bash benchmarks/gpu.sh            # installs jax[cuda12] + torch (CUDA) + ebm_ppl, runs, prints figures and card
 #   bash benchmarks/gpu.sh --dry-run  # no install, toy sizes, on CPU: checks the script itself (tests/test_parallel.py)
 # Run from the repository root. Prints the card (nvidia-smi) and each benchmark's lines.
@@ -11,6 +13,7 @@ if [[ "${1:-}" == "--dry-run" ]]; then
   export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=""
   export PYTHONPATH="$PWD:$PWD/backends${PYTHONPATH:+:$PYTHONPATH}"
   $PY benchmarks/rbm_pcd.py --size digits --runs 1 --epochs 1 --backends numpyro,pyro
+  $PY benchmarks/first_update.py --runs 1
   $PY benchmarks/mala_neural.py --runs 1 --epochs 1 --backends numpyro,pyro
   $PY benchmarks/scaling.py --size toy --runs 1 --epochs 1 --backends numpyro --devices 1,2
   echo "dry run done"
@@ -21,7 +24,9 @@ $PY -m pip install -q -U "jax[cuda12]" torch pyro-ppl numpyro optax scikit-learn
 $PY -m pip install -q -e ".[dev]" || $PY -m pip install -q -e .
 export PYTHONPATH="$PWD:$PWD/backends${PYTHONPATH:+:$PYTHONPATH}"
 $PY -c "import jax, torch; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
-$PY benchmarks/rbm_pcd.py --size large --runs 5 --backends numpyro,pyro
+$PY benchmarks/first_update.py --runs 3 --platform default
+$PY benchmarks/rbm_pcd.py --size mnist5k --runs 5 --backends numpyro,pyro
+$PY benchmarks/rbm_pcd.py --size mnist60k --runs 3 --epochs 1 --backends numpyro,pyro
 $PY benchmarks/mala_neural.py --runs 5 --backends numpyro,pyro
 N=$($PY -c "import jax; print(jax.device_count())")
 $PY benchmarks/scaling.py --size large --backends numpyro --devices "$(seq -s, 1 "$N")"

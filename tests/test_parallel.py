@@ -224,12 +224,13 @@ def test_pyro_two_gloo_ranks_persistent_ppca_reaches_mle(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_script_dry_run_and_scaling():
-    """benchmarks/gpu.sh --dry-run: the RBM, MALA and scaling benchmarks at toy size on CPU;
-    scaling.py reports the 1 -> 2 device speed-up."""
+    """benchmarks/gpu.sh --dry-run: the RBM, first-update, MALA and scaling benchmarks at toy
+    size on CPU; scaling.py reports the 1 -> 2 device speed-up."""
     out = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--dry-run"], env=_env(PYTHON=sys.executable),
                          capture_output=True, text=True)
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
     assert "card:" in out.stdout and "dry run done" in out.stdout
+    assert "ratio ebm_ppl / hand-written JAX first call" in out.stdout and "M/s" in out.stdout
     lines = [ln for ln in out.stdout.splitlines() if "speed-up" in ln]
     assert any(ln.startswith("numpyro  2 devices") for ln in lines), out.stdout
 

@@ -10,7 +10,7 @@ from ..samplers.auto import build_kernel
 from ..samplers.base import restrict_sampler
 from .cache import _COMPILED, _COMPILED_SIZE, _compiled_key
 from .resume import _check_resume, _signature
-from .step import _CHUNK_UPDATES, _make_step, make_update
+from .step import _CHUNK_UPDATES, ChunkRunners, make_update
 
 
 class _Compiled(NamedTuple):
@@ -70,7 +70,7 @@ def _setup(be, ops, name, model, data, estimator, sampler, optimizer, batch_size
         problem.rao_blackwell = rao_blackwell_site(problem, estimator, probe)
         opt = be.make_optimizer(optimizer)
         opt.check(info.init_params)
-        run_chunk = ops.make_chunk_runner(_make_step(problem, estimator, opt, num_data, placement))
+        run_chunk = ChunkRunners(problem, estimator, opt, num_data, placement)
         one_update = _one_update(ops, make_update(problem, estimator, opt, num_data, placement))
         # run once per fit: compiled quickly; a resume's eval_shape and the call share one trace
         init_chains = ops.quick_jit(lambda k, d: estimator.init(problem, k, d, batch_size))

@@ -143,13 +143,15 @@ def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
     active = ops.asarray(np.arange(chunk_len) < n, None, bool_=True)
     idx = ops.from_numpy(idx, ops.int_dtype, like)
     start, full = lean_carry(fit.opt, ops, good.carry)
-    carry, out = run_chunk(start, data_values, (idx, active))
-    fail_at = int(ops.to_numpy(carry.failed))
-    k = n if fail_at < 0 else fail_at - good.num_applied
-    if k < n and ops.traced:  # unguarded updates (step._make_step): the chunk again, up to the failed one
-        carry, _ = run_chunk(start, data_values, (idx, ops.asarray(np.arange(chunk_len) < k, None, bool_=True)))
-        carry = carry._replace(failed=ops.asarray(fail_at, None, int_=True))
+    carry, out = run_chunk.fast(start, data_values, (idx, active))
     carry = full(carry)
+    fail_at = int(ops.to_numpy(carry.failed))
+    if run_chunk.traced and (fail_at >= 0 or not bool(ops.to_numpy(run_chunk.params_ok(carry.params)))):
+        # unguarded updates (step.make_update): the chunk again, every update guarded
+        carry, out = run_chunk.guarded(start, data_values, (idx, active))
+        carry = full(carry)
+        fail_at = int(ops.to_numpy(carry.failed))
+    k = n if fail_at < 0 else fail_at - good.num_applied
     if k < n:  # the stream must stand after the updates that were applied
         batches.restore(good.batches, like)
         batches.take(k)

@@ -69,12 +69,14 @@ def make_update(problem, estimator, optimizer, num_data, placement=None, guarded
     non-finite parameters from them); not reading the gradients twice saves a pass over
     them at every update.
 
-    ``guarded=False`` (traced backends' chunk runner, see :func:`_make_step`): the update
-    is applied whatever it gives, and ``failed`` records the first one that was not
-    finite; the caller then runs the chunk again from its start for the updates before it
-    (:func:`ebm_ppl.fit.loop._run_chunk`), which gives the same carry as the guarded update
-    without selecting between old and new parameters, optimizer state and chains at every
-    update (on the 784x500 RBM about a tenth of the update)."""
+    ``guarded=False`` (traced backends' fast chunk runner, see :class:`ChunkRunners`): the
+    update is applied whatever it gives, ``failed`` records the first whose loss or
+    statistics are not finite, and the new parameters are not checked; the caller checks
+    the parameters at the end of the chunk and, on any failure, runs the chunk again from
+    its start with the guarded update (:func:`ebm_ppl.fit.loop._run_chunk`), which gives
+    the result of guarded updates throughout without selecting between old and new
+    parameters, optimizer state and chains, or reading every parameter, at every update
+    (on the 784x500 RBM about a tenth of the update)."""
     ops, info, xp = problem.ops, problem.info, problem.ops.xp
     stat_names = _HISTORY[1:] + tuple(estimator.history_names)
 
@@ -99,8 +101,8 @@ def make_update(problem, estimator, optimizer, num_data, placement=None, guarded
     def unguarded(carry, batch, idx, active):
         params, opt_state, est_state, old_key, t, failed = carry
         key, new_est, loss, grads, stats, checked = objective(carry, batch, idx)
-        new_params, new_opt, finite = optimizer.update(grads, opt_state, params, loss)
-        ok = ops.all_finite((loss, checked)) & finite
+        new_params, new_opt, _ = optimizer.update(grads, opt_state, params, loss)
+        ok = ops.all_finite((loss, checked))  # the parameters: once, at the end of the chunk
         failed = xp.where(active & ~ok & (failed < 0), t, failed)
         carry = Carry(new_params, new_opt, estimator.after_gradient(new_est, grads), ops.select_key(active, key, old_key),
                       t + xp.where(active, 1, 0), failed)
@@ -131,14 +133,11 @@ def make_update(problem, estimator, optimizer, num_data, placement=None, guarded
     return update if guarded else unguarded
 
 
-def _make_step(problem, estimator, optimizer, num_data, placement=None):
+def _make_step(problem, estimator, optimizer, num_data, placement=None, guarded=True):
     """:func:`make_update` over rows of the data set: ``step(data_values, carry, (indices,
-    active)) -> (carry, stats)``, the function the chunk runners loop over (unguarded on a
-    traced backend: a chunk with a failed update is run again up to it, see
-    :func:`ebm_ppl.fit.loop._run_chunk`)."""
-    traced = problem.ops.traced
-    update = make_update(problem, estimator, optimizer, num_data, placement, guarded=not traced)
-    params_of = optimizer.params_of if traced else None
+    active)) -> (carry, stats)``, the function the chunk runners loop over."""
+    params_of = optimizer.params_of if problem.ops.traced else None
+    update = make_update(problem, estimator, optimizer, num_data, placement, guarded=guarded)
 
     def step(data_values, carry, x):
         idx, active = x
@@ -148,6 +147,27 @@ def _make_step(problem, estimator, optimizer, num_data, placement=None):
         return (carry._replace(params=None) if params_of is not None else carry), stats
 
     return step
+
+
+class ChunkRunners:
+    """The chunk runners of a fit: ``fast(carry, data_values, (indices, active))``, and
+    on a traced backend the guarded runner, compiled at the first failure (a fit that
+    never fails never compiles it), and ``params_ok(params)``, whether the parameters at
+    the end of a fast chunk are all finite (see :func:`make_update`'s ``guarded``)."""
+
+    def __init__(self, problem, estimator, optimizer, num_data, placement=None):
+        ops = problem.ops
+        self.traced = ops.traced
+        self.fast = ops.make_chunk_runner(_make_step(problem, estimator, optimizer, num_data, placement,
+                                                     guarded=not ops.traced))
+        self._guarded, self._args = None, (problem, estimator, optimizer, num_data, placement)
+        self.params_ok = ops.quick_jit(ops.all_finite) if ops.traced else None
+
+    @property
+    def guarded(self):
+        if self._guarded is None:
+            self._guarded = self._args[0].ops.make_chunk_runner(_make_step(*self._args, guarded=True))
+        return self._guarded
 
 
 def lean_carry(optimizer, ops, carry):
