@@ -385,13 +385,15 @@ def test_sigint_stops_with_a_resumable_result(fw):
 
 
 def test_sigint_during_a_chunk_lets_it_finish_then_stops(fw, monkeypatch):
-    """A SIGINT that arrives while a chunk runs (here: as the chunk runner returns) is
-    honoured after that chunk: its updates are kept, none follow; the deferral's handler
-    is gone afterwards."""
+    """A SIGINT that arrives while a chunk runs (here: as its results are read back, when on
+    NumPyro the next chunk is already handed to the runner) is honoured after that chunk:
+    its updates are kept, none follow (the chunk handed over is dropped, its batches put
+    back: the result equals a fit of that many updates); the deferral's handler is gone
+    afterwards."""
     from ebm_ppl.fit import loop as api
 
     kw = _kw(fw)
-    calls, real = [], api._run_chunk
+    calls, real = [], api._finish
 
     def run_chunk(*args):
         out = real(*args)
@@ -401,7 +403,7 @@ def test_sigint_during_a_chunk_lets_it_finish_then_stops(fw, monkeypatch):
         return out
 
     launched_with = signal.signal(signal.SIGINT, signal.default_int_handler)
-    monkeypatch.setattr(api, "_run_chunk", run_chunk)
+    monkeypatch.setattr(api, "_finish", run_chunk)
     try:
         with pytest.raises(KeyboardInterrupt, match="resume=err.result") as info:
             _fit(fw, 10_000, kw)
@@ -448,7 +450,7 @@ def test_keyboard_interrupt_under_another_handler(fw, where, monkeypatch):
     if where == "between chunks":
         monitor = [_sigint_at(20, sent)]
     else:
-        real = api._run_chunk
+        real = api._finish
 
         def run_chunk(*args):
             out = real(*args)
@@ -457,7 +459,7 @@ def test_keyboard_interrupt_under_another_handler(fw, where, monkeypatch):
                 signal.raise_signal(signal.SIGINT)
             return out
 
-        monkeypatch.setattr(api, "_run_chunk", run_chunk)
+        monkeypatch.setattr(api, "_finish", run_chunk)
     previous = signal.signal(signal.SIGINT, handler)
     try:
         with pytest.raises(KeyboardInterrupt) as info:

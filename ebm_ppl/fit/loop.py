@@ -132,31 +132,61 @@ class _Progress(NamedTuple):
     batches: Any  # _Minibatches.state()
 
 
-def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
-    """Run ``n`` updates from ``good``; returns (the new _Progress, failed?)."""
+class _Dispatched(NamedTuple):
+    """A chunk handed to the runner and not yet read back (JAX dispatches asynchronously)."""
+
+    start: Any  # the runner's input carry (lean_carry)
+    full: Any  # its output carry -> the full carry
+    xs: Any  # (indices, active) on the device
+    carry: Any  # the fast runner's output carry (lean)
+    out: Any  # its statistics
+    n: int
+    batches_before: Any  # the minibatch stream before and after this chunk's batches
+    batches_after: Any
+
+
+def _dispatch(fit, run_chunk, carry, data_values, batches, n, chunk_len, like):
+    """Hand ``n`` updates from ``carry`` to the fast runner (see :func:`_finish`)."""
     ops = fit.ops
+    before = batches.state()
     idx = batches.take(n)
     if fit.placement is not None:
         idx = fit.placement.local_indices(idx)
     if n < chunk_len:
         idx = np.concatenate([idx, np.zeros((chunk_len - n, idx.shape[1]), idx.dtype)])
-    active = ops.asarray(np.arange(chunk_len) < n, None, bool_=True)
-    idx = ops.from_numpy(idx, ops.int_dtype, like)
-    start, full = lean_carry(fit.opt, ops, good.carry)
-    carry, out = run_chunk.fast(start, data_values, (idx, active))
-    carry = full(carry)
+    xs = (ops.from_numpy(idx, ops.int_dtype, like), ops.asarray(np.arange(chunk_len) < n, None, bool_=True))
+    start, full = lean_carry(fit.opt, ops, carry)
+    out_carry, out = run_chunk.fast(start, data_values, xs)
+    return _Dispatched(start, full, xs, out_carry, out, n, before, batches.state())
+
+
+def _finish(fit, run_chunk, good, d, data_values, batches, like):
+    """Read back the dispatched chunk ``d`` that follows ``good``: (the new _Progress,
+    failed?). After a failure the chunk runs again with guarded updates, and the stream
+    stands after the updates applied."""
+    ops = fit.ops
+    carry = d.full(d.carry)
     fail_at = int(ops.to_numpy(carry.failed))
+    out = d.out
     if run_chunk.traced and (fail_at >= 0 or not bool(ops.to_numpy(run_chunk.params_ok(carry.params)))):
         # unguarded updates (step.make_update): the chunk again, every update guarded
-        carry, out = run_chunk.guarded(start, data_values, (idx, active))
-        carry = full(carry)
+        carry, out = run_chunk.guarded(d.start, data_values, d.xs)
+        carry = d.full(carry)
         fail_at = int(ops.to_numpy(carry.failed))
-    k = n if fail_at < 0 else fail_at - good.num_applied
-    if k < n:  # the stream must stand after the updates that were applied
-        batches.restore(good.batches, like)
+    k = d.n if fail_at < 0 else fail_at - good.num_applied
+    after = d.batches_after
+    if k < d.n:  # the stream must stand after the updates that were applied
+        batches.restore(d.batches_before, like)
         batches.take(k)
+        after = batches.state()
     stats = [ops.to_numpy(o)[:k] for o in out]
-    return _Progress(carry, good.stats + [stats], good.num_applied + k, batches.state()), fail_at >= 0
+    return _Progress(carry, good.stats + [stats], good.num_applied + k, after), fail_at >= 0
+
+
+def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
+    """Run ``n`` updates from ``good``; returns (the new _Progress, failed?)."""
+    d = _dispatch(fit, run_chunk, good.carry, data_values, batches, n, chunk_len, like)
+    return _finish(fit, run_chunk, good, d, data_values, batches, like)
 
 
 def _save_checkpoint(fit, good, path, like):
@@ -195,6 +225,11 @@ def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like
 
     sizer = _ChunkSizer(chunk_len)
     failed, stop = False, None
+    # a plain fit on a traced backend hands the next chunk to the runner before reading the
+    # last one back, so the device does not wait for the loop's Python between chunks (a
+    # chunk handed over past a stop or failure is dropped, its batches put back)
+    ahead = run_chunk.traced and checkpoint is None and fit.watch is None
+    pending, last = None, time.perf_counter()
     try:
         while good.num_applied < total and guard.pending is None:
             limit = total - good.num_applied
@@ -202,13 +237,21 @@ def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like
                 limit = min(limit, checkpoint[0] - (fit.done + good.num_applied) % checkpoint[0])
             if fit.watch is not None:
                 limit = min(limit, fit.watch.every - good.num_applied % fit.watch.every)
-            n = sizer.next(limit)
-            start = time.perf_counter()
-            new, failed = _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like)
-            sizer.observe(n, time.perf_counter() - start)
-            good = new
+            if pending is None:
+                last = time.perf_counter()
+                pending = _dispatch(fit, run_chunk, good.carry, data_values, batches, sizer.next(limit),
+                                    chunk_len, like)
+            following = None
+            if ahead and limit > pending.n:
+                following = _dispatch(fit, run_chunk, pending.full(pending.carry), data_values, batches,
+                                      sizer.next(limit - pending.n), chunk_len, like)
+            new, failed = _finish(fit, run_chunk, good, pending, data_values, batches, like)
+            now = time.perf_counter()
+            sizer.observe(pending.n, now - last)
+            good, pending, last = new, following, now
             bar.chunk(good.stats[-1])
             if failed:
+                pending = None  # _finish put the stream after the applied updates
                 break
             try:  # a failure here keeps the fit (err.result): the state after the chunk is consistent
                 if checkpoint is not None and (fit.done + good.num_applied) % checkpoint[0] == 0:
@@ -222,5 +265,8 @@ def _fit_loop(fit, run_chunk, good, data_values, batches, total, chunk_len, like
         stop = guard.pending if stop is None else stop
     except (KeyboardInterrupt, SystemExit) as e:
         stop = e
+        pending = None
+        batches.restore(good.batches, like)
+    if pending is not None:  # handed over, not taken: its batches go back to the stream
         batches.restore(good.batches, like)
     return good, failed, stop
