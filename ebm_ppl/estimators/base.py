@@ -135,25 +135,21 @@ class Estimator:
 _SURROGATE_WEIGHTS = {}
 
 
-def _phase_means_objective(ops, info, params, both, num_pos, negative_log_density=None):
-    """:func:`contrastive_objective` in a traced program: the model runs on each phase's rows
-    apart and only the phases' means are kept, so XLA shares the positive phase's products
-    with the sampler's (an RBM's v·W, computed once for h ~ p(h | v) and for log p̃), and
-    with ``negative_log_density`` given (the sampler's own value) the negative rows' log
-    density is not computed at all: only its parameter gradient is (for an energy linear
-    in W, vᵀh without v·W)."""
+def _phase_means_objective(ops, info, params, both, num_pos, weights, negative_log_density=None):
+    """:func:`contrastive_objective` in a traced program: the gradient is the weighted sum's
+    over both phases' rows (as eager backends compute it; nothing else reads its forward
+    value, which XLA then drops), and each phase's mean log p̃ is computed from its own
+    rows, so XLA shares the positive phase's products with the sampler's (an RBM's v·W,
+    computed once for h ~ p(h | v) and for log p̃); with ``negative_log_density`` given
+    (the sampler's own value) the negative rows' log p̃ is not computed at all (for an
+    energy linear in W, the gradient needs vᵀh, not v·W)."""
     xp = ops.xp
-    pos_rows = {k: v[:num_pos] for k, v in both.items()}
-    neg_rows = {k: v[num_pos:] for k, v in both.items()}
-
-    def surrogate(p):
-        pos = xp.mean(info.log_density(p, pos_rows))
-        neg = xp.mean(info.log_density(p, neg_rows))
-        return neg - pos, (pos, neg)
-
-    (_, (pos, neg)), grads = ops.value_and_grad(surrogate, has_aux=True)(params)
+    _, grads = ops.value_and_grad(lambda p: (info.log_density(p, both) * weights).sum())(params)
+    pos = xp.mean(info.log_density(params, {k: v[:num_pos] for k, v in both.items()}))
     if negative_log_density is not None:
         neg = xp.mean(negative_log_density)
+    else:
+        neg = xp.mean(info.log_density(params, {k: v[num_pos:] for k, v in both.items()}))
     return neg - pos, grads, pos, neg
 
 
@@ -183,13 +179,13 @@ def contrastive_objective(problem, params, positive, negative, negative_log_dens
     both = problem.from_internal(ops.stop_gradient(both))
     if problem.rao_blackwell is not None:  # the statistics are at E[h | rest], not at the drawn h
         negative_log_density = None
-    if ops.traced:
-        return _phase_means_objective(ops, info, params, both, num_pos, negative_log_density)
     if (num_pos, num_neg) not in _SURROGATE_WEIGHTS:
         _SURROGATE_WEIGHTS[num_pos, num_neg] = np.concatenate(
             [np.full(num_pos, -1.0 / num_pos), np.full(num_neg, 1.0 / num_neg)])
     weights = ops.from_numpy(_SURROGATE_WEIGHTS[num_pos, num_neg], ops.asarray(0.0, None).dtype,
                              next(iter(both.values())))
+    if ops.traced:
+        return _phase_means_objective(ops, info, params, both, num_pos, weights, negative_log_density)
     ld, grads = info.weighted_param_grad(params, both, weights)
     pos, neg = xp.mean(ld[:num_pos]), xp.mean(ld[num_pos:])
     return neg - pos, grads, pos, neg
