@@ -168,7 +168,7 @@ def _finish(fit, run_chunk, good, d, data_values, batches, like):
     carry = d.full(d.carry)
     fail_at = int(ops.to_numpy(carry.failed))
     out = d.out
-    if run_chunk.traced and (fail_at >= 0 or not bool(ops.to_numpy(run_chunk.params_ok(carry.params)))):
+    if run_chunk.traced and (fail_at >= 0 or not run_chunk.params_ok(carry.params)):
         # unguarded updates (step.make_update): the chunk again, every update guarded
         carry, out = run_chunk.guarded(d.start, data_values, d.xs)
         carry = d.full(carry)

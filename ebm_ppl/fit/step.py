@@ -2,6 +2,8 @@
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 
 from ..estimators.base import HISTORY
 from .ranks import share_examples
@@ -161,13 +163,27 @@ class ChunkRunners:
         self.fast = ops.make_chunk_runner(_make_step(problem, estimator, optimizer, num_data, placement,
                                                      guarded=not ops.traced))
         self._guarded, self._args = None, (problem, estimator, optimizer, num_data, placement)
-        self.params_ok = ops.quick_jit(ops.all_finite) if ops.traced else None
+
+    def params_ok(self, params):
+        """Whether every parameter is finite, checked on the host (no compilation: this runs
+        once a chunk, and a first fit's set-up is counted in compilations)."""
+        ops = self._args[0].ops
+        return all(bool(np.isfinite(ops.to_numpy(x)).all()) for x in _leaves(params))
 
     @property
     def guarded(self):
         if self._guarded is None:
             self._guarded = self._args[0].ops.make_chunk_runner(_make_step(*self._args, guarded=True))
         return self._guarded
+
+
+def _leaves(tree):
+    """The arrays of nested dicts, lists and tuples (parameters)."""
+    if isinstance(tree, dict):
+        return [x for v in tree.values() for x in _leaves(v)]
+    if isinstance(tree, (list, tuple)):
+        return [x for v in tree for x in _leaves(v)]
+    return [tree]
 
 
 def lean_carry(optimizer, ops, carry):
