@@ -37,6 +37,20 @@ def test_every_member_is_implemented_with_the_documented_signature(be):
         assert list(got.parameters) == list(inspect.signature(getattr(Backend, name)).parameters)[1:], name
 
 
+def test_traced_and_the_optimizer_s_copy_of_the_parameters(be):
+    """``Ops.traced``: NumPyro's update is one jitted program, Pyro's runs eagerly; where the
+    optimizer state holds a copy of the parameters (NumPyro), ``params_of`` returns it."""
+    ops = be.ops
+    assert ops.traced is (ops.name == "numpyro")
+    like = ops.asarray(0.0, None)
+    params = {"w": ops.from_numpy(np.arange(3.0), like.dtype, like)}
+    opt = be.make_optimizer(None)
+    if ops.name == "numpyro":
+        np.testing.assert_array_equal(ops.to_numpy(opt.params_of(opt.init(params))["w"]), np.arange(3.0))
+    else:
+        assert opt.params_of is None
+
+
 def test_random_keys(be):
     ops = be.ops
     like = ops.asarray(0.0, None)
