@@ -1,5 +1,6 @@
 """One parameter update as a pure function of the loop's carry."""
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -162,13 +163,22 @@ class ChunkRunners:
         self.traced = ops.traced
         self.fast = ops.make_chunk_runner(_make_step(problem, estimator, optimizer, num_data, placement,
                                                      guarded=not ops.traced))
-        self._guarded, self._args = None, (problem, estimator, optimizer, num_data, placement)
+        self._guarded, self._args, self._finite = None, (problem, estimator, optimizer, num_data, placement), None
 
     def params_ok(self, params):
-        """Whether every parameter is finite, checked on the host (no compilation: this runs
-        once a chunk, and a first fit's set-up is counted in compilations)."""
+        """Whether every parameter is finite: on the host where the parameters are nested
+        dicts, lists and tuples of arrays (no compilation: this runs once a chunk, and a
+        first fit's set-up is counted in compilations), else with ``ops.all_finite``
+        compiled once (module parameters in containers of their own)."""
         ops = self._args[0].ops
-        return all(bool(np.isfinite(ops.to_numpy(x)).all()) for x in _leaves(params))
+        leaves = _leaves(params)
+        if all(hasattr(x, "dtype") and hasattr(x, "shape") for x in leaves):
+            arrays = [ops.to_numpy(x) for x in leaves]
+            if all(isinstance(a, np.ndarray) and a.dtype.kind in "biufc" for a in arrays):
+                return all(bool(np.isfinite(a).all()) for a in arrays if a.dtype.kind in "fc")
+        if self._finite is None:
+            self._finite = ops.quick_jit(ops.all_finite)
+        return bool(ops.to_numpy(self._finite(params)))
 
     @property
     def guarded(self):
@@ -178,8 +188,8 @@ class ChunkRunners:
 
 
 def _leaves(tree):
-    """The arrays of nested dicts, lists and tuples (parameters)."""
-    if isinstance(tree, dict):
+    """The leaves of nested mappings, lists and tuples (parameters)."""
+    if isinstance(tree, Mapping):
         return [x for v in tree.values() for x in _leaves(v)]
     if isinstance(tree, (list, tuple)):
         return [x for v in tree for x in _leaves(v)]
