@@ -183,12 +183,6 @@ def _finish(fit, run_chunk, good, d, data_values, batches, like):
     return _Progress(carry, good.stats + [stats], good.num_applied + k, after), fail_at >= 0
 
 
-def _run_chunk(fit, run_chunk, good, data_values, batches, n, chunk_len, like):
-    """Run ``n`` updates from ``good``; returns (the new _Progress, failed?)."""
-    d = _dispatch(fit, run_chunk, good.carry, data_values, batches, n, chunk_len, like)
-    return _finish(fit, run_chunk, good, d, data_values, batches, like)
-
-
 def _save_checkpoint(fit, good, path, like):
     """Save the fit so far to ``path``; under torch.distributed, every rank's chains and
     streams, written by rank 0 (:mod:`ebm_ppl.fit.ranks`), and a failed write stops every

@@ -1,11 +1,11 @@
 """One parameter update as a pure function of the loop's carry."""
 
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 
+from .._validate import _leaves as walk_leaves
 from ..estimators.base import HISTORY
 from .ranks import share_examples
 
@@ -76,7 +76,7 @@ def make_update(problem, estimator, optimizer, num_data, placement=None, guarded
     update is applied whatever it gives, ``failed`` records the first whose loss or
     statistics are not finite, and the new parameters are not checked; the caller checks
     the parameters at the end of the chunk and, on any failure, runs the chunk again from
-    its start with the guarded update (:func:`ebm_ppl.fit.loop._run_chunk`), which gives
+    its start with the guarded update (:func:`ebm_ppl.fit.loop._finish`), which gives
     the result of guarded updates throughout without selecting between old and new
     parameters, optimizer state and chains, or reading every parameter, at every update
     (on the 784x500 RBM about a tenth of the update)."""
@@ -163,15 +163,16 @@ class ChunkRunners:
         self.traced = ops.traced
         self.fast = ops.make_chunk_runner(_make_step(problem, estimator, optimizer, num_data, placement,
                                                      guarded=not ops.traced))
-        self._guarded, self._args, self._finite = None, (problem, estimator, optimizer, num_data, placement), None
+        self.ops, self._guarded, self._finite = ops, None, None
+        self._args = (problem, estimator, optimizer, num_data, placement)
 
     def params_ok(self, params):
         """Whether every parameter is finite: on the host where the parameters are nested
-        dicts, lists and tuples of arrays (no compilation: this runs once a chunk, and a
-        first fit's set-up is counted in compilations), else with ``ops.all_finite``
+        dicts, lists and tuples of numeric arrays (no compilation: this runs once a chunk,
+        and a first fit's set-up is counted in compilations), else with ``ops.all_finite``
         compiled once (module parameters in containers of their own)."""
-        ops = self._args[0].ops
-        leaves = _leaves(params)
+        ops = self.ops
+        leaves = [leaf for _, leaf in walk_leaves(params, "params")]
         if all(hasattr(x, "dtype") and hasattr(x, "shape") for x in leaves):
             arrays = [ops.to_numpy(x) for x in leaves]
             if all(isinstance(a, np.ndarray) and a.dtype.kind in "biufc" for a in arrays):
@@ -183,17 +184,8 @@ class ChunkRunners:
     @property
     def guarded(self):
         if self._guarded is None:
-            self._guarded = self._args[0].ops.make_chunk_runner(_make_step(*self._args, guarded=True))
+            self._guarded = self.ops.make_chunk_runner(_make_step(*self._args, guarded=True))
         return self._guarded
-
-
-def _leaves(tree):
-    """The leaves of nested mappings, lists and tuples (parameters)."""
-    if isinstance(tree, Mapping):
-        return [x for v in tree.values() for x in _leaves(v)]
-    if isinstance(tree, (list, tuple)):
-        return [x for v in tree for x in _leaves(v)]
-    return [tree]
 
 
 def lean_carry(optimizer, ops, carry):
