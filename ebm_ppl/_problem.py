@@ -13,9 +13,18 @@ from ._one_hot import is_one_hot, random_states
 from .backend import detect_backend, get_backend
 from .samplers._numerics import Target, differentiate
 
-__all__ = ["Problem", "Probes", "run_kernel", "compile_problem", "PROBE_SEED"]
+__all__ = ["Problem", "Probes", "KernelRun", "run_kernel", "compile_problem", "PROBE_SEED"]
 
 PROBE_SEED = 20_021  # structure probes for "auto" do not depend on the caller's rng_seed
+
+
+class KernelRun(NamedTuple):
+    """What :func:`run_kernel` returns."""
+
+    position: dict  # sampler space, one row per chain
+    aux: object  # the kernel's state (adapted step sizes, ...)
+    acceptance_rate: object  # the mean over the transitions
+    log_density: object = None  # log p̃ per chain of ``position`` (``logged=True`` when the kernel has it)
 
 
 class Probes(NamedTuple):
@@ -118,10 +127,9 @@ class Problem:
         else:
             position = self.init_position(key_init, num, "base")
         position.update(observed)
-        position, aux, _ = run_kernel(
-            self.ops, self.positive_kernel, key_run, position, aux, self.logdensity_fn(params), num_steps
-        )
-        return position, aux
+        run = run_kernel(self.ops, self.positive_kernel, key_run, position, aux, self.logdensity_fn(params),
+                         num_steps)
+        return run.position, run.aux
 
     def logdensity_fn(self, params):
         """Per-chain log p̃ of a sampler-space position (Jacobians of continuous sites included)."""
@@ -208,13 +216,14 @@ def _is_identity(site):
 
 
 def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps, logged=False):
-    """``num_steps`` transitions of ``kernel``; returns position, aux and mean acceptance.
+    """``num_steps`` transitions of ``kernel``, as a :class:`KernelRun` (position, aux, mean
+    acceptance rate, log p̃ of the final position or None).
 
-    ``logged=True``: also log p̃ of the final position per chain, from the kernel's
-    ``step_logged`` for the last transition (None for a kernel without one, or a number of
-    steps that is not a Python int); the draws are the same either way."""
+    ``logged=True``: ``log_density`` is log p̃ of the final position per chain, from the
+    kernel's ``step_logged`` for the last transition (None for a kernel without one, or a
+    number of steps that is not a Python int); the draws are the same either way."""
     if logged and (kernel.step_logged is None or not isinstance(num_steps, int)):
-        return run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps) + (None,)
+        return run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps)
 
     def body(i, carry):
         position, aux, key, total = carry
@@ -227,15 +236,15 @@ def run_kernel(ops, kernel, rng_key, position, aux, logdensity_fn, num_steps, lo
         _, sub = ops.split(rng_key, 2)
         out = (kernel.step_logged if logged else kernel.step)(sub, position, aux, logdensity_fn)
         rate = out[2] if out[2].dtype == zero.dtype else ops.astype(out[2], zero.dtype)
-        return (out[0], out[1], rate) + tuple(out[3:])
+        return KernelRun(out[0], out[1], rate, *out[3:])
     if not logged:
         position, aux, _, total = ops.fori_loop(0, num_steps, body, (position, aux, rng_key, zero))
-        return position, aux, total / num_steps
+        return KernelRun(position, aux, total / num_steps)
     # the first num_steps - 1 transitions as above, the last one logged (the same keys)
     position, aux, key, total = ops.fori_loop(0, num_steps - 1, body, (position, aux, rng_key, zero))
     _, sub = ops.split(key, 2)
     position, aux, rate, log_density = kernel.step_logged(sub, position, aux, logdensity_fn)
-    return position, aux, ops.astype(total + rate, zero.dtype) / num_steps, log_density
+    return KernelRun(position, aux, ops.astype(total + rate, zero.dtype) / num_steps, log_density)
 
 
 def _check_finite_params(params):

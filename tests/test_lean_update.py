@@ -60,9 +60,9 @@ def test_logged_step_repeats_the_draws_and_gives_the_log_density(fw, case, num_s
     plain = run_kernel(ops, kernel, ops.seed(3, like), start, kernel.init(start), target, num_steps)
     logged = run_kernel(ops, kernel, ops.seed(3, like), start, kernel.init(start), target, num_steps, logged=True)
     for n in start:
-        np.testing.assert_array_equal(ops.to_numpy(plain[0][n]), ops.to_numpy(logged[0][n]))
-    want = ops.to_numpy(target(logged[0]))
-    np.testing.assert_allclose(ops.to_numpy(logged[3]), want, rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(ops.to_numpy(plain.position[n]), ops.to_numpy(logged.position[n]))
+    want = ops.to_numpy(target(logged.position))
+    np.testing.assert_allclose(ops.to_numpy(logged.log_density), want, rtol=1e-5, atol=1e-4)
 
 
 def test_rows_path_has_no_logged_step(fw):
@@ -73,7 +73,7 @@ def test_rows_path_has_no_logged_step(fw):
     start = problem.init_position(be.ops.seed(2, like), 16, "uniform")
     out = run_kernel(be.ops, kernel, be.ops.seed(3, like), start, (), problem.logdensity_fn(info.init_params), 1,
                      logged=True)
-    assert out[3] is None
+    assert out.log_density is None
 
 
 @pytest.mark.parametrize("case", ["rbm", "cubic"])

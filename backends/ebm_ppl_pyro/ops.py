@@ -240,8 +240,8 @@ class TorchOps:
 
     def make_sample_runner(self, kernel, logdensity, run_kernel):
         def run(key, position, aux, num_steps):
-            position, aux, _ = run_kernel(self, kernel, key, position, aux, logdensity, num_steps)
-            return self.stop_gradient(position), aux
+            run = run_kernel(self, kernel, key, position, aux, logdensity, num_steps)
+            return self.stop_gradient(run.position), run.aux
 
         return run
 

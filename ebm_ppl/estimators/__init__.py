@@ -1,7 +1,7 @@
 """Estimators: objectives whose gradient estimates the log-likelihood's (see :mod:`.base`)."""
 
 from . import base
-from .base import Contrastive, Estimator, Step
+from .base import Contrastive, Estimator, Phases, Step
 
 from .cd import CD, CDState
 from .fast_pcd import FPCD, FPCDState
@@ -20,5 +20,5 @@ def default_estimator():
     return PCD()
 
 
-__all__ = ["default_estimator", "Estimator", "Contrastive", "Step", "CD", "CDState", "FPCD", "FPCDState", "NCE", "NCEState", "PCD", "PCDState",
+__all__ = ["default_estimator", "Estimator", "Contrastive", "Phases", "Step", "CD", "CDState", "FPCD", "FPCDState", "NCE", "NCEState", "PCD", "PCDState",
            "PT", "PTState", "PseudoLikelihood", "RatioMatching", "ReplayBuffer", "ReplayState", "ScoreMatching"]

@@ -28,10 +28,37 @@ import numpy as np
 
 from .._rao_blackwell import conditional_means
 
-__all__ = ["Estimator", "Contrastive", "Step", "REGISTRY", "contrastive_objective", "HISTORY"]
+__all__ = ["Estimator", "Contrastive", "Phases", "Step", "REGISTRY", "contrastive_objective", "HISTORY"]
 
 # The history entries of every estimator (an estimator without one records NaN).
 HISTORY = ("loss", "positive_log_density", "negative_log_density", "acceptance_rate")
+
+class Phases(NamedTuple):
+    """What :meth:`Contrastive.update` returns (a plain tuple of the first four, five or six
+    fields is accepted as well).
+
+    Attributes
+    ----------
+    state : Any
+        The estimator's new state.
+    positive, negative : dict
+        The two phases' positions (sampler space), one row per example / chain.
+    acceptance_rate : scalar
+        The sampler's mean acceptance rate (NaN for samplers without one).
+    extras : tuple
+        The values of the estimator's ``history_names``, in order.
+    negative_log_density : array or None
+        log p̃ of each negative row as the sampler computed it (a traced backend then
+        does not compute it again), or None.
+    """
+
+    state: Any
+    positive: Any
+    negative: Any
+    acceptance_rate: Any
+    extras: tuple = ()
+    negative_log_density: Any = None
+
 
 # class name -> estimator class; filled by Estimator.__init_subclass__.
 REGISTRY = {}
@@ -193,15 +220,14 @@ def contrastive_objective(problem, params, positive, negative, negative_log_dens
 
 class Contrastive(Estimator):
     """An MCMC estimator: ``update`` draws the positive and negative phases' positions
-    (``(state, positive, negative, acceptance_rate[, extra stats])``), and the objective
-    is :func:`contrastive_objective`."""
+    (a :class:`Phases`), and the objective is :func:`contrastive_objective`."""
 
     abstract = True  # a base class, not an estimator: not in REGISTRY
 
     def update(self, rng_key, problem, state, params, batch_values, batch_index=None):
-        """``(state, positive position, negative position, acceptance rate[, extras[, log p̃ of
-        the negative rows, per row, or None]])``: ``extras`` are the values of
-        ``history_names``."""
+        """The two phases' positions: a :class:`Phases` (state, positive position, negative
+        position, acceptance rate, values of ``history_names``, log p̃ of the negative rows
+        or None)."""
         raise NotImplementedError(f"{type(self).__name__}.update")
 
     def step(self, rng_key, problem, state, params, batch_values, batch_index=None):
@@ -210,9 +236,9 @@ class Contrastive(Estimator):
         with ops.no_grad():  # sampling needs no parameter gradients (MALA re-enables its own)
             out = self.update(rng_key, problem, state, ops.stop_gradient(params), batch_values,
                               batch_index=batch_index)
-        new_state, positive, negative, rate = out[:4]
-        loss, grads, pos, neg = contrastive_objective(problem, params, positive, negative,
-                                                      out[5] if len(out) > 5 else None)
-        stats = {"positive_log_density": pos, "negative_log_density": neg, "acceptance_rate": rate}
-        stats.update(zip(self.history_names, tuple(out[4]) if len(out) > 4 else ()))
-        return Step(new_state, loss, grads, stats)
+        out = Phases(*out)
+        loss, grads, pos, neg = contrastive_objective(problem, params, out.positive, out.negative,
+                                                      out.negative_log_density)
+        stats = {"positive_log_density": pos, "negative_log_density": neg, "acceptance_rate": out.acceptance_rate}
+        stats.update(zip(self.history_names, tuple(out.extras)))
+        return Step(out.state, loss, grads, stats)

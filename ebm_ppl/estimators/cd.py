@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from .._problem import run_kernel
 from .._registry import state_type
-from .base import Contrastive
+from .base import Contrastive, Phases
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 
 __all__ = ["CD", "CDState"]
@@ -112,7 +112,7 @@ class CD(Contrastive):
         key_pos, key_neg = problem.ops.split(rng_key, 2)
         positive, pos_aux = run_positive(self, problem, key_pos, state.positive_aux, params, batch_values,
                                          batch_index)
-        out = run_kernel(problem.ops, problem.kernel, key_neg, positive, state.aux, problem.logdensity_fn(params),
+        run = run_kernel(problem.ops, problem.kernel, key_neg, positive, state.aux, problem.logdensity_fn(params),
                          self.num_steps, logged=problem.ops.traced)  # see PCD.update
-        position, aux, rate = out[:3]
-        return CDState(position, aux, pos_aux), positive, position, rate, (), out[3] if len(out) > 3 else None
+        return Phases(CDState(run.position, run.aux, pos_aux), positive, run.position, run.acceptance_rate,
+                      negative_log_density=run.log_density)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from .._problem import run_kernel
 from .._registry import state_type
-from .base import Contrastive
+from .base import Contrastive, Phases
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 from .pcd import _INITS
 
@@ -120,11 +120,11 @@ class FPCD(Contrastive):
         positive, pos_aux = run_positive(self, problem, key_pos, state.positive_aux, params, batch_values,
                                          batch_index)
         shifted = {k: v + state.fast[k] for k, v in params.items()}
-        position, aux, rate = run_kernel(
+        position, aux, rate, _ = run_kernel(
             problem.ops, problem.kernel, key_neg, state.position, state.aux, problem.logdensity_fn(shifted),
             self.num_steps,
         )
-        return FPCDState(position, aux, pos_aux, state.fast), positive, position, rate
+        return Phases(FPCDState(position, aux, pos_aux, state.fast), positive, position, rate)
 
     def after_gradient(self, state, grads):
         """The fast-weight step, given the gradient of the surrogate loss at this update."""

@@ -12,7 +12,7 @@ likelihood gradient.
 """
 
 from .._problem import run_kernel
-from .base import Contrastive
+from .base import Contrastive, Phases
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 from .cd import CDState
 
@@ -118,13 +118,13 @@ class PCD(Contrastive):
                 raise ValueError("PCD with covariates needs the batch's example indices")
             start = {n: v[batch_index] for n, v in state.position.items()}
             start.update({c: batch_values[c] for c in problem.covariates})
-            position, aux, rate = run_kernel(problem.ops, problem.kernel, key_neg, start, state.aux,
-                                             problem.logdensity_fn(params), self.num_steps)
+            position, aux, rate, _ = run_kernel(problem.ops, problem.kernel, key_neg, start, state.aux,
+                                                problem.logdensity_fn(params), self.num_steps)
             rows = {n: problem.ops.set_rows(v, batch_index, position[n]) for n, v in state.position.items()}
-            return PCDState(rows, aux, pos_aux), positive, position, rate
+            return Phases(PCDState(rows, aux, pos_aux), positive, position, rate)
         # traced (NumPyro): log p̃ of the new chains from the sampler where it has it, so that
         # the objective does not compute it again (base.contrastive_objective)
-        out = run_kernel(problem.ops, problem.kernel, key_neg, state.position, state.aux,
+        run = run_kernel(problem.ops, problem.kernel, key_neg, state.position, state.aux,
                          problem.logdensity_fn(params), self.num_steps, logged=problem.ops.traced)
-        position, aux, rate, log_density = out if len(out) > 3 else out + (None,)
-        return PCDState(position, aux, pos_aux), positive, position, rate, (), log_density
+        return Phases(PCDState(run.position, run.aux, pos_aux), positive, run.position, run.acceptance_rate,
+                      negative_log_density=run.log_density)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from .._problem import run_kernel
 from .._registry import state_type
-from .base import Contrastive
+from .base import Contrastive, Phases
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 from .pcd import _INITS
 
@@ -122,7 +122,7 @@ class ReplayBuffer(Contrastive):
         restart = ops.uniform(key_re, (self.num_chains,), like) < self.reinit
         start = {k: xp.where(restart.reshape((-1,) + (1,) * (len(v.shape) - 1)), fresh[k], v)
                  for k, v in start.items()}
-        position, aux, rate = run_kernel(ops, problem.kernel, key_neg, start, state.aux,
-                                         problem.logdensity_fn(params), self.num_steps)
+        position, aux, rate, _ = run_kernel(ops, problem.kernel, key_neg, start, state.aux,
+                                            problem.logdensity_fn(params), self.num_steps)
         buffer = {k: ops.set_rows(v, idx, position[k]) for k, v in state.buffer.items()}
-        return ReplayState(buffer, position, aux, pos_aux), positive, position, rate
+        return Phases(ReplayState(buffer, position, aux, pos_aux), positive, position, rate)

@@ -33,7 +33,7 @@ import numpy as np
 
 from .._tempered import parts_fn, tempered
 from .._registry import state_type
-from .base import Contrastive
+from .base import Contrastive, Phases
 from ._common import check_bool, check_int, check_positive_args, init_positive, positive_repr, run_positive
 
 __all__ = ["PT", "PTState"]
@@ -183,7 +183,7 @@ class PT(Contrastive):
         swap_rate = xp.where(swap_count > 0, swap_sum / xp.where(swap_count > 0, swap_count, 1.0),
                              float("nan") + zero)
         new = PTState(replicas, aux, pos_aux, n)
-        return new, positive, self.negative_chains(new), rate_sum / self.num_steps, (swap_rate,)
+        return Phases(new, positive, self.negative_chains(new), rate_sum / self.num_steps, (swap_rate,))
 
 
 def _swap_round(ops, rng_key, position, parts, betas, C, K, parity):
