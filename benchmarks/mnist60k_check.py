@@ -95,24 +95,27 @@ def ais_log_z(W, b, c, b_a, betas, num_chains, seed=0):
     return float(log_za + log_mean), float(stderr), logw
 
 
-def make_betas(num_temperatures):
-    """Salakhutdinov & Murray's schedule shape (0..0.5, 0.5..0.9, 0.9..1 at increasing density)."""
+def make_betas(num_temperatures, schedule="sm"):
+    """Salakhutdinov & Murray's schedule shape (0..0.5, 0.5..0.9, 0.9..1 at increasing density),
+    or ``schedule="linear"``: evenly spaced from 0 to 1."""
+    if schedule == "linear":
+        return np.linspace(0.0, 1.0, num_temperatures)
     n1, n2 = int(0.05 * num_temperatures), int(0.2 * num_temperatures)
     n3 = num_temperatures - n1 - n2
     return np.concatenate([np.linspace(0, 0.5, n1, endpoint=False), np.linspace(0.5, 0.9, n2, endpoint=False),
                            np.linspace(0.9, 1.0, n3)])
 
 
-def check(params, x_train, x_test, num_temperatures, num_chains, seed=0):
+def check(params, x_train, x_test, num_temperatures, num_chains, seed=0, schedule="sm"):
     """{'log_z', 'log_z_se', 'held_out_ll', ...} for one parameter set."""
     W, b, c = (np.asarray(params[k], np.float64) for k in ("W", "b", "c"))
     b_a = base_rate_biases(x_train)
     c0, t0 = time.process_time(), time.perf_counter()
-    log_z, se, logw = ais_log_z(W, b, c, b_a, make_betas(num_temperatures), num_chains, seed)
+    log_z, se, logw = ais_log_z(W, b, c, b_a, make_betas(num_temperatures, schedule), num_chains, seed)
     mean_lp = float(free_log_p(W, b, c, x_test).mean())
     return {"log_z": log_z, "log_z_se": se, "mean_log_p_tilde_test": mean_lp, "held_out_ll": mean_lp - log_z,
-            "temperatures": num_temperatures, "chains": num_chains, "seed": seed,
-            "log_w_spread": float(logw.max() - logw.min()),
+            "temperatures": num_temperatures, "schedule": schedule, "chains": num_chains, "seed": seed,
+            "log_w_spread": float(logw.max() - logw.min()), "log_w_std": float(logw.std(ddof=1)),
             "cpu_seconds": time.process_time() - c0, "wall_seconds": time.perf_counter() - t0}
 
 
@@ -122,10 +125,13 @@ def main():
     parser.add_argument("--temperatures", type=int, default=10000)
     parser.add_argument("--chains", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--schedule", choices=("sm", "linear"), default="sm",
+                        help="sm: Salakhutdinov & Murray's shape (default); linear: evenly spaced")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     x_train, x_test = load_binarized()
-    out = check(dict(np.load(args.params)), x_train, x_test, args.temperatures, args.chains, args.seed)
+    out = check(dict(np.load(args.params)), x_train, x_test, args.temperatures, args.chains, args.seed,
+                args.schedule)
     out["params"] = str(args.params)
     print(json.dumps(out, indent=1))
     if args.out:
