@@ -281,7 +281,9 @@ def test_matrix_and_simplex_parameter_constraints(fw, cname):
 @pytest.mark.slow  # an accuracy / integration test: CI's slow pass runs it
 def test_numpyro_float64_fits_with_several_steps():
     """NumPyro under ``jax_enable_x64`` fits with num_steps >= 2 (the loop carry keeps its
-    dtype); run in a subprocess so that x64 does not leak into the other tests."""
+    dtype), float64 data or float32 data beside float64 parameters, with adapted MALA and
+    HMC step sizes and with tempering; run in a subprocess so that x64 does not leak into
+    the other tests."""
     import os
     import subprocess
     import sys
@@ -299,6 +301,15 @@ def test_numpyro_float64_fits_with_several_steps():
         for est in [ebm_ppl.PCD(num_chains=20, num_steps=2), ebm_ppl.CD(num_steps=3)]:
             r = ebm_ppl.fit_unnormalized(model, x, estimator=est, num_steps=3, progress_bar=False)
             assert r.params["p"].dtype == jnp.float64
+        # float32 data and chains beside float64 parameters (a Python-float initial value):
+        # loop carries keep their dtypes (adapted step sizes, tempering's running sums)
+        x32 = x.astype(jnp.float32)
+        S = ebm_ppl.samplers
+        for est, smp in [(ebm_ppl.PCD(num_chains=20, num_steps=2), S.MALA(0.1, adapt=True)),
+                         (ebm_ppl.PCD(num_chains=20, num_steps=2), S.HMC(0.1, 3, adapt=True)),
+                         (ebm_ppl.PT(num_chains=20, betas=[0.5, 0.75, 1.0], num_steps=2), S.MALA(0.1, adapt=True))]:
+            r = ebm_ppl.fit_unnormalized(model, x32, estimator=est, sampler=smp, num_steps=3, progress_bar=False)
+            assert np.isfinite(np.asarray(r.params["p"])) and np.isfinite(r.history["loss"]).all(), (est, smp)
         print("ok")
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))

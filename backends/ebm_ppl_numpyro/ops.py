@@ -254,9 +254,10 @@ class JaxOps:
         return contextlib.nullcontext()
 
     def fori_loop(self, lower, upper, body, init):
+        """``jax.lax.fori_loop`` whose carry keeps the dtypes of ``init`` (see :func:`_keep_dtypes`)."""
         if isinstance(lower, int) and isinstance(upper, int) and upper - lower == 1:
-            return body(lower, init)  # one iteration: no XLA while loop (and its copies)
-        return jax.lax.fori_loop(lower, upper, body, init)
+            return _keep_dtypes(body(lower, init), init)  # one iteration: no XLA while loop (and its copies)
+        return jax.lax.fori_loop(lower, upper, lambda i, c: _keep_dtypes(body(i, c), c), init)
 
     def cond(self, pred, true_fn, false_fn, operand):
         """Both branches computed, the result selected leaf by leaf: for the cheap, pure
@@ -286,7 +287,8 @@ class JaxOps:
             def body(i, state):
                 c, buf = state
                 args = jax.tree_util.tree_leaves((c, (idx[i], active[i])))
-                c, st = jax.tree_util.tree_unflatten(out_tree, jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *args))
+                c2, st = jax.tree_util.tree_unflatten(out_tree, jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *args))
+                c = _keep_dtypes(c2, c)
                 return c, jax.tree_util.tree_map(lambda b, s: b.at[i].set(s), buf, st)
 
             return jax.lax.fori_loop(0, jnp.sum(active), body, (carry, stats))
@@ -317,6 +319,18 @@ class JaxOps:
 
 
 ops = JaxOps()
+
+
+def _keep_dtypes(new, old):
+    """``new`` with each array leaf in the dtype of the matching leaf of ``old``: under JAX's
+    x64 mode, float64 parameters (Python-float initial values) meeting float32 chains give
+    float64 step results, and a loop's carry must keep its dtypes (the chains stay in the
+    dtype they were made in)."""
+    def keep(a, b):
+        dtype = getattr(b, "dtype", None)
+        return a if dtype is None or getattr(a, "dtype", dtype) == dtype else a.astype(dtype)
+
+    return jax.tree_util.tree_map(keep, new, old)
 
 
 def _stack(perms):

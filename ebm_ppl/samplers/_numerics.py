@@ -109,6 +109,9 @@ def select_rows(ops, accept, proposal, position, names):
     return new
 
 
-def adapt_log_step(log_step_size, rate, target_accept, adapt_rate):
-    """One Robbins-Monro step of log ε toward ``target_accept`` (Andrieu & Thoms 2008)."""
-    return log_step_size + adapt_rate * (rate - target_accept)
+def adapt_log_step(ops, log_step_size, rate, target_accept, adapt_rate):
+    """One Robbins-Monro step of log ε toward ``target_accept`` (Andrieu & Thoms 2008), in
+    log ε's own dtype (a float64 acceptance rate, as JAX's x64 mode gives for float32
+    chains, would otherwise change the dtype of a loop's carry)."""
+    new = log_step_size + adapt_rate * (rate - target_accept)
+    return new if new.dtype == log_step_size.dtype else ops.astype(new, log_step_size.dtype)

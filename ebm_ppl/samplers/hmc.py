@@ -116,7 +116,7 @@ class HMC(Sampler):
             accept, rate = mh_accept(ops, key_accept, log_alpha, ld)
             new = select_rows(ops, accept, x, position, names)
             if self.adapt:
-                aux = HMCAux(adapt_log_step(aux.log_step_size, rate, self.target_accept, self.adapt_rate))
+                aux = HMCAux(adapt_log_step(ops, aux.log_step_size, rate, self.target_accept, self.adapt_rate))
             return new, aux, rate
 
         return Kernel(names, init, step)

@@ -100,7 +100,7 @@ class MALA(Sampler):
             accept, rate = mh_accept(ops, key_accept, ld_new - ld + log_ratio, ld)
             new = select_rows(ops, accept, proposal, position, names)
             if self.adapt:
-                aux = MALAAux(adapt_log_step(aux.log_step_size, rate, self.target_accept, self.adapt_rate))
+                aux = MALAAux(adapt_log_step(ops, aux.log_step_size, rate, self.target_accept, self.adapt_rate))
             return new, aux, rate
 
         return Kernel(names, init, step)

@@ -114,8 +114,9 @@ def _build(user_kernel, num_warmup, names):
         others = {n: v for n, v in position.items() if n not in names}
 
         def one(zc, other, state, key):
-            def potential(zz):
-                return -logdensity_fn({n: v[None] for n, v in dict(other, **zz).items()})[0]
+            def potential(zz):  # in the chains' dtype (JAX's x64 mode: float64 parameters, float32 chains)
+                out = -logdensity_fn({n: v[None] for n, v in dict(other, **zz).items()})[0]
+                return out.astype(dtype) if out.dtype != dtype else out
 
             box["potential"] = potential
             if kernel._sample_fn is None:  # a kernel built after another's warm-up: set it up
@@ -124,6 +125,7 @@ def _build(user_kernel, num_warmup, names):
             state = state._replace(z=zc, potential_energy=energy, z_grad=grad, rng_key=key)
             return kernel.sample(state, (), {})
 
+        dtype = z[names[0]].dtype
         keys = jax.random.split(rng_key, z[names[0]].shape[0])
         state = jax.vmap(one)(z, others, aux, keys)
         return dict(position, **state.z), state, jnp.mean(state.accept_prob)
