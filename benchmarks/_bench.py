@@ -20,8 +20,24 @@ import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # see README: torch's intra-op threads hurt small tensors
 
-__all__ = ["jax_epochs", "epoch_timer", "fit_timer", "paired", "ratio", "rss_mib", "peak_rss_mib", "binarized_digits",
+__all__ = ["pin_cores", "jax_epochs", "epoch_timer", "fit_timer", "paired", "ratio", "rss_mib", "peak_rss_mib", "binarized_digits",
            "synthetic_binary", "rbm_model", "Timing"]
+
+
+def pin_cores(num):
+    """Run this process (and every thread it starts later) on ``num`` of the CPU cores it may
+    use (Linux; a no-op elsewhere or for ``num`` <= 0); returns the cores.
+
+    ``OMP_NUM_THREADS=1`` makes torch single-threaded but not XLA: JAX's CPU client runs
+    independent operations of a program side by side and YNNPACK splits matrix products over
+    a thread pool of its own, both sized by the cores the process may use. Pinned to one
+    core before JAX starts, every contender runs on one core, and the CPU time of the
+    measurement equals its wall time."""
+    if num <= 0 or not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))[-num:]
+    os.sched_setaffinity(0, cores)
+    return cores
 
 
 class Timing:

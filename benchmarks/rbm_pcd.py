@@ -20,7 +20,10 @@ epoch); ``--size mnist60k`` the same on the full 60,000 MNIST training images
 784 x 500 sizes also print peak memory and the resident memory after each timed epoch
 (growth across epochs would show as a rising list).
 
-Run: ``python benchmarks/rbm_pcd.py [--size digits|mnist5k|large] [--runs 5]``.
+Run: ``python benchmarks/rbm_pcd.py [--size digits|mnist5k|large] [--runs 5] [--cores 1]``.
+``--cores 1`` (the default) pins the process to one core before JAX or torch starts (see
+``_bench.pin_cores``: with ``OMP_NUM_THREADS=1`` alone XLA still used both cores of this
+machine, for ebm_ppl and the hand-written loop alike); ``--cores 0`` leaves it unpinned.
 Prints one line per contender (median seconds per epoch, one-off cost), then the ratios
 in one line.
 """
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import (binarized_digits, epoch_timer, fit_timer, jax_epochs, paired, peak_rss_mib,  # noqa: E402
+from _bench import (pin_cores, binarized_digits, epoch_timer, fit_timer, jax_epochs, paired, peak_rss_mib,  # noqa: E402
                     ratio, rbm_model, rss_mib, synthetic_binary)
 
 
@@ -150,7 +153,9 @@ def main():
     parser.add_argument("--runs", type=int, default=5, help="timed rounds; medians are reported")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per timed run")
     parser.add_argument("--backends", default="numpyro,pyro,sklearn")
+    parser.add_argument("--cores", type=int, default=1, help="pin to this many cores (0: do not pin)")
     args = parser.parse_args()
+    cores = pin_cores(args.cores)  # before JAX or torch starts its thread pools
 
     if args.size == "digits":
         x, num_hidden, epochs = binarized_digits(1700), 64, args.epochs or 20
@@ -170,7 +175,8 @@ def main():
     updates = x.shape[0] // batch
     sweeps = updates * (chains + batch)  # chain-sweeps per epoch (negative chains + positive phase)
     print(f"RBM {x.shape[1]}x{num_hidden}, {x.shape[0]} examples, batch {batch}, {chains} chains, "
-          f"PCD-1, Adam({lr}); {updates} updates per epoch; medians of {args.runs} rounds", flush=True)
+          f"PCD-1, Adam({lr}); {updates} updates per epoch; medians of {args.runs} rounds; "
+          f"cores {cores if cores else 'all'}", flush=True)
     timers, pairs = {}, []
     for backend in ("numpyro", "pyro"):
         if backend not in backends:
