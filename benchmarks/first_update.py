@@ -1,7 +1,8 @@
 """Time to the first update: ebm_ppl's first 1-epoch NumPyro fit against the hand-written JAX loop's first call.
 
 Each measurement is a fresh single-threaded Python process (``OMP_NUM_THREADS=1``, XLA
-``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``) that imports
+``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``, and on CPU pinned to
+one core, ``--cores 1``: XLA's compiler and runtime otherwise still use every core) that imports
 everything, initialises JAX (one tiny computation), then times one call:
 
 - ``ebm_ppl``: ``fit_unnormalized`` of the 64x64 digits RBM of ``rbm_pcd.py`` for one epoch
@@ -18,7 +19,7 @@ ratios of CPU seconds.
 With ``--cache DIR`` every process uses JAX's persistent compilation cache in ``DIR``
 (filled first by one untimed process of each kind): the first fit of a later process.
 
-Run: ``python benchmarks/first_update.py [--runs 3] [--what fit|sample] [--cache DIR] [--platform cpu|default]``
+Run: ``python benchmarks/first_update.py [--runs 3] [--what fit|sample] [--cache DIR] [--platform cpu|default] [--cores 1]``
 """
 
 import argparse
@@ -100,7 +101,13 @@ def main():
                                                           "an untimed process first): the time with a warm cache")
     parser.add_argument("--platform", choices=("cpu", "default"), default="cpu",
                         help="cpu (single-threaded XLA), or JAX's default device (benchmarks/gpu.sh)")
+    parser.add_argument("--cores", type=int, default=1,
+                        help="on --platform cpu, pin the measured processes to this many cores (0: do not pin)")
     args = parser.parse_args()
+    if args.platform == "cpu":  # the child processes inherit the affinity
+        from _bench import pin_cores
+
+        print(f"cores: {pin_cores(args.cores) or 'all'}", flush=True)
     if args.cache:
         for which in ("ebm_ppl" if args.what == "fit" else "sample", "hand"):
             once(which, args.cache, args.platform)
