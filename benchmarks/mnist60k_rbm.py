@@ -111,12 +111,12 @@ def make_optimizer(recipe, total_updates):
     return optax.inject_hyperparams(sgd)(learning_rate=learning_rate, momentum=momentum)
 
 
-def in_effect(result, opt):
+def in_effect(result, tree):
     """(learning rate, momentum) of the last update, read back from the fit's optimizer state
-    (ebm_ppl keeps it as the leaves of NumPyro's wrapper state, optax's state last)."""
+    (ebm_ppl keeps it as the leaves of NumPyro's wrapper state, optax's state last; ``tree``:
+    the structure of optax's state)."""
     import jax
 
-    tree = jax.tree_util.tree_structure(opt.init(result.params))
     leaves = list(result.state.optimizer_state)[-tree.num_leaves:]
     hyper = jax.tree_util.tree_unflatten(tree, leaves).hyperparams
     return float(hyper["learning_rate"]), float(hyper["momentum"])
@@ -128,6 +128,7 @@ def train(x, recipe, seconds, seed=0, snapshot_every=None, name=None, wall_limit
     first compile included) or ``wall_limit`` wall-clock seconds (a loaded machine); snapshots
     of the (uncentered) parameters every ``snapshot_every`` CPU seconds. Returns (params, log);
     the log's ``stopped_by`` says what ended training."""
+    import jax
     import jax.numpy as jnp
 
     import ebm_ppl
@@ -141,6 +142,7 @@ def train(x, recipe, seconds, seed=0, snapshot_every=None, name=None, wall_limit
     model = rbm(x.shape[1], nh, W0, b0, c0, offsets=(mu, lam) if recipe["centered"] else None)
     data = jnp.asarray(x)
     opt = make_optimizer(recipe, recipe["epochs"] * (x.shape[0] // recipe["batch"]))
+    opt_tree = jax.tree_util.tree_structure(jax.eval_shape(opt.init, {"W": W0, "b": b0, "c": c0}))
     est = ebm_ppl.PCD(num_chains=recipe["chains"], num_steps=recipe["k"], rao_blackwell=bool(recipe["rb"]))
     sampler = ebm_ppl.samplers.BlockGibbs(["h", "v"])
     result, epochs, snaps, next_snap = None, [], [], snapshot_every
@@ -162,7 +164,7 @@ def train(x, recipe, seconds, seed=0, snapshot_every=None, name=None, wall_limit
                                           batch_size=recipe["batch"], progress_bar=False, resume=result,
                                           rng_seed=seed)
         spent = time.process_time() - cpu0
-        lr, mom = in_effect(result, opt)  # the last update's, as the optimizer state holds them
+        lr, mom = in_effect(result, opt_tree)  # the last update's, as the optimizer state holds them
         epochs.append({"cpu": spent, "lr_in_effect": lr, "mom_in_effect": mom})
         print(f"epoch {len(epochs)} cpu {spent:.0f} lr {lr:.4g} mom {mom:.3g}", flush=True)
         if snapshot_every and name and spent >= next_snap:
