@@ -24,7 +24,7 @@ from ebm_ppl.samplers._numerics import differentiate
 
 from .ops import ops
 from .plates import plates
-from .quick_draws import QuickDraws
+from .quick_draws import AncestralDraws, QuickDraws
 from .rows import has_nonfinite, head_rows, in_support, supports_by_row
 
 __all__ = ["compile_model", "as_data", "restore_params", "store_params", "snapshot_params", "restore_snapshot"]
@@ -214,6 +214,7 @@ class _Functions:
                  params, covariate_leaves=None, data_rows=None):
         self.model, self.traced, self.model_args, self.model_kwargs = model, traced, model_args, model_kwargs
         self.data, self.trace, self.covariates, self.param_sites = data, trace, covariates, param_sites
+        self.params = params  # given parameters (None: the model's own numpyro.param values)
         self.leaves = data if isinstance(data, dict) else {"data": data}
         # all rows of the covariates (``data`` may be the first rows only: see compile_model)
         self.covariate_leaves = ({k: self.leaves[k] for k in covariates} if covariate_leaves is None
@@ -287,23 +288,26 @@ class _Functions:
         return sum(log_probs[n] for n in self.global_names)
 
     def sample_base(self, rng_key, num_chains):
-        first = {k: jnp.broadcast_to(v[:1], (num_chains,) + tuple(v.shape[1:])) for k, v in self.leaves.items()}
-        key_trace, key_sites = jax.random.split(rng_key)
-        tr = handlers.trace(handlers.seed(self.traced, key_trace)).get_trace(
-            first if isinstance(self.data, dict) else first["data"], *self.model_args, **self.model_kwargs
-        )
-        out = {}
-        for key, (name, site) in zip(jax.random.split(key_sites, len(self.sites)), self.sites.items()):
-            try:
-                x = tr[name]["fn"].sample(key)
-            except NotImplementedError:
-                u = jax.random.uniform(key, (num_chains,) + site.shape, minval=-2.0, maxval=2.0)
-                x = site.transform(u)
-            if x.size == int(np.prod(site.shape)) and num_chains > 1:  # no data plate: one draw a chain
-                x = tr[name]["fn"].sample(key, (num_chains,))
-            out[name] = jnp.broadcast_to(jnp.reshape(x, (-1,) + site.shape), (num_chains,) + site.shape
-                                         ).astype(site.dtype)
-        return out
+        """``num_chains`` joint draws from the base measure: one run of the model per chain
+        (vmapped) on the first data row, every site drawn from its distribution given the
+        sites drawn before it (:class:`AncestralDraws`), so that a site whose base depends on
+        another's value is drawn from that conditional, as ``log_density_parts``' log base
+        has it."""
+        row = {k: v[:1] for k, v in self.leaves.items()}
+        data = row if isinstance(self.data, dict) else row["data"]
+        size = len(self.trace)  # at least one key for each draw of the model
+        keys = jax.random.split(rng_key, num_chains * size)
+        keys = keys.reshape((num_chains, size) + tuple(keys.shape[1:]))
+        transforms = {n: site.transform for n, site in self.sites.items()}
+
+        def one(keys):
+            fn = AncestralDraws(self.model, keys, transforms)
+            if self.params is not None:
+                fn = handlers.substitute(fn, data=dict(self.params))
+            tr = handlers.trace(handlers.seed(fn, rng_seed=0)).get_trace(data, *self.model_args, **self.model_kwargs)
+            return {n: jnp.reshape(tr[n]["value"], site.shape).astype(site.dtype) for n, site in self.sites.items()}
+
+        return jax.vmap(one)(keys)
 
     def _find_global_factors(self, outside, data_plate):
         """Tell the factors outside the data plate that depend on no site (the same at every

@@ -9,13 +9,14 @@ for later models with the same distribution structure and shapes, from keys made
 host (NumPyro's seed handler would split one, a compilation of its own).
 """
 
+import jax
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
 from .ops import quick_jit
 
-__all__ = ["QuickDraws"]
+__all__ = ["AncestralDraws", "QuickDraws"]
 
 _DRAWS = {}  # sample_shape -> quick_jit(distribution, key -> (value, intermediates))
 
@@ -54,3 +55,41 @@ class QuickDraws(numpyro.primitives.Messenger):
         except Exception:  # a distribution that is not a pytree, ...: drawn as usual
             return
         msg["kwargs"]["rng_key"], msg["value"], msg["intermediates"] = key, value, intermediates
+
+
+class AncestralDraws(numpyro.primitives.Messenger):
+    """Draw every site of ``transforms`` (site name -> its bijection from unconstrained
+    space), observed ones included, from its distribution given the values drawn before
+    it: one joint draw from the model's base measure (its sample sites, factors left out),
+    the draws that ``log_density_parts``' log base is the density of.
+
+    ``keys`` holds one key for each sample or ``prng_key`` message (an upper bound: one per
+    site of the model's trace): no key is split inside the model. A site whose distribution
+    has no sampler (an improper base such as ``ImproperUniform``) is drawn uniformly in
+    (-2, 2) in unconstrained space, like the frameworks' ``init_to_uniform``.
+    """
+
+    def __init__(self, fn, keys, transforms):
+        self.keys, self.transforms, self.count = keys, transforms, 0
+        super().__init__(fn)
+
+    def _key(self):
+        if self.count >= len(self.keys):
+            raise RuntimeError("AncestralDraws: the model made more random draws than its first trace")
+        self.count += 1
+        return self.keys[self.count - 1]
+
+    def process_message(self, msg):
+        if msg["type"] == "plate" and msg["kwargs"].get("rng_key", 0) is None:  # not subsampled: never read
+            msg["kwargs"]["rng_key"] = np.array([0, 0], np.uint32)
+        elif msg["type"] == "prng_key" and msg["value"] is None:
+            msg["value"] = self._key()
+        elif msg["type"] == "sample" and msg["name"] in self.transforms:
+            key, fn = self._key(), msg["fn"]
+            sample_shape = tuple(msg["kwargs"].get("sample_shape", ()))
+            try:
+                msg["value"] = fn.sample(key, sample_shape)
+            except NotImplementedError:  # an improper base
+                u = jax.random.uniform(key, fn.shape(sample_shape), minval=-2.0, maxval=2.0)
+                msg["value"] = self.transforms[msg["name"]](u)
+            msg["kwargs"]["rng_key"], msg["is_observed"] = key, False

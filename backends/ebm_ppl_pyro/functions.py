@@ -20,7 +20,7 @@ from ebm_ppl._sites import (Same, Transform, base_constraint, check_factor_shape
 from ebm_ppl.backend import ModelInfo, SiteInfo
 
 from .capture import _Captured, _CapturedGrad, _CapturedWeighted
-from .handlers import _LogDensityMessenger, _is_factor
+from .handlers import _AncestralDraws, _LogDensityMessenger, _is_factor
 from .param_store import store_state
 from .rows import support_repr
 
@@ -195,24 +195,35 @@ class _Functions:
         return sum(record[n].sum() for n in self.global_names)
 
     def sample_base(self, rng_key, num_chains):
-        first = {k: v[:1].expand((num_chains,) + tuple(v.shape[1:])) for k, v in self.leaves.items()}
+        """``num_chains`` joint draws from the base measure: the model run on the first data
+        row, one row per chain, every site drawn from its distribution given the sites drawn
+        before it (:class:`_AncestralDraws`), so that a site whose base depends on another's
+        value is drawn from that conditional, as ``log_density_parts``' log base has it. A
+        model whose sites do not all lie in the data plate is run once per chain."""
         seed = int(torch.randint(0, 2**62, (), generator=rng_key, device=rng_key.device))
-        out = {}
         with torch.random.fork_rng(devices=[] if rng_key.device.type == "cpu" else [rng_key.device]):
             torch.manual_seed(seed)
-            batch = first if isinstance(self.data, dict) else first["data"]
-            tr = _run(self.traced, (batch,) + tuple(self.model_args), self.model_kwargs)
-            for name, site in self.sites.items():
-                node = tr.nodes[name]
-                try:
-                    x = node["fn"].sample()
-                    if x.numel() != num_chains * math.prod(site.shape):  # no data plate: one draw a chain
-                        x = node["fn"].sample((num_chains,))
-                    out[name] = x.reshape((num_chains,) + site.shape)
-                except NotImplementedError:
-                    x = torch.rand((num_chains,) + site.shape, device=rng_key.device) * 4 - 2
-                    out[name] = site.transform(x.to(site.dtype)).detach()
-        return {k: v.to(self.sites[k].dtype).detach() for k, v in out.items()}
+            out = None if self.by_row else self._ancestral(num_chains, rng_key.device)
+            if out is None:  # one chain at a time
+                rows = [self._ancestral(1, rng_key.device) for _ in range(num_chains)]
+                out = {n: torch.cat([r[n] for r in rows]) for n in self.sites}
+        return {n: v.to(self.sites[n].dtype) for n, v in out.items()}
+
+    def _ancestral(self, rows, device):
+        """One run of the model on ``rows`` copies of the first data row under
+        :class:`_AncestralDraws`: {site: (rows, *shape)}, or None where a site's draw does
+        not have ``rows`` rows (a site outside the data plate)."""
+        first = {k: v[:1].expand((rows,) + tuple(v.shape[1:])) for k, v in self.leaves.items()}
+        batch = first if isinstance(self.data, dict) else first["data"]
+        draws = _AncestralDraws({n: s.transform for n, s in self.sites.items()}, device)
+        tr = _run(draws(self.traced), (batch,) + tuple(self.model_args), self.model_kwargs)
+        out = {}
+        for name, site in self.sites.items():
+            value = tr.nodes[name]["value"]
+            if value.numel() != rows * math.prod(site.shape):
+                return None
+            out[name] = value.reshape((rows,) + tuple(site.shape))
+        return out
 
     def _find_global_factors(self, outside):
         """Tell the factors outside the data plate that depend on no site (the same at every

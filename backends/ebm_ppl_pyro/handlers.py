@@ -121,3 +121,27 @@ def _per_example(lp, site, plate_name, num_chains):
     elif lp.shape[0] != num_chains:
         return lp.sum()
     return lp.reshape((lp.shape[0], -1)).sum(-1)
+
+
+class _AncestralDraws(Messenger):
+    """Draw every site of ``transforms`` (site name -> its bijection from unconstrained
+    space), observed ones included, from its distribution given the values drawn before
+    it (torch's global generator): a joint draw from the model's base measure, the one
+    that ``log_density_parts``' log base is the density of. A site whose distribution has
+    no sampler (an improper base such as ``ImproperUniform``) is drawn uniformly in (-2, 2)
+    in unconstrained space, like Pyro's ``init_to_uniform``."""
+
+    def __init__(self, transforms, device):
+        super().__init__()
+        self.transforms, self.device = transforms, device
+
+    def _pyro_sample(self, msg):
+        if msg["name"] not in self.transforms or site_is_subsample(msg):
+            return
+        fn = msg["fn"]
+        try:
+            value = fn.sample()
+        except NotImplementedError:  # an improper base
+            shape = fn.batch_shape + fn.event_shape
+            value = self.transforms[msg["name"]](torch.rand(shape, device=self.device) * 4 - 2)
+        msg["value"], msg["is_observed"] = value.detach(), False
