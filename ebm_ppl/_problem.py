@@ -77,16 +77,7 @@ class Problem:
         params, positions = [], []
         for _ in range(num_probes):
             params.append(ops.map_host(lambda a: a + rng.standard_normal(a.shape), self.info.init_params))
-            position = {}
-            for name, site in self.sites.items():
-                shape = (num_states,) + tuple(site.shape)
-                if is_one_hot(site):
-                    position[name] = ops.from_numpy(random_states(rng, site, num_states), site.dtype, like)
-                elif site.is_discrete:
-                    values = np.asarray(site.values if site.values is not None else (0,))
-                    position[name] = ops.from_numpy(values[rng.integers(len(values), size=shape)], site.dtype, like)
-                else:
-                    position[name] = ops.from_numpy(rng.uniform(-2.0, 2.0, size=shape), like.dtype, like)
+            position = self.host_states(rng, num_states, like)
             for name, leaf in (self.info.covariates or {}).items():  # random rows of the inputs
                 position[name] = leaf[ops.from_numpy(rng.integers(leaf.shape[0], size=num_states), ops.int_dtype,
                                                      like)]
@@ -97,10 +88,33 @@ class Problem:
 
         return Probes(logdensity, params, positions, {})
 
+    def host_states(self, rng, num_states, like):
+        """``num_states`` sampler-space states of every site drawn on the host with the numpy
+        generator ``rng``: uniform over discrete supports, U(-2, 2) unconstrained."""
+        ops, position = self.ops, {}
+        for name, site in self.sites.items():
+            shape = (num_states,) + tuple(site.shape)
+            if is_one_hot(site):
+                position[name] = ops.from_numpy(random_states(rng, site, num_states), site.dtype, like)
+            elif site.is_discrete:
+                values = np.asarray(site.values if site.values is not None else (0,))
+                position[name] = ops.from_numpy(values[rng.integers(len(values), size=shape)], site.dtype, like)
+            else:
+                position[name] = ops.from_numpy(rng.uniform(-2.0, 2.0, size=shape), like.dtype, like)
+        return position
+
     def init_positive_aux(self, rng_key, batch_size):
+        """The positive kernel's initial state (its adapted step sizes, ...). The kernel's
+        ``init`` reads shapes and dtypes from a position: states made on the host serve
+        (the positive phase draws its own start at every update), so no random draw is
+        compiled for it."""
         if not self.latent_names:
             return ()
-        return self.positive_kernel.init(self.init_position(rng_key, batch_size, "base"))
+        like = self.ops.first_leaf(self.info.init_params)
+        position = self.host_states(np.random.default_rng(PROBE_SEED), batch_size, like)
+        position = {n: v if self.sites[n].is_discrete else self.ops.astype(v, self.sites[n].dtype)
+                    for n, v in position.items()}  # as init_position has them
+        return self.positive_kernel.init(self.ops.shard_rows(position))
 
     def positive(self, rng_key, aux, params, batch_values, num_steps, start=None):
         """The positive phase: latent sites drawn given the batch (observed sites clamped).
