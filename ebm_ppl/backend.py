@@ -97,8 +97,10 @@ class ModelInfo(NamedTuple):
     values_to_data : callable
         The inverse of ``data_to_values``.
     sample_base : callable
-        ``sample_base(rng_key, num_chains) -> values`` drawn from the sites' base
-        distributions (improper bases: uniform in (-2, 2) in unconstrained space).
+        ``sample_base(rng_key, num_chains) -> values`` drawn jointly from the sites' base
+        distributions, each site given the values drawn before it (the measure whose log
+        density ``log_density_parts`` gives as ``log_base``; improper bases: uniform in
+        (-2, 2) in unconstrained space).
     log_density_parts : callable
         ``log_density_parts(params, values) -> (log_density, log_base)``, both ``(num_chains,)``:
         log p̃ as ``log_density`` gives it, and the log-probability of the sample sites alone

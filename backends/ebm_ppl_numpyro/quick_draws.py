@@ -1,4 +1,4 @@
-"""The latent draws of a model's first trace, each one compiled call built fast.
+"""Draws made while running a model: the first trace's, and joint draws from the base.
 
 A fit's set-up runs the model once, eagerly, to learn its sites (shapes, dtypes, supports,
 plates). Its latent sites are drawn there only for their shapes: the values are not used.
@@ -7,6 +7,9 @@ Drawn eagerly, each distribution's sampler is one XLA compilation at full optimi
 one call of :func:`~ebm_ppl_numpyro.ops.quick_jit` instead (backend optimisations off), kept
 for later models with the same distribution structure and shapes, from keys made on the
 host (NumPyro's seed handler would split one, a compilation of its own).
+
+:class:`AncestralDraws` draws every site, observed ones included, given the values drawn
+before it: ``sample_base``'s joint draws from the base measure (AIS's start, ``init="base"``).
 """
 
 import jax
