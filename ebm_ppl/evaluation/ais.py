@@ -104,27 +104,37 @@ def base_rate_start(problem, params, data_values, like, pseudo_count=1.0):
     return Start(logits, shift, const)
 
 
-def _base_logits(problem, params, name, lo, hi, like, rng):
+def _base_logits(problem, params, name, lo, hi, like, rng, num_contexts=3):
     """The logits of a binary site's base distribution, one per coordinate, from single
-    coordinate changes of log base; checked to be a product over coordinates."""
+    coordinate changes of log base; checked to be a product over coordinates, and the
+    same whatever the other sites' values (``num_contexts`` joint draws of them from the
+    base): a start that replaces the site's base by a product of Bernoullis of its own must
+    leave the rest of the base measure as it was."""
     ops, info = problem.ops, problem.info
     site = info.sites[name]
     size = int(np.prod(site.shape, dtype=int))
-    other = info.sample_base(ops.seed(0, like), 1)
+    others = info.sample_base(ops.seed(0, like), num_contexts)
     rows = np.full((size + 1 + 4, size), lo)
     rows[1:size + 1][np.arange(size), np.arange(size)] = hi
     rows[size + 1:] = np.where(rng.random((4, size)) < 0.5, hi, lo)
-    values = {k: ops.xp.concatenate([v] * rows.shape[0], axis=0) for k, v in other.items()}
-    values[name] = ops.from_numpy(rows.reshape((-1,) + tuple(site.shape)), site.dtype, like)
+    n = rows.shape[0]
+    values = {k: ops.xp.concatenate([v[i:i + 1] for i in range(num_contexts) for _ in range(n)], axis=0)
+              for k, v in others.items()}
+    values[name] = ops.from_numpy(np.tile(rows, (num_contexts, 1)).reshape((-1,) + tuple(site.shape)), site.dtype,
+                                  like)
     with ops.no_grad():
-        lb = np.asarray(ops.to_numpy(info.log_density_parts(params, values)[1]), np.float64)
-    ell = lb[1:size + 1] - lb[0]
-    predicted = lb[0] + (rows[size + 1:] - lo) / (hi - lo) @ ell
-    if not np.allclose(predicted, lb[size + 1:], rtol=1e-4, atol=1e-3 * (1 + np.abs(lb[0]))):
+        lb = np.asarray(ops.to_numpy(info.log_density_parts(params, values)[1]), np.float64).reshape((num_contexts, n))
+    ell = lb[:, 1:size + 1] - lb[:, :1]
+    predicted = lb[:, :1] + ell @ ((rows[size + 1:] - lo) / (hi - lo)).T  # (contexts, 4 random rows)
+    if not np.allclose(predicted, lb[:, size + 1:], rtol=1e-4, atol=1e-3 * (1 + np.abs(lb[:, :1]).max())):
         raise NotImplementedError(
             f"log_partition(init=<data>): the base distribution of site {name!r} is not a product "
             "over its coordinates, so a factorized base-rate start cannot replace it; use init='base'")
-    return ell
+    if not np.allclose(ell, ell[:1], rtol=1e-4, atol=1e-3 * (1 + np.abs(ell).max())):
+        raise NotImplementedError(
+            f"log_partition(init=<data>): the base distribution of site {name!r} depends on the values of "
+            "other sites, so a factorized base-rate start cannot replace it; use init='base'")
+    return ell[0]
 
 
 def sample_start(problem, rng_key, num_chains, start=BASE_START):
