@@ -71,6 +71,9 @@ _LOG_PARTITION_DOC = """log Z(θ), the log normalizer of the model at ``params``
         which a factorized Bernoulli (base-rate) distribution over the binary observed
         sites is fitted (Salakhutdinov & Murray 2008), the latent sites keeping their
         base distributions: much closer to a trained model, and recommended for one.
+        Refused (``NotImplementedError`` naming the site) where an observed site's base is
+        not a product over its coordinates or depends on other sites' values: the
+        factorized start could not replace it and keep p₀ normalized.
     sampler : "auto" or a sampler from ``ebm_ppl.samplers``
         The AIS transition at each intermediate temperature (``"auto"``: Gibbs on discrete
         sites, MALA on continuous ones; an RBM, every site a measured conditionally
