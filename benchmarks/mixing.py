@@ -46,7 +46,7 @@ def gaussians8(seeds, backends):
                 fw.clear()
                 model, _ = mlp_energy_model(fw)
                 r = ebm_ppl.fit_unnormalized(model, fw.array(mixture_data()), estimator=est,
-                                             optimizer=fw.adam_decay(0.005, 0.9995), num_steps=6000, batch_size=200,
+                                             optimizer=fw.adam_decay(0.005, 0.99975), num_steps=12000, batch_size=200,
                                              rng_seed=seed, progress_bar=False)
                 P = {k: fw.to_numpy(v).astype(np.float64) for k, v in r.params.items()}
                 w = mode_weights(lambda pts: numpy_log_density(P, pts))
