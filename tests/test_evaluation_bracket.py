@@ -192,6 +192,33 @@ def test_base_rate_start_refuses_a_base_that_depends_on_other_sites(fw):
     assert abs(out.estimate - log_z) < 5 * out.stderr + 0.01
 
 
+def test_latent_whose_base_depends_on_observed_is_sampled_not_summed(fw):
+    """h's base Bernoulli(logits = v U) depends on the observed v: one set of base logits
+    for h cannot serve every row, so AIS does not sum h out (it raised, naming init=<data>,
+    with init='base') but samples it with the kernel, and lands on log Z (5 reported
+    standard errors plus 0.01)."""
+    rng = np.random.default_rng(0)
+    U = rng.normal(0, 2, (6, 3)).astype(np.float32)
+    W = rng.normal(0, 0.5, (6, 3)).astype(np.float32)
+
+    def model(data):
+        w = fw.param("W", fw.array(W))
+        with fw.plate("data", data.shape[0]):
+            v = fw.sample("v", fw.dist.Bernoulli(0.5 * fw.array(np.ones(6))).to_event(1), obs=data)
+            h = fw.sample("h", fw.dist.Bernoulli(logits=v @ fw.array(U)).to_event(1))
+            ebm_ppl.factor("f", ((v @ w) * h).sum(-1))
+
+    states = lambda n: np.array(list(itertools.product([0.0, 1.0], repeat=n)))  # noqa: E731
+    v, h = states(6), states(3)
+    lg = v @ U  # (64, 3)
+    log_base = 6 * np.log(0.5) + (h[None] * lg[:, None] - np.logaddexp(0, lg)[:, None]).sum(-1)  # (64, 8)
+    log_z = np.logaddexp.reduce((log_base + np.einsum("vi,ij,hj->vh", v, W, h)).ravel())
+    x = fw.array(rng.integers(0, 2, (50, 6)))
+    out = ebm_ppl.log_partition(model, {"W": fw.array(W)}, x[:1], method="ais", num_temperatures=10,
+                                num_chains=1000)
+    assert abs(out.estimate - log_z) < 5 * out.stderr + 0.01
+
+
 # ---- MNIST-5k, 784 x 20 (slow) -------------------------------------------------------------
 
 

@@ -118,8 +118,8 @@ def _base_logits(problem, params, name, lo, hi, like, rng, num_contexts=3):
     rows[1:size + 1][np.arange(size), np.arange(size)] = hi
     rows[size + 1:] = np.where(rng.random((4, size)) < 0.5, hi, lo)
     n = rows.shape[0]
-    values = {k: ops.xp.concatenate([v[i:i + 1] for i in range(num_contexts) for _ in range(n)], axis=0)
-              for k, v in others.items()}
+    context = ops.asarray(np.repeat(np.arange(num_contexts), n), None, int_=True)  # each draw for n rows
+    values = {k: v[context] for k, v in others.items()}
     values[name] = ops.from_numpy(np.tile(rows, (num_contexts, 1)).reshape((-1,) + tuple(site.shape)), site.dtype,
                                   like)
     with ops.no_grad():
@@ -251,7 +251,8 @@ def sample_site_value(ops, rng_key, logits, lo, hi, dtype):
 
 def rb_config(problem, params, summed, start, like):
     """``(site, lo, hi, gb)`` for :func:`_make_annealer`: gb, the logits of p₀ for the summed
-    site (its base logits; the site's base does not depend on other sites)."""
+    site (its base logits); ``NotImplementedError`` where the site's base is not a product
+    over its coordinates or depends on other sites' values (one gb would not fit every row)."""
     ops = problem.ops
     site = problem.sites[summed]
     lo, hi = (float(v) for v in site.values)

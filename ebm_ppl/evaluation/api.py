@@ -338,7 +338,10 @@ def _ais_kernel(problem, params, sampler, probe, start, like):
                 lambda pos: _parts_fn(problem, p)(pos)[1]), tag="log_base"):
             rb_site = name
             break
-    rb = rb_config(problem, params, rb_site, start, like) if rb_site is not None else None
+    try:
+        rb = rb_config(problem, params, rb_site, start, like) if rb_site is not None else None
+    except NotImplementedError:  # its base depends on other sites: sampled by the kernel instead
+        rb_site, rb = None, None
     if isinstance(sampler, str) and sampler == "auto" and set(summable) >= set(problem.sites) and len(summable) > 1:
         # every site a conditionally independent binary layer (an RBM): one block each,
         # whatever their size ("auto" probes sites of at most 128 coordinates)
